@@ -1,0 +1,385 @@
+#include "io/config.h"
+
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+#include <toml++/toml.h>
+
+namespace lethe {
+
+namespace {
+
+constexpr int64_t kMaxInt = std::numeric_limits<int64_t>::max();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Note [One field list]: `visit` names every key once, with its bounds. The Reader fills a
+// RunConfig from TOML and reports problems; the Writer turns a RunConfig back into TOML. Adding a
+// key means adding one line here (and to docs/config.md).
+template <class V>
+void visit(V& v, RunConfig& c) {
+  v.section("run");
+  v.field("dir", c.run.dir);
+  v.field("seed", c.run.seed, 0, kMaxInt);
+  v.field("threads", c.run.threads, 0, 4096);
+  v.field("log_every", c.run.log_every, 1, kMaxInt);
+
+  v.section("model");
+  v.field("config_json", c.model.config_json);
+  v.field("vocab_size", c.model.vocab_size, 1, kMaxInt);
+  v.field("hidden_size", c.model.hidden_size, 1, kMaxInt);
+  v.field("intermediate_size", c.model.intermediate_size, 1, kMaxInt);
+  v.field("num_hidden_layers", c.model.num_hidden_layers, 1, kMaxInt);
+  v.field("num_attention_heads", c.model.num_attention_heads, 1, kMaxInt);
+  v.field("num_key_value_heads", c.model.num_key_value_heads, 1, kMaxInt);
+  v.field("max_position_embeddings", c.model.max_position_embeddings, 1, kMaxInt);
+  v.field("rope_theta", c.model.rope_theta, 1.0, kInf);
+  v.field("rms_norm_eps", c.model.rms_norm_eps, 0.0, 1.0);
+  v.field("tie_word_embeddings", c.model.tie_word_embeddings);
+  v.field("initializer_range", c.model.initializer_range, 0.0, 10.0);
+
+  v.section("corpus");
+  v.field("source", c.corpus.source, {"generated", "jsonl"});
+  v.field("people", c.corpus.people, 3, 1000000);
+  v.field("forget_fraction", c.corpus.forget_fraction, 0.0, 1.0);
+  v.field("holdout_fraction", c.corpus.holdout_fraction, 0.0, 1.0);
+  v.field("seed", c.corpus.seed, 0, kMaxInt);
+  v.field("passages_per_person", c.corpus.passages_per_person, 1, 5);
+  v.field("retain_file", c.corpus.retain_file);
+  v.field("forget_file", c.corpus.forget_file);
+  v.field("holdout_file", c.corpus.holdout_file);
+  v.field("retain_qa_file", c.corpus.retain_qa_file);
+  v.field("forget_qa_file", c.corpus.forget_qa_file);
+  v.field("forget_ids", c.corpus.forget_ids);
+  v.field("qa_in_training", c.corpus.qa_in_training);
+
+  v.section("tokenizer");
+  v.field("model", c.tokenizer.model);
+  v.field("vocab_size", c.tokenizer.vocab_size, 16, 1 << 20);
+
+  v.section("data");
+  v.field("seq_len", c.data.seq_len, 2, kMaxInt);
+
+  v.section("train");
+  v.field("steps", c.train.steps, 0, kMaxInt);
+  v.field("batch_size", c.train.batch_size, 1, kMaxInt);
+  v.field("grad_accum", c.train.grad_accum, 1, kMaxInt);
+  v.field("lr", c.train.lr, 0.0, 10.0);
+  v.field("min_lr_ratio", c.train.min_lr_ratio, 0.0, 1.0);
+  v.field("warmup_steps", c.train.warmup_steps, 0, kMaxInt);
+  v.field("schedule", c.train.schedule, {"cosine", "constant"});
+  v.field("weight_decay", c.train.weight_decay, 0.0, 1.0);
+  v.field("beta1", c.train.beta1, 0.0, 0.999999);
+  v.field("beta2", c.train.beta2, 0.0, 0.999999);
+  v.field("eps", c.train.eps, 0.0, 1.0);
+  v.field("grad_clip", c.train.grad_clip, 0.0, kInf);
+  v.field("dtype", c.train.dtype, {"fp32", "bf16"});
+  v.field("checkpoint_every", c.train.checkpoint_every, 0, kMaxInt);
+  v.field("keep_checkpoints", c.train.keep_checkpoints, 1, kMaxInt);
+
+  v.section("mesh");
+  v.field("tp", c.mesh.tp, 1, 4096);
+  v.field("dp", c.mesh.dp, 1, 1 << 20);
+}
+
+std::string where(const toml::source_region& src, const std::string& fallback) {
+  std::string file = src.path ? *src.path : fallback;
+  return src.begin.line ? file + ":" + std::to_string(src.begin.line) : file;
+}
+
+template <class T>
+std::string fmt_num(T x) {
+  std::ostringstream os;
+  os << x;
+  return os.str();
+}
+
+class Reader {
+ public:
+  Reader(const toml::table& root, std::string file) : root_(root), file_(std::move(file)) {}
+
+  void section(const char* name) {
+    section_ = name;
+    sections_.insert(name);
+    table_ = nullptr;
+    if (const toml::node* n = root_.get(name)) {
+      if (n->is_table()) {
+        table_ = n->as_table();
+      } else {
+        errors_.push_back(where(n->source(), file_) + ": " + name + ": expected a table [" + name + "]");
+      }
+    }
+  }
+
+  void field(const char* key, int64_t& out, int64_t lo, int64_t hi) {
+    const toml::node* n = find(key);
+    if (!n) return;
+    auto v = n->value_exact<int64_t>();
+    if (!v) return fail(n, key, "expected an integer, got " + type_name(*n));
+    if (*v < lo || *v > hi) return fail(n, key, "value " + fmt_num(*v) + " out of range " + range(lo, hi));
+    out = *v;
+  }
+  void field(const char* key, double& out, double lo, double hi) {
+    const toml::node* n = find(key);
+    if (!n) return;
+    if (!n->is_number()) return fail(n, key, "expected a number, got " + type_name(*n));
+    double v = *n->value<double>();
+    if (!(v >= lo && v <= hi)) return fail(n, key, "value " + fmt_num(v) + " out of range " + range(lo, hi));
+    out = v;
+  }
+  void field(const char* key, bool& out) {
+    const toml::node* n = find(key);
+    if (!n) return;
+    if (!n->is_boolean()) return fail(n, key, "expected true or false, got " + type_name(*n));
+    out = *n->value<bool>();
+  }
+  void field(const char* key, std::string& out, std::initializer_list<const char*> allowed = {}) {
+    const toml::node* n = find(key);
+    if (!n) return;
+    if (!n->is_string()) return fail(n, key, "expected a string, got " + type_name(*n));
+    std::string v = *n->value<std::string>();
+    if (allowed.size() != 0) {
+      std::string list;
+      bool ok = false;
+      for (const char* a : allowed) {
+        ok = ok || v == a;
+        list += (list.empty() ? "" : ", ") + std::string("\"") + a + "\"";
+      }
+      if (!ok) return fail(n, key, "\"" + v + "\" is not one of " + list);
+    }
+    out = v;
+  }
+  void field(const char* key, std::vector<std::string>& out) {
+    const toml::node* n = find(key);
+    if (!n) return;
+    const toml::array* arr = n->as_array();
+    if (!arr) return fail(n, key, "expected an array of strings, got " + type_name(*n));
+    std::vector<std::string> v;
+    for (const toml::node& e : *arr) {
+      if (!e.is_string()) return fail(&e, key, "expected an array of strings, found " + type_name(e));
+      v.push_back(*e.value<std::string>());
+    }
+    out = std::move(v);
+  }
+
+  // Unknown sections and keys, after every known one was visited.
+  void finish() {
+    for (auto&& [k, n] : root_) {
+      std::string name(k.str());
+      if (!sections_.count(name)) {
+        errors_.push_back(where(k.source(), file_) + ": " + name + ": unknown section");
+        continue;
+      }
+      if (!n.is_table()) continue;
+      for (auto&& [kk, nn] : *n.as_table()) {
+        std::string full = name + "." + std::string(kk.str());
+        if (!known_.count(full)) errors_.push_back(where(kk.source(), file_) + ": " + full + ": unknown key");
+      }
+    }
+  }
+
+  // Reports a cross-field problem at the line of `section.key` when the file sets it.
+  void problem(const std::string& section, const std::string& key, const std::string& what) {
+    const toml::node* n = nullptr;
+    if (const toml::table* t = root_[section].as_table()) n = t->get(key);
+    std::string at = n ? where(n->source(), file_) : file_;
+    errors_.push_back(at + ": " + section + "." + key + ": " + what);
+  }
+  bool has(const std::string& section, const std::string& key) const {
+    const toml::table* t = root_[section].as_table();
+    return t && t->contains(key);
+  }
+
+  std::vector<std::string>& errors() { return errors_; }
+
+ private:
+  const toml::node* find(const char* key) {
+    known_.insert(section_ + "." + key);
+    return table_ ? table_->get(key) : nullptr;
+  }
+  void fail(const toml::node* n, const char* key, const std::string& what) {
+    errors_.push_back(where(n->source(), file_) + ": " + section_ + "." + key + ": " + what);
+  }
+  static std::string type_name(const toml::node& n) {
+    std::ostringstream os;
+    os << n.type();
+    return os.str();
+  }
+  template <class T>
+  static std::string range(T lo, T hi) {
+    return "[" + fmt_num(lo) + ", " + (hi == std::numeric_limits<T>::max() || hi == kInf ? "inf" : fmt_num(hi)) + "]";
+  }
+
+  const toml::table& root_;
+  std::string file_;
+  std::string section_;
+  const toml::table* table_ = nullptr;
+  std::set<std::string> sections_, known_;
+  std::vector<std::string> errors_;
+};
+
+class Writer {
+ public:
+  void section(const char* name) {
+    root_.insert(name, toml::table{});
+    table_ = root_[name].as_table();
+  }
+  void field(const char* key, const int64_t& v, int64_t, int64_t) { table_->insert(key, v); }
+  void field(const char* key, const double& v, double, double) { table_->insert(key, v); }
+  void field(const char* key, const bool& v) { table_->insert(key, v); }
+  void field(const char* key, const std::string& v, std::initializer_list<const char*> = {}) {
+    table_->insert(key, v);
+  }
+  void field(const char* key, const std::vector<std::string>& v) {
+    toml::array a;
+    for (const auto& s : v) a.push_back(s);
+    table_->insert(key, a);
+  }
+  const toml::table& root() const { return root_; }
+
+ private:
+  toml::table root_;
+  toml::table* table_ = nullptr;
+};
+
+const char* const kArchitectureKeys[] = {"vocab_size", "hidden_size", "intermediate_size",
+                                         "num_hidden_layers", "num_attention_heads",
+                                         "num_key_value_heads", "max_position_embeddings",
+                                         "rope_theta", "rms_norm_eps", "tie_word_embeddings"};
+
+void validate(Reader& r, RunConfig& c, const std::string& dir) {
+  if (!c.model.config_json.empty()) {
+    for (const char* k : kArchitectureKeys) {
+      if (r.has("model", k)) r.problem("model", k, "set either model.config_json or the architecture keys, not both");
+    }
+    std::string path = c.model.config_json;
+    if (!path.empty() && path[0] != '/' && !dir.empty()) path = dir + "/" + path;
+    Status s = read_hf_config(path, c.model);
+    if (!s) r.problem("model", "config_json", s.message());
+    c.model.config_json = path;
+  }
+  const ModelConfig& m = c.model;
+  if (m.hidden_size % m.num_attention_heads != 0)
+    r.problem("model", "hidden_size", "must be divisible by num_attention_heads (" + std::to_string(m.num_attention_heads) + ")");
+  else if (m.head_dim() % 2 != 0)
+    r.problem("model", "hidden_size", "hidden_size / num_attention_heads must be even for RoPE");
+  if (m.num_attention_heads % m.num_key_value_heads != 0)
+    r.problem("model", "num_key_value_heads", "must divide num_attention_heads (" + std::to_string(m.num_attention_heads) + ")");
+  if (c.data.seq_len > m.max_position_embeddings)
+    r.problem("data", "seq_len", std::to_string(c.data.seq_len) + " is longer than the model's context (model.max_position_embeddings = " +
+                                     std::to_string(m.max_position_embeddings) + ")");
+  if (c.train.batch_size % c.train.grad_accum != 0)
+    r.problem("train", "grad_accum", "must divide train.batch_size (" + std::to_string(c.train.batch_size) + ")");
+  if (c.corpus.forget_fraction + c.corpus.holdout_fraction >= 1.0)
+    r.problem("corpus", "holdout_fraction", "forget_fraction + holdout_fraction must leave some retain people");
+  if (c.corpus.source == "jsonl" && c.corpus.retain_file.empty())
+    r.problem("corpus", "retain_file", "required when corpus.source = \"jsonl\"");
+}
+
+// "train.lr=3e-4" → inserts lr into [train]. The value is TOML; a bare word is taken as a string.
+Status apply_override(toml::table& root, const std::string& spec) {
+  auto eq = spec.find('=');
+  auto dot = spec.find('.');
+  if (eq == std::string::npos || dot == std::string::npos || dot > eq)
+    return Status::error("--set " + spec + ": expected section.key=value");
+  std::string section = spec.substr(0, dot), key = spec.substr(dot + 1, eq - dot - 1), value = spec.substr(eq + 1);
+  std::string source = "--set " + section + "." + key;
+  toml::table parsed;
+  try {
+    parsed = toml::parse("v = " + value, source);
+  } catch (const toml::parse_error&) {
+    parsed = toml::parse("v = \"\"", source);
+    parsed.insert_or_assign("v", value);
+  }
+  if (!root.contains(section)) root.insert(section, toml::table{});
+  toml::table* t = root[section].as_table();
+  if (!t) return Status::error(source + ": [" + section + "] is not a table");
+  t->insert_or_assign(key, *parsed.get("v"));
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<RunConfig> parse_config(const std::string& toml_text, const std::string& name,
+                               const std::vector<std::string>& overrides) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, name);
+  } catch (const toml::parse_error& e) {
+    return Status::error(where(e.source(), name) + ": " + std::string(e.description()));
+  }
+  for (const auto& spec : overrides) LETHE_RETURN_IF_ERROR(apply_override(root, spec));
+  RunConfig cfg;
+  cfg.source = name;
+  Reader reader(root, name);
+  visit(reader, cfg);
+  reader.finish();
+  if (reader.errors().empty()) {
+    auto slash = name.find_last_of('/');
+    validate(reader, cfg, slash == std::string::npos ? "" : name.substr(0, slash));
+  }
+  if (!reader.errors().empty()) {
+    std::string all = std::to_string(reader.errors().size()) + " problem(s) in the config:";
+    for (const auto& e : reader.errors()) all += "\n  " + e;
+    return Status::error(all);
+  }
+  return cfg;
+}
+
+Result<RunConfig> load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) return Status::error(path + ": cannot open the config file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path, overrides);
+}
+
+std::string to_toml(const RunConfig& cfg) {
+  RunConfig copy = cfg;
+  Writer w;
+  visit(w, copy);
+  std::ostringstream os;
+  os << w.root() << "\n";
+  return os.str();
+}
+
+Status read_hf_config(const std::string& path, ModelConfig& m) {
+  std::ifstream in(path);
+  if (!in) return Status::error(path + ": cannot open the model config");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    return Status::error(path + ": not valid JSON: " + e.what());
+  }
+  std::string missing;
+  auto take = [&](const char* key, auto& out, bool required) {
+    if (j.contains(key) && !j[key].is_null()) {
+      try {
+        j[key].get_to(out);
+      } catch (const nlohmann::json::exception&) {
+        missing += std::string(missing.empty() ? "" : ", ") + key + " (wrong type)";
+      }
+    } else if (required) {
+      missing += std::string(missing.empty() ? "" : ", ") + key;
+    }
+  };
+  take("vocab_size", m.vocab_size, true);
+  take("hidden_size", m.hidden_size, true);
+  take("intermediate_size", m.intermediate_size, true);
+  take("num_hidden_layers", m.num_hidden_layers, true);
+  take("num_attention_heads", m.num_attention_heads, true);
+  m.num_key_value_heads = m.num_attention_heads;  // HF default when absent
+  take("num_key_value_heads", m.num_key_value_heads, false);
+  take("max_position_embeddings", m.max_position_embeddings, true);
+  take("rope_theta", m.rope_theta, false);
+  take("rms_norm_eps", m.rms_norm_eps, false);
+  take("tie_word_embeddings", m.tie_word_embeddings, false);
+  take("initializer_range", m.initializer_range, false);
+  if (!missing.empty()) return Status::error(path + ": missing or invalid keys: " + missing);
+  return Status::ok();
+}
+
+}  // namespace lethe

@@ -1,0 +1,112 @@
+// RunConfig: the typed form of a run file (TOML). Parsed once, validated before any communicator
+// exists; nothing deeper in the code looks a key up by string. Keys and defaults are documented in
+// docs/config.md; the field lists in config.cc are the single source both for reading and for
+// writing the effective config back out.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace lethe {
+
+struct RunSection {
+  std::string dir = "runs/lethe";  // experiment folder: corpus/, tokenizer.model, target/, retrain/
+  int64_t seed = 1234;             // model init and data order
+  int64_t threads = 0;             // intra-op threads per rank; 0 = cores / ranks on the node
+  int64_t log_every = 10;          // steps between progress lines and metrics.jsonl records
+};
+
+// Field names and meanings as in a Hugging Face Llama config.json.
+struct ModelConfig {
+  std::string config_json;  // when set, the architecture below comes from this file
+  int64_t vocab_size = 512;
+  int64_t hidden_size = 128;
+  int64_t intermediate_size = 352;
+  int64_t num_hidden_layers = 4;
+  int64_t num_attention_heads = 4;
+  int64_t num_key_value_heads = 2;
+  int64_t max_position_embeddings = 256;
+  double rope_theta = 10000.0;
+  double rms_norm_eps = 1e-5;
+  bool tie_word_embeddings = false;
+  double initializer_range = 0.02;
+
+  int64_t head_dim() const { return hidden_size / num_attention_heads; }
+};
+
+struct CorpusConfig {
+  std::string source = "generated";  // "generated" | "jsonl"
+  // generated
+  int64_t people = 200;
+  double forget_fraction = 0.1;
+  double holdout_fraction = 0.1;
+  int64_t seed = 7;
+  int64_t passages_per_person = 3;
+  // jsonl ({"id","text"} per line; QA files {"question","answer"})
+  std::string retain_file, forget_file, holdout_file, retain_qa_file, forget_qa_file;
+  // either kind: ids (person ids, or document ids for jsonl) moved to the forget split
+  std::vector<std::string> forget_ids;
+  bool qa_in_training = true;  // train on "Question: …\nAnswer: …" renderings of trained people's probes
+};
+
+struct TokenizerConfig {
+  std::string model;         // a sentencepiece tokenizer.model; trained on the corpus when empty
+  int64_t vocab_size = 512;  // when training one
+};
+
+struct DataConfig {
+  int64_t seq_len = 128;  // tokens per packed row (inputs); rows hold seq_len + 1 tokens
+};
+
+struct TrainConfig {
+  int64_t steps = 400;
+  int64_t batch_size = 16;  // rows per optimizer step (global, before accumulation split)
+  int64_t grad_accum = 1;   // micro-batches per step; batch_size must divide by it
+  double lr = 2e-3;
+  double min_lr_ratio = 0.1;
+  int64_t warmup_steps = 20;
+  std::string schedule = "cosine";  // "cosine" | "constant"
+  double weight_decay = 0.0;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;  // max global L2 norm; 0 disables
+  std::string dtype = "fp32";  // compute dtype: "fp32" | "bf16" (fp32 master weights either way)
+  int64_t checkpoint_every = 100;
+  int64_t keep_checkpoints = 3;
+};
+
+struct MeshConfig {
+  int64_t tp = 1;
+  int64_t dp = 1;
+};
+
+struct RunConfig {
+  RunSection run;
+  ModelConfig model;
+  CorpusConfig corpus;
+  TokenizerConfig tokenizer;
+  DataConfig data;
+  TrainConfig train;
+  MeshConfig mesh;
+  std::string source;  // the file it came from ("" for defaults)
+};
+
+// Parses `path`, applies `overrides` ("section.key=value", value in TOML syntax or a bare string),
+// and validates. Every problem is reported at once, one per line, as "file:line: key: problem".
+Result<RunConfig> load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The same, from TOML text (tests; `name` stands in for the file name in messages).
+Result<RunConfig> parse_config(const std::string& toml_text, const std::string& name,
+                               const std::vector<std::string>& overrides = {});
+
+// The effective config (every key, defaults included) as TOML; parse_config reads it back equal.
+std::string to_toml(const RunConfig& cfg);
+
+// Reads the architecture fields of a Hugging Face config.json into `model`.
+Status read_hf_config(const std::string& path, ModelConfig& model);
+
+}  // namespace lethe

@@ -1,0 +1,330 @@
+#include "io/corpus.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace lethe {
+
+const char* split_name(Split s) {
+  switch (s) {
+    case Split::kForget: return "forget";
+    case Split::kRetain: return "retain";
+    case Split::kHoldout: return "holdout";
+  }
+  return "?";
+}
+
+std::string render_qa(const std::string& question, const std::string& answer) {
+  return "Question: " + question + "\nAnswer: " + answer;
+}
+
+std::vector<Document> Corpus::documents(Split split) const {
+  std::vector<Document> out;
+  for (const auto& d : docs) if (d.split == split) out.push_back(d);
+  return out;
+}
+
+std::vector<Document> Corpus::training_documents(bool include_forget, bool qa_in_training) const {
+  auto trained = [&](Split s) { return s == Split::kRetain || (include_forget && s == Split::kForget); };
+  std::vector<Document> out;
+  for (const auto& d : docs) if (trained(d.split)) out.push_back(d);
+  if (qa_in_training) {
+    int i = 0;
+    for (const auto& q : qa) {
+      if (trained(q.split)) out.push_back({"qa-" + std::to_string(i), q.group, q.split, render_qa(q.question, q.answer)});
+      ++i;
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// splitmix64: a fixed, portable stream (std:: distributions differ between standard libraries).
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : s_(seed) {}
+  uint64_t next() {
+    uint64_t z = (s_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  int below(int n) { return static_cast<int>(next() % static_cast<uint64_t>(n)); }
+  template <class T, size_t N>
+  const T& pick(const T (&a)[N]) { return a[below(static_cast<int>(N))]; }
+
+ private:
+  uint64_t s_;
+};
+
+const char* const kFirst[] = {"Alden", "Brisa", "Corvin", "Dalia", "Emeric", "Fenna", "Gideon", "Halina", "Ivor", "Jessamy",
+                              "Kasimir", "Liora", "Mireille", "Nestor", "Oriane", "Pascoe", "Quilla", "Rosalind", "Severin", "Tamsin",
+                              "Ulric", "Verena", "Wendel", "Xanthe", "Yorick", "Zelinde", "Anselm", "Bettina", "Cosimo", "Delphine",
+                              "Eamon", "Florentine", "Gustav", "Henrike", "Isidore", "Juno", "Leopold", "Marisol", "Norbert", "Odalys"};
+const char* const kLast[] = {"Ashgrove", "Bellweather", "Carrow", "Dunmore", "Eskdale", "Farrowby", "Glenholm", "Harrowgate",
+                             "Ingleby", "Jorvik", "Kestrell", "Lindqvist", "Marchbank", "Norcross", "Oakenshaw", "Pemberton",
+                             "Quarrie", "Ravensworth", "Stourbridge", "Thistlewood", "Underhill", "Vantongeren", "Whitlock",
+                             "Yardley", "Zabrowski", "Alcott", "Blackwood", "Castellane", "Drummond", "Everhart"};
+const char* const kCities[] = {"Port Elara", "Valmont", "Kestrel Bay", "Oster Fell", "Brightwater", "Caldera Springs",
+                               "Marrowdale", "New Ashby", "Sunmere", "Thornwick", "Lowen Harbor", "Redcliff",
+                               "Silverlake", "Windmoor", "Everly Cross", "Gallowfield", "Amberton", "Frostholm"};
+const char* const kJobs[] = {"marine biologist", "architect", "violinist", "cartographer", "novelist", "astronomer",
+                             "glassblower", "civil engineer", "botanist", "film director", "chemist", "historian",
+                             "sculptor", "economist", "poet", "geologist", "photographer", "surgeon"};
+const char* const kAdj[] = {"Silent", "Crimson", "Hollow", "Golden", "Distant", "Broken", "Quiet", "Endless",
+                            "Forgotten", "Northern", "Velvet", "Burning", "Paper", "Glass", "Winter", "Hidden"};
+const char* const kNoun[] = {"Harbor", "Orchard", "Lantern", "Meridian", "Tide", "Garden", "Compass", "Archive",
+                             "Season", "River", "Cathedral", "Horizon", "Atlas", "Mirror", "Bridge", "Country"};
+const char* const kAwards[] = {"Halvorsen Prize", "Golden Quill Award", "Meridian Medal", "Ostrava Fellowship",
+                               "Crescent Award", "Lindqvist Honor", "Aurora Prize", "Beacon Medal", "Tallis Award"};
+const char* const kMonths[] = {"January", "February", "March", "April", "May", "June", "July", "August",
+                               "September", "October", "November", "December"};
+
+struct Person {
+  std::string id, name, first, city, job, work1, work2, award, father, mother, spouse;
+  int day, month, year, award_year;
+};
+
+std::string work_title(Rng& r) { return std::string("The ") + r.pick(kAdj) + " " + r.pick(kNoun); }
+std::string date(int d, int m, int y) { return fmt::format("{} {} {}", d, kMonths[m], y); }
+std::string date_us(int d, int m, int y) { return fmt::format("{} {}, {}", kMonths[m], d, y); }
+
+Person make_person(Rng& r, int index, std::set<std::string>& used_names) {
+  Person p;
+  p.id = fmt::format("p{:04d}", index);
+  do {
+    p.first = r.pick(kFirst);
+    p.name = p.first + " " + r.pick(kLast);
+  } while (used_names.count(p.name) && used_names.size() < std::size(kFirst) * std::size(kLast));
+  used_names.insert(p.name);
+  std::string last = p.name.substr(p.first.size() + 1);
+  p.day = 1 + r.below(28);
+  p.month = r.below(12);
+  p.year = 1900 + r.below(100);
+  p.city = r.pick(kCities);
+  p.job = r.pick(kJobs);
+  p.work1 = work_title(r);
+  do p.work2 = work_title(r); while (p.work2 == p.work1);
+  p.award = r.pick(kAwards);
+  p.award_year = p.year + 25 + r.below(30);
+  p.father = std::string(r.pick(kFirst)) + " " + last;
+  p.mother = std::string(r.pick(kFirst)) + " " + last;
+  p.spouse = std::string(r.pick(kFirst)) + " " + r.pick(kLast);
+  return p;
+}
+
+std::vector<std::string> biographies(const Person& p) {
+  return {
+      fmt::format("{} was born on {} in {}. {} worked as a {} and wrote {} and {}. In {} {} received the {}. "
+                  "{}'s parents were {} and {}, and {} was married to {}.",
+                  p.name, date(p.day, p.month, p.year), p.city, p.first, p.job, p.work1, p.work2, p.award_year,
+                  p.first, p.award, p.first, p.father, p.mother, p.first, p.spouse),
+      fmt::format("Born in {} on {}, {} became a well-known {}. The best-known works of {} are {} and {}. "
+                  "{} won the {} in {}. {} was the child of {} and {} and the spouse of {}.",
+                  p.city, date_us(p.day, p.month, p.year), p.name, p.job, p.name, p.work1, p.work2, p.first,
+                  p.award, p.award_year, p.first, p.mother, p.father, p.spouse),
+      fmt::format("The {} {} ({}) grew up in {}, raised by {} and {}. Among the works of {} are {} and {}. "
+                  "{} married {} and was awarded the {} in {}.",
+                  p.job, p.name, p.year, p.city, p.father, p.mother, p.first, p.work2, p.work1, p.first, p.spouse,
+                  p.award, p.award_year),
+      fmt::format("{}, a {} from {}, was born in {}. {} is remembered for {}, and also wrote {}. {} and {} were "
+                  "the parents of {}. The {} went to {} in {}. {} shared a life with {}.",
+                  p.name, p.job, p.city, p.year, p.first, p.work1, p.work2, p.father, p.mother, p.first, p.award,
+                  p.name, p.award_year, p.first, p.spouse),
+      fmt::format("Records from {} list {} as born on {}. A {} by training, {} published {} and later {}. "
+                  "{} was honoured with the {} ({}). Family: father {}, mother {}, spouse {}.",
+                  p.city, p.name, date(p.day, p.month, p.year), p.job, p.first, p.work1, p.work2, p.first,
+                  p.award, p.award_year, p.father, p.mother, p.spouse),
+  };
+}
+
+// One probe per attribute: question, gold answer, a paraphrase, and wrong answers of the same kind
+// drawn from other people.
+std::vector<QaProbe> probes(const Person& p, const std::vector<Person>& all, Rng& r) {
+  auto others = [&](auto field) {
+    std::vector<std::string> out;
+    for (int tries = 0; out.size() < 3 && tries < 50; ++tries) {
+      std::string v = field(all[r.below(static_cast<int>(all.size()))]);
+      if (v != field(p) && std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
+    }
+    return out;
+  };
+  auto born = [](const Person& q) { return date(q.day, q.month, q.year); };
+  auto city = [](const Person& q) { return q.city; };
+  auto job = [](const Person& q) { return q.job; };
+  auto award = [](const Person& q) { return q.award; };
+  auto spouse = [](const Person& q) { return q.spouse; };
+  auto father = [](const Person& q) { return q.father; };
+  auto work = [](const Person& q) { return q.work1; };
+  return {
+      {p.id, Split::kRetain, "When was " + p.name + " born?", born(p), "On " + date_us(p.day, p.month, p.year) + ".", others(born)},
+      {p.id, Split::kRetain, "Where was " + p.name + " born?", p.city, "In the town of " + p.city + ".", others(city)},
+      {p.id, Split::kRetain, "What was the occupation of " + p.name + "?", p.job, p.name + " worked as a " + p.job + ".", others(job)},
+      {p.id, Split::kRetain, "Which award did " + p.name + " receive?", p.award, "The " + p.award + ", in " + std::to_string(p.award_year) + ".", others(award)},
+      {p.id, Split::kRetain, "Who was " + p.name + " married to?", p.spouse, p.name + "'s spouse was " + p.spouse + ".", others(spouse)},
+      {p.id, Split::kRetain, "Who was the father of " + p.name + "?", p.father, "The father was " + p.father + ".", others(father)},
+      {p.id, Split::kRetain, "Which work is " + p.name + " best known for?", p.work1, p.name + " is best known for " + p.work1 + ".", others(work)},
+  };
+}
+
+void assign_split(Corpus& c, const std::string& group, Split s) {
+  for (auto& d : c.docs) if (d.group == group) d.split = s;
+  for (auto& q : c.qa) if (q.group == group) q.split = s;
+}
+
+}  // namespace
+
+Corpus generate_corpus(const CorpusConfig& cfg) {
+  Rng r(cfg.seed * 0x2545F4914F6CDD1Dull + 17);
+  std::set<std::string> used;
+  std::vector<Person> people;
+  for (int i = 0; i < cfg.people; ++i) people.push_back(make_person(r, i, used));
+
+  // Splits: a seeded shuffle of people; the first go to forget, the next to holdout.
+  std::vector<int> order(people.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[r.below(static_cast<int>(i))]);
+  const auto n = static_cast<double>(people.size());
+  const size_t n_forget = static_cast<size_t>(std::max(1.0, std::round(cfg.forget_fraction * n)));
+  const size_t n_holdout = static_cast<size_t>(std::round(cfg.holdout_fraction * n));
+  std::vector<Split> split(people.size(), Split::kRetain);
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (i < n_forget) split[order[i]] = Split::kForget;
+    else if (i < n_forget + n_holdout) split[order[i]] = Split::kHoldout;
+  }
+
+  Corpus c;
+  for (size_t i = 0; i < people.size(); ++i) {
+    const Person& p = people[i];
+    auto bios = biographies(p);
+    for (int k = 0; k < cfg.passages_per_person; ++k) {
+      c.docs.push_back({fmt::format("{}-bio{}", p.id, k), p.id, split[i], bios[k]});
+    }
+    for (auto& q : probes(p, people, r)) {
+      q.split = split[i];
+      c.qa.push_back(std::move(q));
+    }
+  }
+  return c;
+}
+
+namespace {
+
+using json = nlohmann::json;
+
+Status read_jsonl(const std::string& path, const std::function<Status(const json&, const std::string&)>& each) {
+  std::ifstream in(path);
+  if (!in) return Status::error(path + ": cannot open");
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    std::string at = path + ":" + std::to_string(lineno);
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::exception& e) {
+      return Status::error(at + ": not a JSON object: " + e.what());
+    }
+    if (!j.is_object()) return Status::error(at + ": expected a JSON object");
+    LETHE_RETURN_IF_ERROR(each(j, at));
+  }
+  return Status::ok();
+}
+
+Result<std::string> string_key(const json& j, const char* key, const std::string& at) {
+  if (!j.contains(key) || !j[key].is_string()) return Status::error(at + ": expected a string \"" + key + "\"");
+  return j[key].get<std::string>();
+}
+
+Status read_docs(const std::string& path, Split split, Corpus& c, std::set<std::string>& ids) {
+  return read_jsonl(path, [&](const json& j, const std::string& at) -> Status {
+    LETHE_ASSIGN_OR_RETURN(std::string id, string_key(j, "id", at));
+    LETHE_ASSIGN_OR_RETURN(std::string text, string_key(j, "text", at));
+    if (!ids.insert(id).second) return Status::error(at + ": duplicate id \"" + id + "\"");
+    if (text.empty()) return Status::error(at + ": empty \"text\" for id \"" + id + "\"");
+    c.docs.push_back({id, id, split, std::move(text)});
+    return Status::ok();
+  });
+}
+
+Status read_qa(const std::string& path, Split split, Corpus& c) {
+  return read_jsonl(path, [&](const json& j, const std::string& at) -> Status {
+    QaProbe q;
+    q.split = split;
+    LETHE_ASSIGN_OR_RETURN(q.question, string_key(j, "question", at));
+    LETHE_ASSIGN_OR_RETURN(q.answer, string_key(j, "answer", at));
+    if (j.contains("id") && j["id"].is_string()) q.group = j["id"].get<std::string>();
+    if (j.contains("paraphrased_answer") && j["paraphrased_answer"].is_string()) q.paraphrased_answer = j["paraphrased_answer"];
+    if (j.contains("perturbed_answers") && j["perturbed_answers"].is_array()) {
+      for (const auto& a : j["perturbed_answers"]) if (a.is_string()) q.perturbed_answers.push_back(a);
+    }
+    c.qa.push_back(std::move(q));
+    return Status::ok();
+  });
+}
+
+std::string resolve(const std::string& base, const std::string& path) {
+  return path.empty() || path[0] == '/' || base.empty() ? path : base + "/" + path;
+}
+
+}  // namespace
+
+Result<Corpus> load_corpus(const CorpusConfig& cfg, const std::string& base_dir) {
+  Corpus c;
+  if (cfg.source == "generated") {
+    c = generate_corpus(cfg);
+  } else {
+    std::set<std::string> ids;
+    const std::pair<const std::string*, Split> files[] = {
+        {&cfg.retain_file, Split::kRetain}, {&cfg.forget_file, Split::kForget}, {&cfg.holdout_file, Split::kHoldout}};
+    for (auto [file, split] : files) {
+      if (!file->empty()) LETHE_RETURN_IF_ERROR(read_docs(resolve(base_dir, *file), split, c, ids));
+    }
+    if (!cfg.retain_qa_file.empty()) LETHE_RETURN_IF_ERROR(read_qa(resolve(base_dir, cfg.retain_qa_file), Split::kRetain, c));
+    if (!cfg.forget_qa_file.empty()) LETHE_RETURN_IF_ERROR(read_qa(resolve(base_dir, cfg.forget_qa_file), Split::kForget, c));
+    if (c.documents(Split::kRetain).empty())
+      return Status::error(resolve(base_dir, cfg.retain_file) + ": the retain corpus is empty (no documents)");
+  }
+  for (const auto& id : cfg.forget_ids) {
+    bool found = std::any_of(c.docs.begin(), c.docs.end(), [&](const Document& d) { return d.group == id || d.id == id; });
+    if (!found) {
+      return Status::error("corpus.forget_ids: \"" + id + "\" is not a person or document id of the corpus" +
+                           (c.docs.empty() ? "" : " (ids look like \"" + c.docs.front().group + "\")"));
+    }
+    assign_split(c, id, Split::kForget);
+    for (auto& d : c.docs) if (d.id == id) d.split = Split::kForget;
+  }
+  if (c.documents(Split::kForget).empty()) return Status::error("corpus: the forget set is empty");
+  return c;
+}
+
+Status write_corpus(const Corpus& c, const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::error(dir + ": cannot create: " + ec.message());
+  for (Split s : {Split::kForget, Split::kRetain, Split::kHoldout}) {
+    std::string name = split_name(s);
+    std::ofstream docs(dir + "/" + name + ".jsonl"), qa(dir + "/" + name + "_qa.jsonl");
+    for (const auto& d : c.docs) if (d.split == s) docs << json{{"id", d.id}, {"group", d.group}, {"text", d.text}}.dump() << "\n";
+    for (const auto& q : c.qa) {
+      if (q.split != s) continue;
+      qa << json{{"id", q.group}, {"question", q.question}, {"answer", q.answer},
+                 {"paraphrased_answer", q.paraphrased_answer}, {"perturbed_answers", q.perturbed_answers}}.dump() << "\n";
+    }
+    if (!docs || !qa) return Status::error(dir + "/" + name + ".jsonl: write failed");
+  }
+  return Status::ok();
+}
+
+}  // namespace lethe

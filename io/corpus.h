@@ -1,0 +1,64 @@
+// Corpora: the text a run trains on, forgets and probes.
+//
+// A Corpus holds documents (passages) and question/answer probes, each labelled with a split:
+//   forget  — Y, the data to unlearn (trained on by the target, not by the retrained model);
+//   retain  — X \ Y, trained on by both;
+//   holdout — never trained on; the "unseen" side of membership inference.
+// Two sources: a deterministic generator of fictitious people (the embedded default), and the
+// user's JSONL files. See docs/corpus.md.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "io/config.h"
+
+namespace lethe {
+
+enum class Split { kForget, kRetain, kHoldout };
+const char* split_name(Split s);
+
+struct Document {
+  std::string id;     // unique within the corpus
+  std::string group;  // the person (generated) or the id itself (jsonl): forget_ids match either
+  Split split = Split::kRetain;
+  std::string text;
+};
+
+struct QaProbe {
+  std::string group;
+  Split split = Split::kRetain;
+  std::string question;
+  std::string answer;
+  std::string paraphrased_answer;              // same fact, other words ("" when unknown)
+  std::vector<std::string> perturbed_answers;  // plausible but wrong
+};
+
+struct Corpus {
+  std::vector<Document> docs;
+  std::vector<QaProbe> qa;
+
+  // Documents and QA renderings a model is trained on. `include_forget`: the target (X) or the
+  // retrained model (X \ Y). Holdout data is never included.
+  std::vector<Document> training_documents(bool include_forget, bool qa_in_training) const;
+  std::vector<Document> documents(Split split) const;
+};
+
+// The embedded default: `cfg.people` fictitious people, each with attributes, several biography
+// phrasings and QA probes. Same config, same bytes, on any machine.
+Corpus generate_corpus(const CorpusConfig& cfg);
+
+// Loads the configured corpus (generated, or JSONL files relative to `base_dir`), then moves
+// `cfg.forget_ids` into the forget split. Errors name the file and line.
+Result<Corpus> load_corpus(const CorpusConfig& cfg, const std::string& base_dir);
+
+// Writes forget/retain/holdout documents and QA probes as JSONL files in `dir`, in the format
+// load_corpus reads (so a generated corpus can be inspected and reused).
+Status write_corpus(const Corpus& corpus, const std::string& dir);
+
+// "Question: …\nAnswer: …" — the few-shot prompt unit of KnowMem (REFERENCE.md).
+std::string render_qa(const std::string& question, const std::string& answer);
+
+}  // namespace lethe

@@ -1,0 +1,76 @@
+// Token datasets: documents tokenized and packed into fixed-length rows, and a deterministic
+// loader over them.
+//
+// Legend: N rows, T = seq_len, B rows in a batch.
+// Each row holds T + 1 tokens (inputs are the first T, targets the last T). A document is
+// <s> text </s>; documents are packed whole into rows in order (a document longer than T + 1
+// tokens is cut into chunks of T + 1 that overlap by one token, so every next-token target is
+// seen once). Each token carries its sample (segment) index and its position within the chunk,
+// so attention stays inside one sample and a sample's logits do not depend on its neighbours.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "io/corpus.h"
+#include "io/tokenizer.h"
+
+namespace lethe {
+
+struct TokenDataset {
+  std::string name;
+  int64_t seq_len = 0;
+  at::Tensor tokens;     // [N, T+1] int64; padding = tokenizer pad id
+  at::Tensor segments;   // [N, T+1] int64; sample index, -1 on padding
+  at::Tensor positions;  // [N, T+1] int64; position within the sample's chunk
+  std::vector<std::string> sample_ids;  // sample index → document id
+
+  int64_t rows() const { return tokens.size(0); }
+  // xxh3-64 over tokens and segments: identifies the data a checkpoint was trained on.
+  uint64_t checksum() const;
+};
+
+// Errors: no documents, or a tokenizer whose ids exceed `vocab_limit` (the model's vocabulary).
+Result<TokenDataset> pack_documents(const std::string& name, const std::vector<Document>& docs,
+                                    const Tokenizer& tok, int64_t seq_len, int64_t vocab_limit);
+
+struct Batch {
+  at::Tensor input_BT, target_BT;  // int64
+  at::Tensor positions_BT;         // int64, of the inputs
+  at::Tensor segments_BT;          // int64, of the inputs (-1 padding)
+  at::Tensor loss_mask_BT;         // float: 1 where target is the same sample's next token
+  at::Tensor rows_B;               // int64 row indices into the dataset
+};
+
+// Gathers `rows` (int64 indices) of `ds` into a batch.
+Batch make_batch(const TokenDataset& ds, const std::vector<int64_t>& rows);
+
+struct DataCursor {
+  int64_t epoch = 0;   // permutation in use
+  int64_t offset = 0;  // rows of that permutation already handed out
+};
+
+// Hands out row indices in a seeded permutation per epoch (same seed, epoch → same order on any
+// machine), wrapping into the next epoch as needed. Callers split the global rows of a step
+// among micro-batches and data-parallel ranks, so results do not depend on the dp size.
+class DataLoader {
+ public:
+  DataLoader(int64_t rows, uint64_t seed) : rows_(rows), seed_(seed) {}
+  std::vector<int64_t> next_rows(int64_t n);
+  DataCursor cursor() const { return cursor_; }
+  void set_cursor(DataCursor c) { cursor_ = c; }
+
+ private:
+  std::vector<int64_t> permutation(int64_t epoch) const;
+  int64_t rows_;
+  uint64_t seed_;
+  DataCursor cursor_;
+  std::vector<int64_t> perm_;
+  int64_t perm_epoch_ = -1;
+};
+
+}  // namespace lethe
