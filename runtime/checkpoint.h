@@ -1,0 +1,49 @@
+// Checkpoints: one HDF5 file per checkpoint, independent of the parallel layout (every tensor is
+// stored at its full logical shape and each rank loads its own slice), versioned, checksummed,
+// and made visible only once complete. Format: docs/checkpoint-format.md.
+//
+// Protocol (Note [Atomic checkpoint]): write <dir>/step-NNNNNNNN.h5.tmp, flush and close, fsync,
+// rename to step-NNNNNNNN.h5, fsync the folder, then replace <dir>/latest (a one-line file naming
+// the checkpoint) the same way. A failure at any point removes the temporary file and leaves every
+// earlier checkpoint and the `latest` pointer as they were.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "runtime/trainer.h"
+
+namespace lethe {
+
+inline constexpr int64_t kCheckpointVersion = 1;
+
+struct CheckpointMeta {
+  std::string phase;        // "target", "retrain", …
+  std::string config_toml;  // the effective config of the run
+  std::map<std::string, uint64_t> data_checksums;  // token dataset name → TokenDataset::checksum()
+};
+
+// Saves the trainer's model, optimizer, step, data cursor and RNG; prunes all but the newest
+// `keep` checkpoints. Returns the new file's path. REQUIRES: a world of one (the collective
+// parallel-HDF5 writer comes with the MPI backend).
+Result<std::string> save_checkpoint(const std::string& dir, Trainer& trainer, const CheckpointMeta& meta, int64_t keep);
+
+// Restores everything save_checkpoint wrote, resharding parameters to this rank's slices. All or
+// nothing: the trainer is touched only after every dataset was read and its checksum verified.
+// Fails when the checkpoint was trained on other data than `expect.data_checksums` says.
+Status load_checkpoint(const std::string& path, Trainer& trainer, const CheckpointMeta& expect);
+
+// Loads only the model parameters (any checkpoint phase) into `model`, sliced for `mesh`.
+Status load_weights(const std::string& path, Llama& model, const Mesh& mesh);
+
+// Checkpoints in `dir`, newest first: the one `latest` names, then older ones by step.
+std::vector<std::string> list_checkpoints(const std::string& dir);
+
+// Resumes from the newest loadable checkpoint in `dir`: if `latest` is corrupt, says so and falls
+// back to the next older one (the corrupt file is left in place for inspection). Returns the path used.
+Result<std::string> resume_latest(const std::string& dir, Trainer& trainer, const CheckpointMeta& expect);
+
+}  // namespace lethe

@@ -1,0 +1,36 @@
+// Mesh: the only place that knows rank arithmetic. world = dp × tp with tp innermost, so the ranks
+// of one tensor-parallel group are neighbours (one node). Pipeline parallelism would be a third
+// axis owned here too.
+#pragma once
+
+#include <memory>
+
+#include "base/status.h"
+#include "collectives/communicator.h"
+#include "io/config.h"
+
+namespace lethe {
+
+class Mesh {
+ public:
+  // Collective over `world`. Fails when tp × dp != world.size(). `world` must outlive the Mesh.
+  static Result<Mesh> create(Communicator& world, const MeshConfig& cfg);
+
+  Communicator& world() const { return *world_; }
+  Communicator& tp() const { return *tp_; }
+  Communicator& dp() const { return *dp_; }
+  int tp_rank() const { return tp_->rank(); }
+  int tp_size() const { return tp_->size(); }
+  int dp_rank() const { return dp_->rank(); }
+  int dp_size() const { return dp_->size(); }
+
+  // Heads, KV heads, vocabulary and FFN sizes must divide by tp; the error names the field.
+  Status check_model(const ModelConfig& m) const;
+
+ private:
+  Mesh() = default;
+  Communicator* world_ = nullptr;
+  std::unique_ptr<Communicator> tp_, dp_;
+};
+
+}  // namespace lethe

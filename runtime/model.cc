@@ -1,0 +1,145 @@
+#include "runtime/model.h"
+
+#include <ATen/ATen.h>
+
+#include "base/check.h"
+#include "base/torch_compat.h"
+#include "runtime/tp_ops.h"
+
+namespace lethe {
+
+namespace {
+
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t h = x.size(-1) / 2;
+  return at::cat({x.narrow(-1, h, h).neg(), x.narrow(-1, 0, h)}, -1);
+}
+
+// [B, T] positions → cos, sin [B, 1, T, d] in fp32 (Hugging Face layout: halves, not interleaved).
+std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& positions_BT, const at::Tensor& inv_freq) {
+  at::Tensor angles = positions_BT.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, d/2]
+  at::Tensor emb = at::cat({angles, angles}, -1).unsqueeze(1);
+  return {emb.cos(), emb.sin()};
+}
+
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  at::Tensor xf = x.to(at::kFloat);
+  return (xf * cos + rotate_half(xf) * sin).to(x.scalar_type());
+}
+
+}  // namespace
+
+at::Tensor& Llama::add(const std::string& name, std::vector<int64_t> shape, int split_dim, double std) {
+  params_.push_back(make_param(name, std::move(shape), split_dim, std, seed_, mesh_->tp()));
+  return params_.back().value;
+}
+
+Llama::Llama(const ModelConfig& cfg, const Mesh& mesh, uint64_t seed, at::ScalarType compute)
+    : cfg_(cfg), mesh_(&mesh), compute_(compute), seed_(seed) {
+  LETHE_CHECK(mesh.check_model(cfg).is_ok());
+  const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, V = cfg.vocab_size, d = cfg.head_dim();
+  const int64_t H = cfg.num_attention_heads, G = cfg.num_key_value_heads;
+  const double std = cfg.initializer_range;
+  embed_.w = add("embed", {V, D}, 0, std);
+  embed_.vocab_start = mesh.tp_rank() * (V / mesh.tp_size());
+  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".";
+    Block b;
+    b.attn_norm = add(p + "attn_norm", {D}, -1, 0.0);
+    b.wq.w = add(p + "attn.wq", {H * d, D}, 0, std);
+    b.wk.w = add(p + "attn.wk", {G * d, D}, 0, std);
+    b.wv.w = add(p + "attn.wv", {G * d, D}, 0, std);
+    b.wo.w = add(p + "attn.wo", {D, H * d}, 1, std);
+    b.mlp_norm = add(p + "mlp_norm", {D}, -1, 0.0);
+    b.w_gate.w = add(p + "mlp.w_gate", {F, D}, 0, std);
+    b.w_up.w = add(p + "mlp.w_up", {F, D}, 0, std);
+    b.w_down.w = add(p + "mlp.w_down", {D, F}, 1, std);
+    blocks_.push_back(b);
+  }
+  norm_ = add("norm", {D}, -1, 0.0);
+  lm_head_ = cfg.tie_word_embeddings ? embed_.w : add("lm_head", {V, D}, 0, std);
+  inv_freq_ = 1.0 / at::pow(cfg.rope_theta, at::arange(0, d, 2, at::kDouble) / static_cast<double>(d)).to(at::kFloat);
+}
+
+int64_t Llama::num_params_global() const {
+  int64_t n = 0;
+  for (const auto& p : params_) {
+    int64_t k = 1;
+    for (int64_t s : p.global_shape) k *= s;
+    n += k;
+  }
+  return n;
+}
+
+at::Tensor Llama::attention(const Block& b, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                            const at::Tensor& mask, KVCache* cache, size_t layer) const {
+  Communicator& tp = mesh_->tp();
+  const int64_t B = x.size(0), T = x.size(1), d = cfg_.head_dim();
+  const int64_t h = cfg_.num_attention_heads / tp.size(), g = cfg_.num_key_value_heads / tp.size();
+  at::Tensor q = apply_rope(b.wq(x, compute_, tp).view({B, T, h, d}).transpose(1, 2), cos, sin);
+  at::Tensor k = apply_rope(b.wk(x, compute_, tp).view({B, T, g, d}).transpose(1, 2), cos, sin);
+  at::Tensor v = b.wv(x, compute_, tp).view({B, T, g, d}).transpose(1, 2);
+  if (cache) {
+    if (cache->k.size() <= layer) {
+      cache->k.push_back(k);
+      cache->v.push_back(v);
+    } else {
+      cache->k[layer] = k = at::cat({cache->k[layer], k}, 2);
+      cache->v[layer] = v = at::cat({cache->v[layer], v}, 2);
+    }
+  }
+  if (g != h) {  // grouped-query attention: each KV head serves h / g query heads
+    k = k.repeat_interleave(h / g, 1);
+    v = v.repeat_interleave(h / g, 1);
+  }
+  at::Tensor o = compat::attention(q, k, v, mask);  // [B, h, T, d]
+  return b.wo(o.transpose(1, 2).reshape({B, T, h * d}), compute_, tp);
+}
+
+at::Tensor Llama::hidden(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,
+                         KVCache* cache) const {
+  Communicator& tp = mesh_->tp();
+  const int64_t T = input_BT.size(1);
+  const int64_t past = cache ? cache->length() : 0;
+  at::Tensor keys_seg_BS = past ? at::cat({cache->segments_BS, segments_BT}, 1) : segments_BT;
+  const int64_t S = keys_seg_BS.size(1);
+  // mask [B, 1, T, S]: same segment and not in the future.
+  at::Tensor causal = at::arange(S, at::kLong).unsqueeze(0).le(at::arange(past, past + T, at::kLong).unsqueeze(1));
+  at::Tensor mask = (segments_BT.unsqueeze(2).eq(keys_seg_BS.unsqueeze(1)) & causal).unsqueeze(1);
+  auto [cos, sin] = rope_tables(positions_BT, inv_freq_);
+
+  at::Tensor x = embed_(input_BT, compute_, tp);
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const Block& b = blocks_[i];
+    x = x + attention(b, rms_norm(x, b.attn_norm, cfg_.rms_norm_eps), cos, sin, mask, cache, i);
+    at::Tensor hn = rms_norm(x, b.mlp_norm, cfg_.rms_norm_eps);
+    x = x + b.w_down(at::silu(b.w_gate(hn, compute_, tp)) * b.w_up(hn, compute_, tp), compute_, tp);
+  }
+  if (cache) cache->segments_BS = keys_seg_BS;
+  return rms_norm(x, norm_, cfg_.rms_norm_eps);
+}
+
+at::Tensor Llama::logits(const at::Tensor& hidden_BTD) const {
+  return ColumnParallelLinear{lm_head_}(hidden_BTD, compute_, mesh_->tp());
+}
+
+at::Tensor Llama::token_logprobs(const at::Tensor& input_BT, const at::Tensor& positions_BT,
+                                 const at::Tensor& segments_BT, const at::Tensor& target_BT) const {
+  at::Tensor logits_BTv = logits(hidden(input_BT, positions_BT, segments_BT));
+  return vocab_parallel_logprobs(logits_BTv, target_BT, vocab_start(), mesh_->tp());
+}
+
+at::Tensor Llama::full_logits(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,
+                              KVCache* cache) const {
+  return gather_from_tp(logits(hidden(input_BT, positions_BT, segments_BT, cache)), mesh_->tp()).to(at::kFloat);
+}
+
+double train_flops_per_token(const ModelConfig& c, int64_t seq_len) {
+  const double D = c.hidden_size, F = c.intermediate_size, V = c.vocab_size, L = c.num_hidden_layers;
+  const double d = c.head_dim(), H = c.num_attention_heads, G = c.num_key_value_heads;
+  const double per_layer = D * (H * d) * 2 + D * (G * d) * 2 + 3 * D * F;  // q, o, k, v, gate, up, down
+  const double gemm = L * per_layer + V * D;                                  // + LM head
+  return 6.0 * gemm + 6.0 * L * D * static_cast<double>(seq_len);
+}
+
+}  // namespace lethe

@@ -1,0 +1,51 @@
+#include "runtime/trainer.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+
+namespace lethe {
+
+Trainer::Trainer(Llama& model, const Mesh& mesh, const TrainConfig& cfg, const TokenDataset& data, uint64_t seed)
+    : model_(model), mesh_(mesh), cfg_(cfg), data_(data), opt_(model.params(), cfg), loader_(data.rows(), seed) {}
+
+Status Trainer::check(const TrainConfig& cfg, const Mesh& mesh) {
+  const int64_t micro = cfg.batch_size / cfg.grad_accum;
+  if (micro % mesh.dp_size() != 0) {
+    return Status::error("train.batch_size / train.grad_accum (" + std::to_string(micro) +
+                         " rows per micro-batch) must be divisible by mesh.dp (" + std::to_string(mesh.dp_size()) + ")");
+  }
+  return Status::ok();
+}
+
+StepStats Trainer::step() {
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<int64_t> rows = loader_.next_rows(cfg_.batch_size);
+  const int64_t micro = cfg_.batch_size / cfg_.grad_accum;
+  const int64_t per_rank = micro / mesh_.dp_size();
+  const double tokens = make_batch(data_, rows).loss_mask_BT.sum().item<double>();
+
+  at::Tensor loss_sum = at::zeros({1}, at::kDouble);
+  for (int64_t m = 0; m < cfg_.grad_accum; ++m) {
+    auto first = rows.begin() + m * micro + mesh_.dp_rank() * per_rank;
+    Batch b = make_batch(data_, std::vector<int64_t>(first, first + per_rank));
+    at::Tensor lp = model_.token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT);
+    at::Tensor loss = -(lp * b.loss_mask_BT).sum() / std::max(tokens, 1.0);
+    torch::autograd::backward({loss});
+    loss_sum += loss.detach().to(at::kDouble);
+  }
+  mesh_.dp().all_reduce(loss_sum, ReduceOp::kSum);
+  sum_gradients_dp(model_.params(), mesh_);
+
+  StepStats s;
+  s.grad_norm = clip_grad_norm(model_.params(), cfg_.grad_clip, mesh_);
+  s.lr = lr_at(cfg_, opt_.steps_taken());
+  opt_.step(s.lr);
+  opt_.zero_grad();
+  s.step = opt_.steps_taken();
+  s.loss = loss_sum.item<double>();
+  s.tokens = static_cast<int64_t>(tokens);
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return s;
+}
+
+}  // namespace lethe

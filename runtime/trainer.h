@@ -1,0 +1,53 @@
+// The train step and the training phase loop.
+//
+// One step: the next batch_size rows of the data (a seeded order), split into grad_accum
+// micro-batches and each micro-batch over the dp ranks; the loss is the mean token NLL over the
+// whole step (every micro-batch and rank divides by the step's global token count), so gradients
+// do not depend on the accumulation or dp split; then dp gradient sum, clipping, AdamW.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include "io/token_dataset.h"
+#include "runtime/model.h"
+#include "runtime/optimizer.h"
+
+namespace lethe {
+
+struct StepStats {
+  int64_t step = 0;       // optimizer steps taken after this one
+  double loss = 0;        // mean token NLL of the step
+  double lr = 0;
+  double grad_norm = 0;   // before clipping
+  int64_t tokens = 0;     // loss tokens in the step (all ranks)
+  double seconds = 0;
+};
+
+class Trainer {
+ public:
+  // `model` and `data` must outlive the trainer. REQUIRES: batch_size / grad_accum divisible by
+  // the dp size (Trainer::check).
+  Trainer(Llama& model, const Mesh& mesh, const TrainConfig& cfg, const TokenDataset& data, uint64_t seed);
+  static Status check(const TrainConfig& cfg, const Mesh& mesh);
+
+  StepStats step();
+
+  Llama& model() { return model_; }
+  AdamW& optimizer() { return opt_; }
+  DataLoader& loader() { return loader_; }
+  const Mesh& mesh() const { return mesh_; }
+  const TrainConfig& config() const { return cfg_; }
+  int64_t steps_taken() const { return opt_.steps_taken(); }
+
+ private:
+  Llama& model_;
+  const Mesh& mesh_;
+  TrainConfig cfg_;
+  const TokenDataset& data_;
+  AdamW opt_;
+  DataLoader loader_;
+};
+
+}  // namespace lethe
