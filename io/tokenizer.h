@@ -9,10 +9,6 @@
 
 #include "base/status.h"
 
-namespace sentencepiece {
-class SentencePieceProcessor;
-}
-
 namespace lethe {
 
 class Tokenizer {
@@ -24,14 +20,16 @@ class Tokenizer {
 
   std::vector<int> encode(const std::string& text) const;
   std::string decode(const std::vector<int>& ids) const;
-  int vocab_size() const;
-  int bos() const;
-  int eos() const;
-  int pad() const;
+  int vocab_size() const { return vocab_size_; }
+  int bos() const { return bos_; }
+  int eos() const { return eos_; }
+  int pad() const { return pad_; }
   const std::string& path() const { return path_; }
 
  private:
-  std::shared_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  struct Impl;
+  std::shared_ptr<Impl> impl_;  // sentencepiece, loaded privately (Note [Sentencepiece isolation])
+  int vocab_size_ = 0, bos_ = -1, eos_ = -1, pad_ = -1;
   std::string path_;
 };
 

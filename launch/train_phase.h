@@ -1,0 +1,24 @@
+// The `train` and `retrain` commands: one training phase of an experiment.
+//
+// An experiment folder (run.dir) holds what its phases share — corpus/ (the corpus as JSONL) and
+// tokenizer.model — and one folder per phase: target/ (trained on X) and retrain/ (the same recipe
+// from the same initialisation on X \ Y). A phase folder holds config.toml (the effective config),
+// metrics.jsonl, summary.json and checkpoints/.
+#pragma once
+
+#include <string>
+
+#include "base/status.h"
+#include "io/config.h"
+
+namespace lethe {
+
+struct PhaseOptions {
+  bool include_forget = true;  // true: the target model; false: the retrained model
+  bool resume = false;         // continue from the newest usable checkpoint of the phase
+  int64_t stop_after = 0;      // > 0: checkpoint and stop after this many steps of this invocation
+};
+
+Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts);
+
+}  // namespace lethe
