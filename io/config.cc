@@ -98,7 +98,9 @@ std::string fmt_num(T x) {
 
 class Reader {
  public:
-  Reader(const toml::table& root, std::string file) : root_(root), file_(std::move(file)) {}
+  // `overridden`: "section.key" set by --set (copied nodes lose their source, so it is kept here).
+  Reader(const toml::table& root, std::string file, std::set<std::string> overridden)
+      : root_(root), file_(std::move(file)), overridden_(std::move(overridden)) {}
 
   void section(const char* name) {
     section_ = name;
@@ -200,7 +202,9 @@ class Reader {
     return table_ ? table_->get(key) : nullptr;
   }
   void fail(const toml::node* n, const char* key, const std::string& what) {
-    errors_.push_back(where(n->source(), file_) + ": " + section_ + "." + key + ": " + what);
+    const std::string full = section_ + "." + key;
+    const std::string at = overridden_.count(full) ? "--set " + full : where(n->source(), file_);
+    errors_.push_back(at + ": " + full + ": " + what);
   }
   static std::string type_name(const toml::node& n) {
     std::ostringstream os;
@@ -216,7 +220,7 @@ class Reader {
   std::string file_;
   std::string section_;
   const toml::table* table_ = nullptr;
-  std::set<std::string> sections_, known_;
+  std::set<std::string> overridden_, sections_, known_;
   std::vector<std::string> errors_;
 };
 
@@ -285,13 +289,12 @@ Status apply_override(toml::table& root, const std::string& spec) {
   if (eq == std::string::npos || dot == std::string::npos || dot > eq)
     return Status::error("--set " + spec + ": expected section.key=value");
   std::string section = spec.substr(0, dot), key = spec.substr(dot + 1, eq - dot - 1), value = spec.substr(eq + 1);
-  std::string source = "--set " + section + "." + key;
+  const std::string source = "--set " + section + "." + key;
   toml::table parsed;
   try {
     parsed = toml::parse("v = " + value, source);
-  } catch (const toml::parse_error&) {
-    parsed = toml::parse("v = \"\"", source);
-    parsed.insert_or_assign("v", value);
+  } catch (const toml::parse_error&) {  // a bare word: the same value as a quoted string
+    parsed = toml::parse("v = " + nlohmann::json(value).dump(), source);
   }
   if (!root.contains(section)) root.insert(section, toml::table{});
   toml::table* t = root[section].as_table();
@@ -310,10 +313,14 @@ Result<RunConfig> parse_config(const std::string& toml_text, const std::string& 
   } catch (const toml::parse_error& e) {
     return Status::error(where(e.source(), name) + ": " + std::string(e.description()));
   }
-  for (const auto& spec : overrides) LETHE_RETURN_IF_ERROR(apply_override(root, spec));
+  std::set<std::string> overridden;
+  for (const auto& spec : overrides) {
+    LETHE_RETURN_IF_ERROR(apply_override(root, spec));
+    overridden.insert(spec.substr(0, spec.find('=')));
+  }
   RunConfig cfg;
   cfg.source = name;
-  Reader reader(root, name);
+  Reader reader(root, name, std::move(overridden));
   visit(reader, cfg);
   reader.finish();
   if (reader.errors().empty()) {

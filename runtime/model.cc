@@ -27,7 +27,16 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   return (xf * cos + rotate_half(xf) * sin).to(x.scalar_type());
 }
 
+at::Tensor inverse_frequencies(int64_t d, double theta) {
+  return (1.0 / at::pow(theta, at::arange(0, d, 2, at::kDouble) / static_cast<double>(d))).to(at::kFloat);
+}
+
 }  // namespace
+
+at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& positions_BT, double theta) {
+  auto [cos, sin] = rope_tables(positions_BT, inverse_frequencies(x.size(-1), theta));
+  return apply_rope(x, cos, sin);
+}
 
 at::Tensor& Llama::add(const std::string& name, std::vector<int64_t> shape, int split_dim, double std) {
   params_.push_back(make_param(name, std::move(shape), split_dim, std, seed_, mesh_->tp()));
@@ -58,7 +67,7 @@ Llama::Llama(const ModelConfig& cfg, const Mesh& mesh, uint64_t seed, at::Scalar
   }
   norm_ = add("norm", {D}, -1, 0.0);
   lm_head_ = cfg.tie_word_embeddings ? embed_.w : add("lm_head", {V, D}, 0, std);
-  inv_freq_ = 1.0 / at::pow(cfg.rope_theta, at::arange(0, d, 2, at::kDouble) / static_cast<double>(d)).to(at::kFloat);
+  inv_freq_ = inverse_frequencies(d, cfg.rope_theta);
 }
 
 int64_t Llama::num_params_global() const {

@@ -75,6 +75,9 @@ class Llama {
   uint64_t seed_;
 };
 
+// RoPE as Hugging Face applies it (rotate-half layout): x [B, heads, T, d], positions [B, T].
+at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& positions_BT, double theta);
+
 // Model FLOPs per trained token (forward + backward), Megatron convention (REFERENCE.md):
 // 6 × GEMM weights (LM head included, embedding lookup excluded) + 6 · L · D · seq_len for
 // causal attention. A forward-only pass is a third of it.

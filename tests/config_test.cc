@@ -1,0 +1,114 @@
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "io/config.h"
+#include "tests/helpers.h"
+
+namespace lethe {
+namespace {
+
+TEST(Config, DefaultsAreValid) {
+  auto cfg = parse_config("", "empty.toml");
+  ASSERT_TRUE(cfg.is_ok()) << cfg.status().message();
+  EXPECT_EQ(cfg->train.schedule, "cosine");
+  EXPECT_EQ(cfg->model.num_key_value_heads, 2);
+}
+
+TEST(Config, ReportsEveryProblemWithFileLineAndKey) {
+  const char* text =
+      "[run]\n"
+      "seed = 1\n"
+      "colour = \"blue\"\n"          // line 3: unknown key
+      "[train]\n"
+      "lr = \"fast\"\n"              // line 5: wrong type
+      "steps = -3\n"                 // line 6: out of range
+      "schedule = \"linear\"\n"      // line 7: not one of
+      "[nonsense]\n"                 // line 8: unknown section
+      "x = 1\n";
+  auto cfg = parse_config(text, "bad.toml");
+  ASSERT_FALSE(cfg.is_ok());
+  const std::string m = cfg.status().message();
+  EXPECT_NE(m.find("5 problem(s)"), std::string::npos) << m;
+  EXPECT_NE(m.find("bad.toml:3: run.colour: unknown key"), std::string::npos) << m;
+  EXPECT_NE(m.find("bad.toml:5: train.lr: expected a number, got string"), std::string::npos) << m;
+  EXPECT_NE(m.find("bad.toml:6: train.steps: value -3 out of range"), std::string::npos) << m;
+  EXPECT_NE(m.find("bad.toml:7: train.schedule: \"linear\" is not one of"), std::string::npos) << m;
+  EXPECT_NE(m.find("bad.toml:8: nonsense: unknown section"), std::string::npos) << m;
+}
+
+TEST(Config, IntegerKeyRejectsFloat) {
+  auto cfg = parse_config("[train]\nbatch_size = 1.5\n", "f.toml");
+  ASSERT_FALSE(cfg.is_ok());
+  EXPECT_NE(cfg.status().message().find("f.toml:2: train.batch_size: expected an integer"), std::string::npos);
+}
+
+TEST(Config, SyntaxErrorNamesLine) {
+  auto cfg = parse_config("[train]\nlr = = 3\n", "syntax.toml");
+  ASSERT_FALSE(cfg.is_ok());
+  EXPECT_NE(cfg.status().message().find("syntax.toml:2"), std::string::npos) << cfg.status().message();
+}
+
+TEST(Config, CrossFieldChecks) {
+  auto cfg = parse_config("[data]\nseq_len = 512\n[model]\nmax_position_embeddings = 256\nnum_key_value_heads = 3\n", "x.toml");
+  ASSERT_FALSE(cfg.is_ok());
+  const std::string m = cfg.status().message();
+  EXPECT_NE(m.find("x.toml:2: data.seq_len: 512 is longer than the model's context"), std::string::npos) << m;
+  EXPECT_NE(m.find("x.toml:5: model.num_key_value_heads: must divide num_attention_heads"), std::string::npos) << m;
+}
+
+TEST(Config, OverridesApplyAndAreChecked) {
+  auto cfg = parse_config("[train]\nlr = 0.1\n", "o.toml", {"train.lr=3e-4", "run.dir=runs/x y", "train.dtype=bf16"});
+  ASSERT_TRUE(cfg.is_ok()) << cfg.status().message();
+  EXPECT_DOUBLE_EQ(cfg->train.lr, 3e-4);
+  EXPECT_EQ(cfg->run.dir, "runs/x y");
+  EXPECT_EQ(cfg->train.dtype, "bf16");
+  auto bad = parse_config("", "o.toml", {"train.steps=many"});
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("--set train.steps: train.steps: expected an integer"), std::string::npos)
+      << bad.status().message();
+  EXPECT_FALSE(parse_config("", "o.toml", {"nodot=3"}).is_ok());
+}
+
+TEST(Config, EffectiveConfigRoundTrips) {
+  auto cfg = parse_config("[train]\nlr = 0.01\n[corpus]\nforget_ids = [\"p0001\"]\n", "r.toml");
+  ASSERT_TRUE(cfg.is_ok());
+  std::string text = to_toml(*cfg);
+  auto again = parse_config(text, "effective.toml");
+  ASSERT_TRUE(again.is_ok()) << again.status().message();
+  EXPECT_EQ(to_toml(*again), text);
+  EXPECT_NE(text.find("lr = 0.01"), std::string::npos);
+  EXPECT_NE(text.find("intermediate_size = 352"), std::string::npos);  // defaults included
+}
+
+TEST(Config, ReadsHuggingFaceConfigJson) {
+  std::string dir = test::scratch_dir("hf");
+  std::ofstream(dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 32000,
+    "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+    "max_position_embeddings": 4096, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "tie_word_embeddings": false})";
+  std::ofstream(dir + "/run.toml") << "[model]\nconfig_json = \"config.json\"\n[data]\nseq_len = 128\n";
+  auto cfg = load_config(dir + "/run.toml");
+  ASSERT_TRUE(cfg.is_ok()) << cfg.status().message();
+  EXPECT_EQ(cfg->model.num_hidden_layers, 32);
+  EXPECT_EQ(cfg->model.num_key_value_heads, 32);  // absent → equal to heads, as in transformers
+  EXPECT_EQ(cfg->model.intermediate_size, 11008);
+
+  std::ofstream(dir + "/both.toml") << "[model]\nconfig_json = \"config.json\"\nhidden_size = 8\n";
+  auto both = load_config(dir + "/both.toml");
+  ASSERT_FALSE(both.is_ok());
+  EXPECT_NE(both.status().message().find("both.toml:3: model.hidden_size: set either"), std::string::npos);
+
+  std::ofstream(dir + "/missing.toml") << "[model]\nconfig_json = \"nope.json\"\n";
+  auto missing = load_config(dir + "/missing.toml");
+  ASSERT_FALSE(missing.is_ok());
+  EXPECT_NE(missing.status().message().find("nope.json: cannot open"), std::string::npos);
+}
+
+TEST(Config, MissingFileIsAClearError) {
+  auto cfg = load_config("/nonexistent/run.toml");
+  ASSERT_FALSE(cfg.is_ok());
+  EXPECT_EQ(cfg.status().message(), "/nonexistent/run.toml: cannot open the config file");
+}
+
+}  // namespace
+}  // namespace lethe

@@ -1,0 +1,231 @@
+// Corpus generation and import, tokenizer, packing and the data loader.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "io/corpus.h"
+#include "io/token_dataset.h"
+#include "io/tokenizer.h"
+#include "tests/helpers.h"
+
+namespace lethe {
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+TEST(Corpus, SameSeedSameBytes) {
+  CorpusConfig cfg;
+  cfg.people = 40;
+  std::string a = test::scratch_dir("a"), b = test::scratch_dir("b"), c = test::scratch_dir("c");
+  ASSERT_TRUE(write_corpus(generate_corpus(cfg), a).is_ok());
+  ASSERT_TRUE(write_corpus(generate_corpus(cfg), b).is_ok());
+  cfg.seed += 1;
+  ASSERT_TRUE(write_corpus(generate_corpus(cfg), c).is_ok());
+  for (const char* f : {"forget.jsonl", "retain.jsonl", "holdout.jsonl", "forget_qa.jsonl", "retain_qa.jsonl"}) {
+    EXPECT_FALSE(slurp(a + "/" + f).empty()) << f;
+    EXPECT_EQ(slurp(a + "/" + f), slurp(b + "/" + f)) << f;
+  }
+  EXPECT_NE(slurp(a + "/retain.jsonl"), slurp(c + "/retain.jsonl"));
+}
+
+TEST(Corpus, SplitsAreDisjointAndSized) {
+  CorpusConfig cfg;
+  cfg.people = 200;
+  Corpus c = generate_corpus(cfg);
+  std::map<std::string, std::set<Split>> splits_of;
+  for (const auto& d : c.docs) splits_of[d.group].insert(d.split);
+  for (const auto& q : c.qa) splits_of[q.group].insert(q.split);
+  int forget = 0, holdout = 0;
+  for (const auto& [person, splits] : splits_of) {
+    ASSERT_EQ(splits.size(), 1u) << person << " is in two splits";
+    forget += *splits.begin() == Split::kForget;
+    holdout += *splits.begin() == Split::kHoldout;
+  }
+  EXPECT_EQ(splits_of.size(), 200u);
+  EXPECT_EQ(forget, 20);  // 10 %
+  EXPECT_EQ(holdout, 20);
+  EXPECT_EQ(c.docs.size(), 200u * 3);
+  for (const auto& q : c.qa) {
+    EXPECT_FALSE(q.paraphrased_answer.empty());
+    EXPECT_GE(q.perturbed_answers.size(), 1u);
+    for (const auto& p : q.perturbed_answers) EXPECT_NE(p, q.answer);
+  }
+  // The target sees forget + retain, the retrained model retain only; neither sees holdout.
+  for (bool include_forget : {true, false}) {
+    for (const auto& d : c.training_documents(include_forget, true)) {
+      EXPECT_NE(d.split, Split::kHoldout);
+      if (!include_forget) {
+        EXPECT_NE(d.split, Split::kForget);
+      }
+    }
+  }
+}
+
+TEST(Corpus, ForgetIdsMustExist) {
+  CorpusConfig cfg;
+  cfg.people = 20;
+  cfg.forget_ids = {"p0003"};
+  auto c = load_corpus(cfg, "");
+  ASSERT_TRUE(c.is_ok());
+  for (const auto& d : c->docs) {
+    if (d.group == "p0003") EXPECT_EQ(d.split, Split::kForget);
+  }
+  cfg.forget_ids = {"p9999"};
+  auto bad = load_corpus(cfg, "");
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("corpus.forget_ids: \"p9999\" is not a person or document id"), std::string::npos);
+}
+
+TEST(Corpus, JsonlImportAndErrors) {
+  std::string dir = test::scratch_dir("jsonl");
+  std::ofstream(dir + "/retain.jsonl") << R"({"id": "r1", "text": "Alpha beta."})" "\n\n"
+                                       << R"({"id": "r2", "text": "Gamma delta."})" "\n";
+  std::ofstream(dir + "/forget.jsonl") << R"({"id": "f1", "text": "Secret text."})" "\n";
+  std::ofstream(dir + "/forget_qa.jsonl") << R"({"question": "What?", "answer": "Secret."})" "\n";
+  CorpusConfig cfg;
+  cfg.source = "jsonl";
+  cfg.retain_file = "retain.jsonl";
+  cfg.forget_file = "forget.jsonl";
+  cfg.forget_qa_file = "forget_qa.jsonl";
+  auto c = load_corpus(cfg, dir);
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  EXPECT_EQ(c->documents(Split::kRetain).size(), 2u);
+  EXPECT_EQ(c->documents(Split::kForget).size(), 1u);
+  EXPECT_EQ(c->qa.size(), 1u);
+
+  std::ofstream(dir + "/bad.jsonl") << R"({"id": "r1", "text": "ok"})" "\n" << R"({"id": "r2"})" "\n";
+  cfg.retain_file = "bad.jsonl";
+  auto bad = load_corpus(cfg, dir);
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("bad.jsonl:2: expected a string \"text\""), std::string::npos) << bad.status().message();
+
+  std::ofstream(dir + "/empty.jsonl");
+  cfg.retain_file = "empty.jsonl";
+  auto empty = load_corpus(cfg, dir);
+  ASSERT_FALSE(empty.is_ok());
+  EXPECT_NE(empty.status().message().find("empty.jsonl: the retain corpus is empty"), std::string::npos);
+
+  cfg.retain_file = "missing.jsonl";
+  auto missing = load_corpus(cfg, dir);
+  ASSERT_FALSE(missing.is_ok());
+  EXPECT_NE(missing.status().message().find("missing.jsonl: cannot open"), std::string::npos);
+}
+
+class TokenizerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    CorpusConfig cfg;
+    cfg.people = 30;
+    corpus_ = new Corpus(generate_corpus(cfg));
+    std::vector<std::string> texts;
+    for (const auto& d : corpus_->training_documents(true, true)) texts.push_back(d.text);
+    dir_ = new std::string(test::scratch_dir("tok"));
+    auto t = Tokenizer::train(texts, 512, *dir_ + "/tokenizer.model");
+    ASSERT_TRUE(t.is_ok()) << t.status().message();
+    tok_ = new Tokenizer(t.value());
+  }
+  static Corpus* corpus_;
+  static Tokenizer* tok_;
+  static std::string* dir_;
+};
+Corpus* TokenizerTest::corpus_ = nullptr;
+Tokenizer* TokenizerTest::tok_ = nullptr;
+std::string* TokenizerTest::dir_ = nullptr;
+
+TEST_F(TokenizerTest, RoundTripsText) {
+  for (const std::string& text : {corpus_->docs[0].text, render_qa(corpus_->qa[0].question, corpus_->qa[0].answer),
+                                  std::string("Unseen: Zürich, 1999 — naïve ☃ text.")}) {
+    std::vector<int> ids = tok_->encode(text);
+    EXPECT_FALSE(ids.empty());
+    EXPECT_EQ(tok_->decode(ids), text);
+  }
+  EXPECT_EQ(tok_->bos(), 1);
+  EXPECT_EQ(tok_->eos(), 2);
+  EXPECT_EQ(tok_->pad(), 3);
+  EXPECT_LE(tok_->vocab_size(), 512);
+  auto reloaded = Tokenizer::load(*dir_ + "/tokenizer.model");
+  ASSERT_TRUE(reloaded.is_ok());
+  EXPECT_EQ(reloaded->encode(corpus_->docs[1].text), tok_->encode(corpus_->docs[1].text));
+}
+
+TEST_F(TokenizerTest, LoadErrors) {
+  auto missing = Tokenizer::load(*dir_ + "/none.model");
+  ASSERT_FALSE(missing.is_ok());
+  EXPECT_NE(missing.status().message().find("none.model: tokenizer model not found"), std::string::npos);
+  std::ofstream(*dir_ + "/junk.model") << "not a model";
+  auto junk = Tokenizer::load(*dir_ + "/junk.model");
+  ASSERT_FALSE(junk.is_ok());
+  EXPECT_NE(junk.status().message().find("junk.model: not a sentencepiece model"), std::string::npos);
+}
+
+TEST_F(TokenizerTest, PacksWholeSamplesWithMasks) {
+  auto docs = corpus_->documents(Split::kRetain);
+  auto ds = pack_documents("retain", docs, *tok_, 64, 1024);
+  ASSERT_TRUE(ds.is_ok()) << ds.status().message();
+  EXPECT_EQ(ds->sample_ids.size(), docs.size());
+  // Every next-token target of every document is a loss position exactly once.
+  int64_t expected = 0;
+  for (const auto& d : docs) expected += static_cast<int64_t>(tok_->encode(d.text).size()) + 1;
+  std::vector<int64_t> all(ds->rows());
+  std::iota(all.begin(), all.end(), 0);
+  Batch b = make_batch(*ds, all);
+  EXPECT_EQ(b.loss_mask_BT.sum().item<int64_t>(), expected);
+  // A row's tokens of one sample are contiguous and positions restart at 0 for each sample.
+  auto seg = ds->segments.accessor<int64_t, 2>();
+  auto pos = ds->positions.accessor<int64_t, 2>();
+  for (int64_t r = 0; r < ds->rows(); ++r) {
+    for (int64_t t = 1; t <= 64; ++t) {
+      if (seg[r][t] < 0) continue;
+      EXPECT_EQ(pos[r][t], seg[r][t] == seg[r][t - 1] ? pos[r][t - 1] + 1 : 0);
+    }
+  }
+}
+
+TEST_F(TokenizerTest, LongDocumentsAreChunked) {
+  std::string long_text;
+  for (int i = 0; i < 20; ++i) long_text += corpus_->docs[i].text + " ";
+  auto ds = pack_documents("long", {{"long", "long", Split::kRetain, long_text}}, *tok_, 32, 1024);
+  ASSERT_TRUE(ds.is_ok());
+  const int64_t n = static_cast<int64_t>(tok_->encode(long_text).size()) + 2;
+  EXPECT_EQ(ds->rows(), (n - 1 + 31) / 32);
+  std::vector<int64_t> all(ds->rows());
+  std::iota(all.begin(), all.end(), 0);
+  EXPECT_EQ(make_batch(*ds, all).loss_mask_BT.sum().item<int64_t>(), n - 1);
+}
+
+TEST_F(TokenizerTest, RejectsBadInputs) {
+  auto empty = pack_documents("forget", {}, *tok_, 64, 1024);
+  ASSERT_FALSE(empty.is_ok());
+  EXPECT_NE(empty.status().message().find("dataset \"forget\" has no documents"), std::string::npos);
+  auto big = pack_documents("retain", corpus_->docs, *tok_, 64, 100);
+  ASSERT_FALSE(big.is_ok());
+  EXPECT_NE(big.status().message().find("is larger than the model's vocab_size (100)"), std::string::npos);
+}
+
+TEST(DataLoader, DeterministicPermutationsPerEpoch) {
+  DataLoader a(10, 42), b(10, 42), c(10, 43);
+  auto ra = a.next_rows(25), rb = b.next_rows(25), rc = c.next_rows(25);
+  EXPECT_EQ(ra, rb);
+  EXPECT_NE(ra, rc);
+  std::set<int64_t> epoch0(ra.begin(), ra.begin() + 10);
+  EXPECT_EQ(epoch0.size(), 10u);  // each epoch is a permutation
+  EXPECT_NE(std::vector<int64_t>(ra.begin(), ra.begin() + 10), std::vector<int64_t>(ra.begin() + 10, ra.begin() + 20));
+  EXPECT_EQ(a.cursor().epoch, 2);
+  EXPECT_EQ(a.cursor().offset, 5);
+  DataLoader d(10, 42);
+  d.set_cursor({1, 3});
+  EXPECT_EQ(d.next_rows(5), std::vector<int64_t>(ra.begin() + 13, ra.begin() + 18));
+}
+
+}  // namespace
+}  // namespace lethe

@@ -1,0 +1,52 @@
+#include "tests/helpers.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+namespace lethe::test {
+
+std::string scratch_dir(const std::string& name) {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string unique = std::string(info ? info->name() : "x") + "-" + name + "-" + std::to_string(::getpid());
+  auto dir = std::filesystem::temp_directory_path() / "lethe-tests" / unique;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+RunConfig tiny_config(const std::string& dir) {
+  auto cfg = parse_config(R"(
+[run]
+threads = 2
+log_every = 1
+[model]
+vocab_size = 512
+hidden_size = 64
+intermediate_size = 128
+num_hidden_layers = 2
+num_attention_heads = 4
+num_key_value_heads = 2
+max_position_embeddings = 64
+[corpus]
+people = 12
+forget_fraction = 0.25
+holdout_fraction = 0.25
+passages_per_person = 2
+qa_in_training = false
+[tokenizer]
+vocab_size = 512
+[data]
+seq_len = 64
+[train]
+steps = 160
+batch_size = 8
+lr = 5e-3
+warmup_steps = 10
+checkpoint_every = 40
+keep_checkpoints = 3
+)", "tiny.toml", {"run.dir=" + dir});
+  EXPECT_TRUE(cfg.is_ok()) << cfg.status().message();
+  return cfg.value();
+}
+
+}  // namespace lethe::test

@@ -1,0 +1,17 @@
+// Shared test helpers: scratch folders and a tiny run config.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "io/config.h"
+
+namespace lethe::test {
+
+// A fresh, empty folder under the system temp dir, unique per test.
+std::string scratch_dir(const std::string& name);
+
+// A config that trains in seconds: 12 people, a 2-layer GQA model, 64-token rows.
+RunConfig tiny_config(const std::string& dir);
+
+}  // namespace lethe::test

@@ -1,0 +1,172 @@
+// The Llama model: shapes, causal masking, RoPE, GQA, KV cache, sample isolation, vocab-parallel
+// log-probs.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <cmath>
+
+#include "collectives/local_communicator.h"
+#include "runtime/model.h"
+#include "runtime/tp_ops.h"
+
+namespace lethe {
+namespace {
+
+ModelConfig small_model(int64_t kv_heads = 2) {
+  ModelConfig m;
+  m.vocab_size = 50;
+  m.hidden_size = 32;
+  m.intermediate_size = 64;
+  m.num_hidden_layers = 2;
+  m.num_attention_heads = 4;
+  m.num_key_value_heads = kv_heads;
+  m.max_position_embeddings = 64;
+  m.initializer_range = 0.2;  // large enough that every logit depends visibly on the input
+  return m;
+}
+
+struct Fixture {
+  LocalCommunicator world;
+  Mesh mesh = Mesh::create(world, MeshConfig{}).value();
+};
+
+at::Tensor positions(int64_t B, int64_t T) { return at::arange(T, at::kLong).unsqueeze(0).expand({B, T}).contiguous(); }
+at::Tensor one_segment(int64_t B, int64_t T) { return at::zeros({B, T}, at::kLong); }
+
+TEST(Model, ShapesNamesAndParameterCount) {
+  Fixture f;
+  ModelConfig cfg = small_model();
+  Llama model(cfg, f.mesh, 1);
+  at::Tensor ids = at::randint(0, 50, {3, 7}, at::kLong);
+  EXPECT_EQ(model.hidden(ids, positions(3, 7), one_segment(3, 7)).sizes(), (std::vector<int64_t>{3, 7, 32}));
+  EXPECT_EQ(model.full_logits(ids, positions(3, 7), one_segment(3, 7)).sizes(), (std::vector<int64_t>{3, 7, 50}));
+  // embed + per layer (2 norms, q, k, v, o, gate, up, down) + norm + lm_head
+  const int64_t per_layer = 2 * 32 + 32 * 32 + 2 * (16 * 32) + 32 * 32 + 3 * 32 * 64;
+  EXPECT_EQ(model.num_params_global(), 50 * 32 + 2 * per_layer + 32 + 50 * 32);
+  EXPECT_EQ(model.params()[1].name, "layers.0.attn_norm");
+  EXPECT_EQ(model.params()[2].name, "layers.0.attn.wq");
+  EXPECT_EQ(model.params().back().name, "lm_head");
+  cfg.tie_word_embeddings = true;
+  Llama tied(cfg, f.mesh, 1);
+  EXPECT_EQ(tied.num_params_global(), model.num_params_global() - 50 * 32);
+  // Same seed, same weights; another seed, other weights.
+  Llama again(small_model(), f.mesh, 1), other(small_model(), f.mesh, 2);
+  EXPECT_TRUE(at::equal(model.params()[2].value, again.params()[2].value));
+  EXPECT_FALSE(at::equal(model.params()[2].value, other.params()[2].value));
+}
+
+TEST(Model, LaterTokensNeverChangeEarlierLogits) {
+  Fixture f;
+  Llama model(small_model(), f.mesh, 3);
+  at::NoGradGuard no_grad;
+  at::Tensor ids = at::randint(0, 50, {2, 12}, at::kLong);
+  at::Tensor changed = ids.clone();
+  changed.select(1, 8).fill_(0);
+  changed.select(1, 11).fill_(1);
+  at::Tensor a = model.full_logits(ids, positions(2, 12), one_segment(2, 12));
+  at::Tensor b = model.full_logits(changed, positions(2, 12), one_segment(2, 12));
+  EXPECT_TRUE(at::equal(a.narrow(1, 0, 8), b.narrow(1, 0, 8)));
+  EXPECT_GT((a.narrow(1, 8, 4) - b.narrow(1, 8, 4)).abs().max().item<float>(), 1e-4);
+}
+
+TEST(Model, RopeMatchesHandComputedCase) {
+  // d = 4, theta = 10000: frequencies 1 and 1/100; x = [1, 2, 3, 4] at position 1.
+  at::Tensor x = at::tensor({1.0f, 2.0f, 3.0f, 4.0f}).view({1, 1, 1, 4});
+  at::Tensor y = apply_rotary(x, at::ones({1, 1}, at::kLong), 10000.0).flatten();
+  const double c1 = std::cos(1.0), s1 = std::sin(1.0), c2 = std::cos(0.01), s2 = std::sin(0.01);
+  const double expected[] = {1 * c1 - 3 * s1, 2 * c2 - 4 * s2, 3 * c1 + 1 * s1, 4 * c2 + 2 * s2};
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(y[i].item<double>(), expected[i], 1e-6) << i;
+  // Position 0 is the identity; relative property: <R(p)q, R(p+k)k> depends on k only.
+  EXPECT_TRUE(at::allclose(apply_rotary(x, at::zeros({1, 1}, at::kLong), 10000.0), x));
+  at::Tensor q = at::randn({1, 1, 1, 8}), k = at::randn({1, 1, 1, 8});
+  auto dot = [&](int64_t p, int64_t s) {
+    return (apply_rotary(q, at::full({1, 1}, p, at::kLong), 10000.0) * apply_rotary(k, at::full({1, 1}, s, at::kLong), 10000.0))
+        .sum().item<double>();
+  };
+  EXPECT_NEAR(dot(3, 5), dot(10, 12), 1e-4);
+}
+
+TEST(Model, GroupedQueryAttentionEqualsMultiHeadWithSharedKV) {
+  Fixture f;
+  Llama gqa(small_model(2), f.mesh, 4), mha(small_model(4), f.mesh, 5);
+  at::NoGradGuard no_grad;
+  // Copy every weight; MHA's K/V heads 2j and 2j+1 are GQA's KV head j.
+  for (size_t i = 0; i < gqa.params().size(); ++i) {
+    const Param& src = gqa.params()[i];
+    at::Tensor dst = mha.params()[i].value;
+    if (src.name.ends_with("attn.wk") || src.name.ends_with("attn.wv")) {
+      dst.copy_(src.value.view({2, 1, 8, 32}).expand({2, 2, 8, 32}).reshape({32, 32}));
+    } else {
+      dst.copy_(src.value);
+    }
+  }
+  at::Tensor ids = at::randint(0, 50, {2, 9}, at::kLong);
+  EXPECT_TRUE(at::allclose(gqa.full_logits(ids, positions(2, 9), one_segment(2, 9)),
+                           mha.full_logits(ids, positions(2, 9), one_segment(2, 9)), 1e-5, 1e-5));
+}
+
+TEST(Model, KvCacheDecodingMatchesFullForward) {
+  Fixture f;
+  Llama model(small_model(), f.mesh, 6);
+  at::NoGradGuard no_grad;
+  at::Tensor ids = at::randint(0, 50, {2, 10}, at::kLong);
+  at::Tensor full = model.full_logits(ids, positions(2, 10), one_segment(2, 10));
+  KVCache cache;
+  at::Tensor prefix = model.full_logits(ids.narrow(1, 0, 6), positions(2, 6), one_segment(2, 6), &cache);
+  EXPECT_TRUE(at::allclose(prefix, full.narrow(1, 0, 6), 1e-5, 1e-5));
+  for (int64_t t = 6; t < 10; ++t) {
+    at::Tensor step = model.full_logits(ids.narrow(1, t, 1), at::full({2, 1}, t, at::kLong), one_segment(2, 1), &cache);
+    EXPECT_TRUE(at::allclose(step.squeeze(1), full.select(1, t), 1e-4, 1e-5)) << "position " << t;
+  }
+  EXPECT_EQ(cache.length(), 10);
+}
+
+TEST(Model, PackedSamplesDoNotSeeEachOther) {
+  Fixture f;
+  Llama model(small_model(), f.mesh, 7);
+  at::NoGradGuard no_grad;
+  at::Tensor a = at::randint(0, 50, {1, 5}, at::kLong), b = at::randint(0, 50, {1, 7}, at::kLong);
+  at::Tensor alone = model.full_logits(a, positions(1, 5), one_segment(1, 5));
+  at::Tensor packed_ids = at::cat({b, a}, 1);
+  at::Tensor packed_pos = at::cat({positions(1, 7), positions(1, 5)}, 1);
+  at::Tensor packed_seg = at::cat({at::zeros({1, 7}, at::kLong), at::ones({1, 5}, at::kLong)}, 1);
+  at::Tensor packed = model.full_logits(packed_ids, packed_pos, packed_seg);
+  EXPECT_TRUE(at::allclose(packed.narrow(1, 7, 5), alone, 1e-5, 1e-5));
+}
+
+TEST(Model, VocabParallelLogProbsMatchLogSoftmaxWithGradients) {
+  LocalCommunicator tp;
+  at::Tensor logits = at::randn({2, 5, 11}, at::kDouble).set_requires_grad(true);
+  at::Tensor target = at::randint(0, 11, {2, 5}, at::kLong);
+  at::Tensor weights = at::randn({2, 5}, at::kDouble);
+  at::Tensor ours = vocab_parallel_logprobs(logits, target, 0, tp);
+  at::Tensor ref = at::log_softmax(logits.to(at::kFloat), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1);
+  EXPECT_TRUE(at::allclose(ours, ref, 1e-6, 1e-6));
+  auto g_ours = torch::autograd::grad({(ours.to(at::kDouble) * weights).sum()}, {logits})[0];
+  auto g_ref = torch::autograd::grad({(at::log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).squeeze(-1) * weights).sum()},
+                                     {logits})[0];
+  EXPECT_TRUE(at::allclose(g_ours, g_ref, 1e-5, 1e-6));
+}
+
+TEST(Model, Bf16ComputeStaysCloseToFp32) {
+  Fixture f;
+  Llama model(small_model(), f.mesh, 8);
+  at::NoGradGuard no_grad;
+  at::Tensor ids = at::randint(0, 50, {2, 9}, at::kLong);
+  at::Tensor fp32 = model.full_logits(ids, positions(2, 9), one_segment(2, 9));
+  model.set_compute_dtype(at::kBFloat16);
+  at::Tensor bf16 = model.full_logits(ids, positions(2, 9), one_segment(2, 9));
+  EXPECT_LT((fp32 - bf16).abs().max().item<float>(), 0.1f * fp32.abs().max().item<float>());
+  EXPECT_EQ(model.params()[2].value.scalar_type(), at::kFloat);  // master weights stay fp32
+}
+
+TEST(Model, FlopsFollowMegatronConvention) {
+  ModelConfig m = small_model();
+  const double gemm = 2 * (32 * 32 * 2 + 32 * 16 * 2 + 3 * 32 * 64) + 50 * 32;
+  EXPECT_DOUBLE_EQ(train_flops_per_token(m, 16), 6 * gemm + 6.0 * 2 * 32 * 16);
+}
+
+}  // namespace
+}  // namespace lethe

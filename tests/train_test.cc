@@ -1,0 +1,288 @@
+// Training, retraining, resume and checkpoints, through the same phase runner as the CLI.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "collectives/local_communicator.h"
+#include "io/hdf5_store.h"
+#include "launch/train_phase.h"
+#include "runtime/checkpoint.h"
+#include "tests/helpers.h"
+
+namespace lethe {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+std::vector<json> read_jsonl(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<json> out;
+  std::string line;
+  while (std::getline(in, line)) out.push_back(json::parse(line));
+  return out;
+}
+
+json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return json::parse(in);
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Target and retrained model on the tiny corpus, trained once for the tests of this suite.
+class Trained : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(test::scratch_dir("trained"));
+    RunConfig cfg = test::tiny_config(*dir_);
+    Status t = run_train_phase(cfg, {true, false, 0});
+    ASSERT_TRUE(t.is_ok()) << t.message();
+    Status r = run_train_phase(cfg, {false, false, 0});
+    ASSERT_TRUE(r.is_ok()) << r.message();
+  }
+  static std::string* dir_;
+};
+std::string* Trained::dir_ = nullptr;
+
+TEST_F(Trained, LossFallsAndTheTargetMemorisesItsCorpus) {
+  auto metrics = read_jsonl(*dir_ + "/target/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 160u);
+  const double first = metrics.front()["loss"], last = metrics.back()["loss"];
+  EXPECT_LT(last, 0.1 * first) << "first " << first << " last " << last;
+  json target = read_json(*dir_ + "/target/summary.json");
+  EXPECT_GT(target["forget"]["memorization_accuracy"].get<double>(), 0.8) << target.dump();
+  EXPECT_GT(target["retain"]["memorization_accuracy"].get<double>(), 0.8) << target.dump();
+  // Never-seen people are predicted far worse than trained ones.
+  EXPECT_LT(target["holdout"]["memorization_accuracy"].get<double>(), target["retain"]["memorization_accuracy"].get<double>() - 0.2);
+  EXPECT_TRUE(fs::exists(*dir_ + "/target/config.toml"));
+  EXPECT_TRUE(fs::exists(*dir_ + "/tokenizer.model"));
+  EXPECT_TRUE(fs::exists(*dir_ + "/corpus/forget.jsonl"));
+}
+
+TEST_F(Trained, RetrainedModelDidNotLearnTheForgetPeople) {
+  json target = read_json(*dir_ + "/target/summary.json"), retrain = read_json(*dir_ + "/retrain/summary.json");
+  const double t_forget = target["forget"]["memorization_accuracy"], r_forget = retrain["forget"]["memorization_accuracy"];
+  const double r_retain = retrain["retain"]["memorization_accuracy"];
+  EXPECT_GT(r_retain, 0.8);
+  EXPECT_LT(r_forget, t_forget - 0.2) << "target " << t_forget << " retrain " << r_forget;
+  EXPECT_GT(retrain["forget"]["perplexity"].get<double>(), 2 * target["forget"]["perplexity"].get<double>());
+}
+
+TEST_F(Trained, CheckpointsArePrunedAndLatestPointsToTheLast) {
+  auto ckpts = list_checkpoints(*dir_ + "/target/checkpoints");
+  ASSERT_EQ(ckpts.size(), 3u);
+  EXPECT_EQ(fs::path(ckpts[0]).filename(), "step-00000160.h5");
+  EXPECT_EQ(fs::path(ckpts[2]).filename(), "step-00000080.h5");
+  std::ifstream latest(*dir_ + "/target/checkpoints/latest");
+  std::string name;
+  latest >> name;
+  EXPECT_EQ(name, "step-00000160.h5");
+  auto f = H5File::open(ckpts[0]);
+  ASSERT_TRUE(f.is_ok());
+  EXPECT_EQ(*f->attr_string("format"), "lethe-checkpoint");
+  EXPECT_EQ(*f->attr_int("version"), kCheckpointVersion);
+  auto embed = f->read_tensor("model/embed");
+  ASSERT_TRUE(embed.is_ok());
+  EXPECT_EQ(embed->sizes(), (std::vector<int64_t>{512, 64}));
+  auto config = f->read_string("config");
+  ASSERT_TRUE(config.is_ok());
+  EXPECT_NE(config->find("[train]"), std::string::npos);
+}
+
+// A model + trainer on the tiny corpus, for checkpoint-level tests.
+struct Rig {
+  explicit Rig(const std::string& dir)
+      : cfg(test::tiny_config(dir)), mesh(Mesh::create(world, cfg.mesh).value()), corpus(load_corpus(cfg.corpus, "").value()) {
+    std::vector<std::string> texts;
+    for (const auto& d : corpus.training_documents(true, false)) texts.push_back(d.text);
+    tok = std::make_unique<Tokenizer>(Tokenizer::train(texts, 512, dir + "/tokenizer.model").value());
+    data = std::make_unique<TokenDataset>(pack_documents("train", corpus.training_documents(true, false), *tok, 64, 512).value());
+    model = std::make_unique<Llama>(cfg.model, mesh, 1);
+    trainer = std::make_unique<Trainer>(*model, mesh, cfg.train, *data, 1);
+    meta = {"target", to_toml(cfg), {{"train", data->checksum()}}};
+  }
+  RunConfig cfg;
+  LocalCommunicator world;
+  Mesh mesh;
+  Corpus corpus;
+  std::unique_ptr<Tokenizer> tok;
+  std::unique_ptr<TokenDataset> data;
+  std::unique_ptr<Llama> model;
+  std::unique_ptr<Trainer> trainer;
+  CheckpointMeta meta;
+};
+
+TEST(Resume, StopAndResumeIsBitIdenticalToAnUninterruptedRun) {
+  std::string a = test::scratch_dir("straight"), b = test::scratch_dir("resumed");
+  RunConfig ca = test::tiny_config(a), cb = test::tiny_config(b);
+  ca.train.steps = cb.train.steps = 50;
+  ca.train.checkpoint_every = cb.train.checkpoint_every = 20;
+  ASSERT_TRUE(run_train_phase(ca, {true, false, 0}).is_ok());
+  ASSERT_TRUE(run_train_phase(cb, {true, false, 27}).is_ok());  // stops after step 27
+  EXPECT_EQ(fs::path(list_checkpoints(b + "/target/checkpoints")[0]).filename(), "step-00000027.h5");
+  EXPECT_FALSE(fs::exists(b + "/target/summary.json"));
+  ASSERT_TRUE(run_train_phase(cb, {true, true, 0}).is_ok());
+
+  auto la = read_jsonl(a + "/target/metrics.jsonl"), lb = read_jsonl(b + "/target/metrics.jsonl");
+  ASSERT_EQ(la.size(), 50u);
+  ASSERT_EQ(lb.size(), 50u);
+  for (size_t i = 0; i < la.size(); ++i) {
+    EXPECT_EQ(la[i]["step"], lb[i]["step"]);
+    EXPECT_EQ(la[i]["loss"].get<double>(), lb[i]["loss"].get<double>()) << "step " << la[i]["step"];
+  }
+  auto fa = H5File::open(a + "/target/checkpoints/step-00000050.h5");
+  auto fb = H5File::open(b + "/target/checkpoints/step-00000050.h5");
+  ASSERT_TRUE(fa.is_ok() && fb.is_ok());
+  for (const std::string group : {"model", "optim/exp_avg", "optim/exp_avg_sq"}) {
+    auto names = fa->list(group);
+    ASSERT_FALSE(names.empty());
+    EXPECT_EQ(names, fb->list(group));
+    for (const auto& n : names) {
+      EXPECT_TRUE(at::equal(fa->read_tensor(group + "/" + n).value(), fb->read_tensor(group + "/" + n).value())) << group << "/" << n;
+    }
+  }
+}
+
+TEST(Resume, RefusesCheckpointsOfOtherData) {
+  std::string dir = test::scratch_dir("otherdata");
+  RunConfig cfg = test::tiny_config(dir);
+  cfg.train.steps = 4;
+  ASSERT_TRUE(run_train_phase(cfg, {true, false, 2}).is_ok());
+  cfg.corpus.forget_ids = {"p0000", "p0001", "p0002", "p0003", "p0004"};
+  Status s = run_train_phase(cfg, {true, true, 0});
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("was trained on different \"train\" data"), std::string::npos) << s.message();
+}
+
+// Flips one byte inside the stored values of `dataset` (found by content, so metadata is untouched).
+void corrupt_dataset(const std::string& path, const std::string& dataset) {
+  at::Tensor t = H5File::open(path).value().read_tensor(dataset).value();
+  std::string needle(reinterpret_cast<const char*>(t.data_ptr()) + 64, 32);
+  std::string bytes = read_bytes(path);
+  size_t at_ = bytes.find(needle);
+  ASSERT_NE(at_, std::string::npos);
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(static_cast<std::streamoff>(at_ + 5));
+  f.put(static_cast<char>(bytes[at_ + 5] ^ 0x5A));
+}
+
+TEST(Checkpoint, CorruptionIsDetectedAndThePreviousCheckpointIsUsed) {
+  std::string dir = test::scratch_dir("corrupt");
+  Rig rig(dir);
+  const std::string ckpt = dir + "/ckpt";
+  rig.trainer->step();
+  std::string first = save_checkpoint(ckpt, *rig.trainer, rig.meta, 3).value();
+  rig.trainer->step();
+  std::string second = save_checkpoint(ckpt, *rig.trainer, rig.meta, 3).value();
+
+  corrupt_dataset(second, "model/layers.1.mlp.w_up");
+  Rig fresh(test::scratch_dir("corrupt-fresh"));
+  Status s = load_checkpoint(second, *fresh.trainer, rig.meta);
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("model/layers.1.mlp.w_up: checksum mismatch"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find(second), std::string::npos);
+  EXPECT_EQ(fresh.trainer->steps_taken(), 0);  // all or nothing: nothing was applied
+
+  auto used = resume_latest(ckpt, *fresh.trainer, rig.meta);
+  ASSERT_TRUE(used.is_ok()) << used.status().message();
+  EXPECT_EQ(*used, first);
+  EXPECT_EQ(fresh.trainer->steps_taken(), 1);
+
+  std::string bytes = read_bytes(first);
+  std::ofstream(first, std::ios::binary | std::ios::trunc) << bytes.substr(0, bytes.size() / 2);
+  Status t = load_checkpoint(first, *fresh.trainer, rig.meta);
+  ASSERT_FALSE(t.is_ok());
+  EXPECT_NE(t.message().find(first), std::string::npos) << t.message();
+  auto none = resume_latest(ckpt, *fresh.trainer, rig.meta);
+  ASSERT_FALSE(none.is_ok());
+  EXPECT_NE(none.status().message().find("no usable checkpoint"), std::string::npos);
+}
+
+TEST(Checkpoint, FullDiskLeavesThePreviousCheckpointIntact) {
+  std::string dir = test::scratch_dir("fulldisk");
+  Rig rig(dir);
+  const std::string ckpt = dir + "/ckpt";
+  rig.trainer->step();
+  std::string first = save_checkpoint(ckpt, *rig.trainer, rig.meta, 3).value();
+  rig.trainer->step();
+
+  // The file-size limit makes writes past 64 KiB fail with EFBIG, as a full disk fails them.
+  rlimit old{};
+  getrlimit(RLIMIT_FSIZE, &old);
+  auto old_handler = signal(SIGXFSZ, SIG_IGN);
+  rlimit small = old;
+  small.rlim_cur = 64 * 1024;
+  setrlimit(RLIMIT_FSIZE, &small);
+  auto failed = save_checkpoint(ckpt, *rig.trainer, rig.meta, 3);
+  setrlimit(RLIMIT_FSIZE, &old);
+  signal(SIGXFSZ, old_handler);
+
+  ASSERT_FALSE(failed.is_ok());
+  EXPECT_NE(failed.status().message().find("earlier checkpoints are untouched"), std::string::npos) << failed.status().message();
+  EXPECT_EQ(list_checkpoints(ckpt), std::vector<std::string>{first});
+  for (const auto& e : fs::directory_iterator(ckpt)) EXPECT_NE(e.path().extension(), ".tmp") << e.path();
+  Rig fresh(test::scratch_dir("fulldisk-fresh"));
+  auto used = resume_latest(ckpt, *fresh.trainer, rig.meta);
+  ASSERT_TRUE(used.is_ok()) << used.status().message();
+  EXPECT_EQ(*used, first);
+}
+
+TEST(Checkpoint, Bf16TensorsRoundTripThroughHdf5) {
+  std::string dir = test::scratch_dir("h5");
+  at::Tensor x = at::randn({3, 5}).to(at::kBFloat16);
+  {
+    auto f = H5File::create(dir + "/t.h5");
+    ASSERT_TRUE(f.is_ok());
+    ASSERT_TRUE(f->write_tensor("a/b.c", x).is_ok());
+    ASSERT_TRUE(f->close().is_ok());
+  }
+  auto f = H5File::open(dir + "/t.h5");
+  auto y = f->read_tensor("a/b.c");
+  ASSERT_TRUE(y.is_ok()) << y.status().message();
+  EXPECT_EQ(y->scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(at::equal(*y, x));
+  EXPECT_FALSE(f->read_tensor("a/missing").is_ok());
+}
+
+TEST(Phase, BadInputsAreClearErrors) {
+  std::string dir = test::scratch_dir("bad");
+  RunConfig cfg = test::tiny_config(dir);
+  cfg.model.vocab_size = 128;  // the tokenizer has about 500 pieces
+  Status s = run_train_phase(cfg, {true, false, 0});
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("is larger than the model's vocab_size (128)"), std::string::npos) << s.message();
+
+  cfg = test::tiny_config(dir);
+  cfg.mesh.tp = 2;
+  s = run_train_phase(cfg, {true, false, 0});
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("must equal the number of ranks (1)"), std::string::npos) << s.message();
+
+  cfg = test::tiny_config(dir);
+  cfg.tokenizer.model = dir + "/missing.model";
+  s = run_train_phase(cfg, {true, false, 0});
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("missing.model: tokenizer model not found"), std::string::npos) << s.message();
+
+  cfg = test::tiny_config(test::scratch_dir("noresume"));
+  s = run_train_phase(cfg, {true, true, 0});
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("no checkpoint to resume from"), std::string::npos) << s.message();
+}
+
+}  // namespace
+}  // namespace lethe
