@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config ccache git
+  build-essential cmake ninja-build pkg-config ccache git
   libtorch-dev libopenblas0-openmp
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev
   libtomlplusplus-dev libgtest-dev libbenchmark-dev
