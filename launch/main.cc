@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 
 #include <exception>
+#include <filesystem>
 #include <iostream>
 
 #include "base/log.h"
@@ -47,7 +48,10 @@ int main(int argc, char** argv) {
       auto cfg = lethe::parse_config("", "<embedded default>", overrides);
       if (!cfg) return finish(cfg.status());
       lethe::Status s = lethe::run_train_phase(*cfg, {true, false, 0});
-      if (s) s = lethe::run_train_phase(*cfg, {false, false, 0});
+      // A stopped (interrupted) target phase writes no summary: do not go on to the retrain.
+      if (s && std::filesystem::exists(cfg->run.dir + "/target/summary.json")) {
+        s = lethe::run_train_phase(*cfg, {false, false, 0});
+      }
       return finish(s);
     }
     auto cfg = lethe::load_config(config_path, overrides);

@@ -2,6 +2,9 @@
 
 #include <ATen/Parallel.h>
 #include <sched.h>
+#include <signal.h>
+
+#include <atomic>
 
 #include <filesystem>
 #include <fstream>
@@ -24,6 +27,11 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
+
+// Set by SIGINT/SIGTERM (Ctrl-C, or Slurm ahead of a preemption): the loop checkpoints and stops
+// after the current step. A signal flag is the one state that has to be process-wide.
+std::atomic<bool> g_stop_requested{false};
+void request_stop(int) { g_stop_requested = true; }
 
 int default_threads(int local_size) {
   cpu_set_t set;
@@ -106,6 +114,9 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
   const double flops_per_token = train_flops_per_token(cfg.model, T);
   log().info("{}: {} parameters, {} rows of {} tokens ({} documents), {} steps of {} rows, {} threads", phase,
              model.num_params_global(), train.rows(), T, train.sample_ids.size(), cfg.train.steps, cfg.train.batch_size, threads);
+  g_stop_requested = false;
+  signal(SIGINT, request_stop);
+  signal(SIGTERM, request_stop);
   const auto start = std::chrono::steady_clock::now();
   const int64_t first_step = trainer.steps_taken();
   double window_seconds = 0;
@@ -115,7 +126,8 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
     window_seconds += s.seconds;
     window_tokens += s.tokens;
     window_rows += cfg.train.batch_size * T;
-    const bool last = s.step == cfg.train.steps || (opts.stop_after > 0 && s.step - first_step >= opts.stop_after);
+    const bool last = s.step == cfg.train.steps || (opts.stop_after > 0 && s.step - first_step >= opts.stop_after) ||
+                      g_stop_requested;
     if (s.step % cfg.run.log_every == 0 || last) {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const double eta = elapsed / static_cast<double>(s.step - first_step) * static_cast<double>(cfg.train.steps - s.step);
@@ -134,6 +146,8 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
     }
     if (last) break;
   }
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
   if (trainer.steps_taken() < cfg.train.steps) {
     log().info("{} stopped at step {} of {}; continue with --resume", phase, trainer.steps_taken(), cfg.train.steps);
     return Status::ok();

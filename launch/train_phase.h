@@ -19,6 +19,8 @@ struct PhaseOptions {
   int64_t stop_after = 0;      // > 0: checkpoint and stop after this many steps of this invocation
 };
 
+// Trains one phase. SIGINT/SIGTERM during training checkpoint and stop after the current step
+// (`--resume` continues); the run then returns ok with the phase unfinished (no summary.json).
 Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts);
 
 }  // namespace lethe

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -43,6 +45,29 @@ Status write_file_atomic(const std::string& path, const std::string& text) {
   std::error_code ec;
   fs::rename(tmp, path, ec);
   return ec ? Status::error(path + ": rename failed: " + ec.message()) : Status::ok();
+}
+
+// Note [Reserve before HDF5]: a write error (full disk) met inside HDF5 leaves its file state
+// broken — the failed H5Fclose cannot be retried and the library crashes closing it at exit. So the
+// space a checkpoint needs is reserved (and released) first: the common full-disk case becomes a
+// clean error before HDF5 touches anything.
+Status reserve_space(const std::string& path, int64_t bytes) {
+  int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  if (fd < 0) return Status::error(path + ": cannot create (" + std::strerror(errno) + ")");
+  const int rc = ::posix_fallocate(fd, 0, bytes);
+  ::close(fd);
+  ::unlink(path.c_str());
+  if (rc != 0) {
+    return Status::error(path + ": cannot reserve " + std::to_string(bytes >> 20) + " MiB for the checkpoint (" +
+                         std::strerror(rc) + "; disk full?)");
+  }
+  return Status::ok();
+}
+
+int64_t checkpoint_bytes(Trainer& t, const CheckpointMeta& meta) {
+  int64_t bytes = 1 << 20;  // metadata, attributes, RNG state
+  for (const Param& p : t.model().params()) bytes += 3 * p.value.numel() * 4;  // weights + two moments
+  return bytes + static_cast<int64_t>(meta.config_toml.size());
 }
 
 at::Tensor scalar(int64_t v) { return at::scalar_tensor(v, at::kLong); }
@@ -136,6 +161,7 @@ Result<std::string> save_checkpoint(const std::string& dir, Trainer& t, const Ch
   const std::string name = step_name(t.steps_taken());
   const std::string final_path = dir + "/" + name, tmp = final_path + ".tmp";
   Status s = [&]() -> Status {
+    LETHE_RETURN_IF_ERROR(reserve_space(tmp, checkpoint_bytes(t, meta)));
     LETHE_ASSIGN_OR_RETURN(H5File f, H5File::create(tmp));
     LETHE_RETURN_IF_ERROR(write_all(f, t, meta));
     LETHE_RETURN_IF_ERROR(f.close());

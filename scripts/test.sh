@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
 bash scripts/build.sh
-ctest --test-dir build --output-on-failure --parallel 2 --timeout 900
+# Sequential: each test already uses both cores (parallel ctest oversubscribes OpenMP 10×).
+ctest --test-dir build --output-on-failure --timeout 900
