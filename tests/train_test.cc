@@ -241,6 +241,22 @@ TEST(Checkpoint, FullDiskLeavesThePreviousCheckpointIntact) {
   EXPECT_EQ(*used, first);
 }
 
+TEST(Train, GradientAccumulationMatchesOneBigBatch) {
+  std::string dir = test::scratch_dir("accum");
+  Rig one(dir), two(dir);
+  two.cfg.train.grad_accum = 4;
+  two.trainer = std::make_unique<Trainer>(*two.model, two.mesh, two.cfg.train, *two.data, 1);
+  for (int i = 0; i < 3; ++i) {
+    StepStats a = one.trainer->step(), b = two.trainer->step();
+    EXPECT_NEAR(a.loss, b.loss, 1e-5 * a.loss) << "step " << i;
+    EXPECT_NEAR(a.grad_norm, b.grad_norm, 1e-4 * a.grad_norm) << "step " << i;
+  }
+  for (size_t i = 0; i < one.model->params().size(); ++i) {
+    EXPECT_TRUE(at::allclose(one.model->params()[i].value, two.model->params()[i].value, 1e-4, 1e-6))
+        << one.model->params()[i].name;
+  }
+}
+
 TEST(Checkpoint, Bf16TensorsRoundTripThroughHdf5) {
   std::string dir = test::scratch_dir("h5");
   at::Tensor x = at::randn({3, 5}).to(at::kBFloat16);
