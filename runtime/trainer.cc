@@ -22,12 +22,20 @@ StepStats Trainer::step() {
   const std::vector<int64_t> rows = loader_.next_rows(cfg_.batch_size);
   const int64_t micro = cfg_.batch_size / cfg_.grad_accum;
   const int64_t per_rank = micro / mesh_.dp_size();
-  const double tokens = make_batch(data_, rows).loss_mask_BT.sum().item<double>();
-
-  at::Tensor loss_sum = at::zeros({1}, at::kDouble);
+  // Each micro-batch is gathered once; the step's token count (over all micro-batches and dp ranks)
+  // is needed before the first backward.
+  std::vector<Batch> micro_batches;
+  at::Tensor count = at::zeros({1}, at::kDouble);
   for (int64_t m = 0; m < cfg_.grad_accum; ++m) {
     auto first = rows.begin() + m * micro + mesh_.dp_rank() * per_rank;
-    Batch b = make_batch(data_, std::vector<int64_t>(first, first + per_rank));
+    micro_batches.push_back(make_batch(data_, std::vector<int64_t>(first, first + per_rank)));
+    count += micro_batches.back().loss_mask_BT.sum().to(at::kDouble);
+  }
+  mesh_.dp().all_reduce(count, ReduceOp::kSum);
+  const double tokens = count.item<double>();
+
+  at::Tensor loss_sum = at::zeros({1}, at::kDouble);
+  for (const Batch& b : micro_batches) {
     at::Tensor lp = model_.token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT);
     at::Tensor loss = -(lp * b.loss_mask_BT).sum() / std::max(tokens, 1.0);
     torch::autograd::backward({loss});
