@@ -64,15 +64,14 @@ Status reserve_space(const std::string& path, int64_t bytes) {
   return Status::ok();
 }
 
-int64_t checkpoint_bytes(Trainer& t, const CheckpointMeta& meta) {
+int64_t checkpoint_bytes(Checkpointable& t, const StateTensors& state, const CheckpointMeta& meta) {
   int64_t bytes = 1 << 20;  // metadata, attributes, RNG state
   for (const Param& p : t.model().params()) bytes += 3 * p.value.numel() * 4;  // weights + two moments
+  for (const auto& [name, x] : state) bytes += static_cast<int64_t>(x.nbytes()) + 4096;
   return bytes + static_cast<int64_t>(meta.config_toml.size());
 }
 
-at::Tensor scalar(int64_t v) { return at::scalar_tensor(v, at::kLong); }
-
-Status write_all(H5File& f, Trainer& t, const CheckpointMeta& meta) {
+Status write_all(H5File& f, Checkpointable& t, const StateTensors& state, const CheckpointMeta& meta) {
   LETHE_RETURN_IF_ERROR(f.set_attr("format", "lethe-checkpoint"));
   LETHE_RETURN_IF_ERROR(f.set_attr("version", kCheckpointVersion));
   LETHE_RETURN_IF_ERROR(f.set_attr("phase", meta.phase));
@@ -84,12 +83,11 @@ Status write_all(H5File& f, Trainer& t, const CheckpointMeta& meta) {
     LETHE_RETURN_IF_ERROR(f.write_tensor("optim/exp_avg/" + n, t.optimizer().exp_avg()[i]));
     LETHE_RETURN_IF_ERROR(f.write_tensor("optim/exp_avg_sq/" + n, t.optimizer().exp_avg_sq()[i]));
   }
-  LETHE_RETURN_IF_ERROR(f.write_tensor("state/step", scalar(t.steps_taken())));
-  LETHE_RETURN_IF_ERROR(f.write_tensor("state/data_epoch", scalar(t.loader().cursor().epoch)));
-  LETHE_RETURN_IF_ERROR(f.write_tensor("state/data_offset", scalar(t.loader().cursor().offset)));
-  LETHE_RETURN_IF_ERROR(f.write_tensor("state/rng_cpu", at::detail::getDefaultCPUGenerator().get_state()));
+  LETHE_RETURN_IF_ERROR(f.write_tensor("step", at::scalar_tensor(t.optimizer().steps_taken(), at::kLong)));
+  LETHE_RETURN_IF_ERROR(f.write_tensor("rng_cpu", at::detail::getDefaultCPUGenerator().get_state()));
+  for (const auto& [name, x] : state) LETHE_RETURN_IF_ERROR(f.write_tensor("state/" + name, x.contiguous()));
   for (const auto& [name, sum] : meta.data_checksums) {
-    LETHE_RETURN_IF_ERROR(f.write_tensor("data/" + name, scalar(static_cast<int64_t>(sum))));
+    LETHE_RETURN_IF_ERROR(f.write_tensor("data/" + name, at::scalar_tensor(static_cast<int64_t>(sum), at::kLong)));
   }
   return f.write_string("config", meta.config_toml);
 }
@@ -114,9 +112,26 @@ Result<at::Tensor> read_shard(const H5File& f, const std::string& key, const Par
 
 struct Staged {
   std::vector<at::Tensor> params, m, v;
-  int64_t step = 0, epoch = 0, offset = 0;
+  int64_t step = 0;
   at::Tensor rng;
+  StateTensors state;
 };
+
+// Every dataset under `group`, recursively, keyed by its name relative to `group`.
+Status read_tree(const H5File& f, const std::string& group, const std::string& rel, StateTensors& out) {
+  for (const std::string& n : f.list(group)) {
+    const std::string key = rel.empty() ? n : rel + "/" + n;
+    auto t = f.read_tensor(group + "/" + n);
+    if (t) {
+      out[key] = *t;
+    } else if (!f.list(group + "/" + n).empty()) {
+      LETHE_RETURN_IF_ERROR(read_tree(f, group + "/" + n, key, out));
+    } else {
+      return t.status();
+    }
+  }
+  return Status::ok();
+}
 
 Result<H5File> open_checkpoint(const std::string& path) {
   LETHE_ASSIGN_OR_RETURN(H5File f, H5File::open(path));
@@ -153,17 +168,37 @@ std::vector<at::Tensor> values(const std::vector<Param>& params) {
 
 }  // namespace
 
-Result<std::string> save_checkpoint(const std::string& dir, Trainer& t, const CheckpointMeta& meta, int64_t keep) {
+at::Tensor int_state(int64_t v) { return at::scalar_tensor(v, at::kLong); }
+
+Result<int64_t> read_int(const StateTensors& state, const std::string& key) {
+  auto it = state.find(key);
+  if (it == state.end() || it->second.numel() != 1) return Status::error("state/" + key + ": missing or not a scalar");
+  return it->second.item<int64_t>();
+}
+
+void put_cursor(StateTensors& state, const std::string& prefix, DataCursor c) {
+  state[prefix + "_epoch"] = int_state(c.epoch);
+  state[prefix + "_offset"] = int_state(c.offset);
+}
+
+Result<DataCursor> read_cursor(const StateTensors& state, const std::string& prefix) {
+  LETHE_ASSIGN_OR_RETURN(int64_t epoch, read_int(state, prefix + "_epoch"));
+  LETHE_ASSIGN_OR_RETURN(int64_t offset, read_int(state, prefix + "_offset"));
+  return DataCursor{epoch, offset};
+}
+
+Result<std::string> save_checkpoint(const std::string& dir, Checkpointable& t, const CheckpointMeta& meta, int64_t keep) {
   LETHE_CHECK_MSG(t.mesh().world().size() == 1, "checkpoint writes from several ranks need the parallel writer");
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return Status::error(dir + ": cannot create: " + ec.message());
-  const std::string name = step_name(t.steps_taken());
+  const std::string name = step_name(t.optimizer().steps_taken());
+  const StateTensors state = t.state();
   const std::string final_path = dir + "/" + name, tmp = final_path + ".tmp";
   Status s = [&]() -> Status {
-    LETHE_RETURN_IF_ERROR(reserve_space(tmp, checkpoint_bytes(t, meta)));
+    LETHE_RETURN_IF_ERROR(reserve_space(tmp, checkpoint_bytes(t, state, meta)));
     LETHE_ASSIGN_OR_RETURN(H5File f, H5File::create(tmp));
-    LETHE_RETURN_IF_ERROR(write_all(f, t, meta));
+    LETHE_RETURN_IF_ERROR(write_all(f, t, state, meta));
     LETHE_RETURN_IF_ERROR(f.close());
     LETHE_RETURN_IF_ERROR(fsync_path(tmp));
     fs::rename(tmp, final_path, ec);
@@ -180,7 +215,7 @@ Result<std::string> save_checkpoint(const std::string& dir, Trainer& t, const Ch
   return final_path;
 }
 
-Status load_checkpoint(const std::string& path, Trainer& t, const CheckpointMeta& expect) {
+Status load_checkpoint(const std::string& path, Checkpointable& t, const CheckpointMeta& expect) {
   LETHE_ASSIGN_OR_RETURN(H5File f, open_checkpoint(path));
   for (const auto& [name, sum] : expect.data_checksums) {
     auto stored = f.read_tensor("data/" + name);
@@ -195,17 +230,17 @@ Status load_checkpoint(const std::string& path, Trainer& t, const CheckpointMeta
   LETHE_RETURN_IF_ERROR(read_group(f, params, "model/", mesh, st.params));
   LETHE_RETURN_IF_ERROR(read_group(f, params, "optim/exp_avg/", mesh, st.m));
   LETHE_RETURN_IF_ERROR(read_group(f, params, "optim/exp_avg_sq/", mesh, st.v));
-  LETHE_ASSIGN_OR_RETURN(at::Tensor step, f.read_tensor("state/step"));
-  LETHE_ASSIGN_OR_RETURN(at::Tensor epoch, f.read_tensor("state/data_epoch"));
-  LETHE_ASSIGN_OR_RETURN(at::Tensor offset, f.read_tensor("state/data_offset"));
-  LETHE_ASSIGN_OR_RETURN(st.rng, f.read_tensor("state/rng_cpu"));
+  LETHE_ASSIGN_OR_RETURN(at::Tensor step, f.read_tensor("step"));
+  LETHE_ASSIGN_OR_RETURN(st.rng, f.read_tensor("rng_cpu"));
+  LETHE_RETURN_IF_ERROR(read_tree(f, "state", "", st.state));
+  // set_state checks before it changes anything; after it, nothing can fail.
+  if (Status s = t.set_state(st.state); !s) return s.with_context(path);
 
   // Everything read and verified: commit.
   copy_into(st.params, values(params));
   copy_into(st.m, t.optimizer().exp_avg());
   copy_into(st.v, t.optimizer().exp_avg_sq());
   t.optimizer().set_steps_taken(step.item<int64_t>());
-  t.loader().set_cursor({epoch.item<int64_t>(), offset.item<int64_t>()});
   at::Generator gen = at::detail::getDefaultCPUGenerator();  // a handle to the shared generator
   gen.set_state(st.rng);
   return Status::ok();
@@ -236,7 +271,7 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
   return files;
 }
 
-Result<std::string> resume_latest(const std::string& dir, Trainer& t, const CheckpointMeta& expect) {
+Result<std::string> resume_latest(const std::string& dir, Checkpointable& t, const CheckpointMeta& expect) {
   std::vector<std::string> candidates = list_checkpoints(dir);
   if (candidates.empty()) return Status::error(dir + ": no checkpoint to resume from");
   std::string problems;

@@ -14,11 +14,35 @@
 #include <vector>
 
 #include "base/status.h"
-#include "runtime/trainer.h"
+#include "io/token_dataset.h"
+#include "runtime/model.h"
+#include "runtime/optimizer.h"
 
 namespace lethe {
 
-inline constexpr int64_t kCheckpointVersion = 1;
+inline constexpr int64_t kCheckpointVersion = 2;
+
+// Named tensors a loop needs to continue exactly (data cursors, counters, a strategy's state),
+// stored under "state/" next to the model and optimizer. Names may contain '/'.
+using StateTensors = std::map<std::string, at::Tensor>;
+
+// Helpers for StateTensors: int64 scalars and data cursors ("<prefix>_epoch", "<prefix>_offset").
+at::Tensor int_state(int64_t v);
+Result<int64_t> read_int(const StateTensors& state, const std::string& key);
+void put_cursor(StateTensors& state, const std::string& prefix, DataCursor c);
+Result<DataCursor> read_cursor(const StateTensors& state, const std::string& prefix);
+
+// What a checkpoint saves and restores: implemented by the train loop and the unlearning engine.
+class Checkpointable {
+ public:
+  virtual ~Checkpointable() = default;
+  virtual Llama& model() = 0;
+  virtual AdamW& optimizer() = 0;
+  virtual const Mesh& mesh() const = 0;
+  virtual StateTensors state() const = 0;
+  // All or nothing: checks every entry it needs before changing anything.
+  virtual Status set_state(const StateTensors& state) = 0;
+};
 
 struct CheckpointMeta {
   std::string phase;        // "target", "retrain", …
@@ -26,15 +50,15 @@ struct CheckpointMeta {
   std::map<std::string, uint64_t> data_checksums;  // token dataset name → TokenDataset::checksum()
 };
 
-// Saves the trainer's model, optimizer, step, data cursor and RNG; prunes all but the newest
+// Saves the model, optimizer, step (the optimizer's), the loop's state and the RNG; prunes all but the newest
 // `keep` checkpoints. Returns the new file's path. REQUIRES: a world of one (the collective
 // parallel-HDF5 writer comes with the MPI backend).
-Result<std::string> save_checkpoint(const std::string& dir, Trainer& trainer, const CheckpointMeta& meta, int64_t keep);
+Result<std::string> save_checkpoint(const std::string& dir, Checkpointable& loop, const CheckpointMeta& meta, int64_t keep);
 
 // Restores everything save_checkpoint wrote, resharding parameters to this rank's slices. All or
-// nothing: the trainer is touched only after every dataset was read and its checksum verified.
+// nothing: the loop is touched only after every dataset was read and its checksum verified.
 // Fails when the checkpoint was trained on other data than `expect.data_checksums` says.
-Status load_checkpoint(const std::string& path, Trainer& trainer, const CheckpointMeta& expect);
+Status load_checkpoint(const std::string& path, Checkpointable& loop, const CheckpointMeta& expect);
 
 // Loads only the model parameters (any checkpoint phase) into `model`, sliced for `mesh`.
 Status load_weights(const std::string& path, Llama& model, const Mesh& mesh);
@@ -44,6 +68,6 @@ std::vector<std::string> list_checkpoints(const std::string& dir);
 
 // Resumes from the newest loadable checkpoint in `dir`: if `latest` is corrupt, says so and falls
 // back to the next older one (the corrupt file is left in place for inspection). Returns the path used.
-Result<std::string> resume_latest(const std::string& dir, Trainer& trainer, const CheckpointMeta& expect);
+Result<std::string> resume_latest(const std::string& dir, Checkpointable& loop, const CheckpointMeta& expect);
 
 }  // namespace lethe

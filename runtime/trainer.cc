@@ -17,6 +17,18 @@ Status Trainer::check(const TrainConfig& cfg, const Mesh& mesh) {
   return Status::ok();
 }
 
+StateTensors Trainer::state() const {
+  StateTensors s;
+  put_cursor(s, "data", loader_.cursor());
+  return s;
+}
+
+Status Trainer::set_state(const StateTensors& state) {
+  LETHE_ASSIGN_OR_RETURN(DataCursor c, read_cursor(state, "data"));
+  loader_.set_cursor(c);
+  return Status::ok();
+}
+
 StepStats Trainer::step() {
   const auto start = std::chrono::steady_clock::now();
   const std::vector<int64_t> rows = loader_.next_rows(cfg_.batch_size);

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "io/token_dataset.h"
+#include "runtime/checkpoint.h"
 #include "runtime/model.h"
 #include "runtime/optimizer.h"
 
@@ -25,7 +26,7 @@ struct StepStats {
   double seconds = 0;
 };
 
-class Trainer {
+class Trainer : public Checkpointable {
  public:
   // `model` and `data` must outlive the trainer. REQUIRES: batch_size / grad_accum divisible by
   // the dp size (Trainer::check).
@@ -34,10 +35,12 @@ class Trainer {
 
   StepStats step();
 
-  Llama& model() { return model_; }
-  AdamW& optimizer() { return opt_; }
+  Llama& model() override { return model_; }
+  AdamW& optimizer() override { return opt_; }
+  const Mesh& mesh() const override { return mesh_; }
+  StateTensors state() const override;  // the data cursor
+  Status set_state(const StateTensors& state) override;
   DataLoader& loader() { return loader_; }
-  const Mesh& mesh() const { return mesh_; }
   const TrainConfig& config() const { return cfg_; }
   int64_t steps_taken() const { return opt_.steps_taken(); }
 

@@ -15,6 +15,7 @@
 #include "io/hdf5_store.h"
 #include "launch/train_phase.h"
 #include "runtime/checkpoint.h"
+#include "runtime/trainer.h"
 #include "tests/helpers.h"
 
 namespace lethe {
