@@ -79,6 +79,45 @@ void visit(V& v, RunConfig& c) {
   v.field("checkpoint_every", c.train.checkpoint_every, 0, kMaxInt);
   v.field("keep_checkpoints", c.train.keep_checkpoints, 1, kMaxInt);
 
+  v.section("unlearn");
+  v.field("methods", c.unlearn.methods);
+  v.field("from", c.unlearn.from);
+  v.field("requests", c.unlearn.requests, 1, 1 << 20);
+  v.field("max_cycles", c.unlearn.max_cycles, 1, kMaxInt);
+  v.field("unlearn_steps", c.unlearn.unlearn_steps, 1, kMaxInt);
+  v.field("learn_steps", c.unlearn.learn_steps, 0, kMaxInt);
+  v.field("forget_batch", c.unlearn.forget_batch, 1, kMaxInt);
+  v.field("retain_batch", c.unlearn.retain_batch, 1, kMaxInt);
+  v.field("lr", c.unlearn.lr, 0.0, 10.0);
+  v.field("beta1", c.unlearn.beta1, 0.0, 0.999999);
+  v.field("beta2", c.unlearn.beta2, 0.0, 0.999999);
+  v.field("weight_decay", c.unlearn.weight_decay, 0.0, 1.0);
+  v.field("grad_clip", c.unlearn.grad_clip, 0.0, kInf);
+  v.field("time_budget_s", c.unlearn.time_budget_s, 0.0, kInf);
+  v.field("stop_metric", c.unlearn.stop_metric);
+  v.field("stop_value", c.unlearn.stop_value, -kInf, kInf);
+  v.field("forget_weight", c.unlearn.forget_weight, 0.0, kInf);
+  v.field("retain_weight", c.unlearn.retain_weight, 0.0, kInf);
+  v.field("npo_beta", c.unlearn.npo_beta, 1e-6, kInf);
+  v.field("npo_retain", c.unlearn.npo_retain, {"none", "nll", "kl"});
+  v.field("simnpo_beta", c.unlearn.simnpo_beta, 1e-6, kInf);
+  v.field("simnpo_gamma", c.unlearn.simnpo_gamma, 0.0, kInf);
+  v.field("icu_alpha", c.unlearn.icu_alpha, 0.0, kInf);
+  v.field("icu_beta", c.unlearn.icu_beta, 0.0, kInf);
+  v.field("icu_prefix", c.unlearn.icu_prefix, 1, kMaxInt);
+  v.field("keep_checkpoints", c.unlearn.keep_checkpoints, 1, kMaxInt);
+
+  v.section("eval");
+  v.field("verbmem_prefix", c.eval.verbmem_prefix, 1, kMaxInt);
+  v.field("verbmem_new_tokens", c.eval.verbmem_new_tokens, 1, kMaxInt);
+  v.field("knowmem_shots", c.eval.knowmem_shots, 0, 64);
+  v.field("knowmem_new_tokens", c.eval.knowmem_new_tokens, 1, kMaxInt);
+  v.field("mink_k", c.eval.mink_k, 1e-6, 1.0);
+  v.field("el_n", c.eval.el_n, 1, kMaxInt);
+  v.field("el_stride", c.eval.el_stride, 1, kMaxInt);
+  v.field("el_max_new_tokens", c.eval.el_max_new_tokens, 1, kMaxInt);
+  v.field("batch_size", c.eval.batch_size, 1, kMaxInt);
+
   v.section("mesh");
   v.field("tp", c.mesh.tp, 1, 4096);
   v.field("dp", c.mesh.dp, 1, 1 << 20);
@@ -254,6 +293,10 @@ const char* const kArchitectureKeys[] = {"vocab_size", "hidden_size", "intermedi
                                          "rope_theta", "rms_norm_eps", "tie_word_embeddings"};
 
 void validate(Reader& r, RunConfig& c, const std::string& dir) {
+  if (c.unlearn.methods.empty()) r.problem("unlearn", "methods", "name at least one method");
+  if (c.eval.verbmem_prefix + c.eval.verbmem_new_tokens > c.data.seq_len + 1) {
+    r.problem("eval", "verbmem_new_tokens", "verbmem_prefix + verbmem_new_tokens must be at most data.seq_len + 1");
+  }
   if (!c.model.config_json.empty()) {
     for (const char* k : kArchitectureKeys) {
       if (r.has("model", k)) r.problem("model", k, "set either model.config_json or the architecture keys, not both");

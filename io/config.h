@@ -79,6 +79,50 @@ struct TrainConfig {
   int64_t keep_checkpoints = 3;
 };
 
+// Unlearning (docs/strategies.md): learn-while-unlearn cycles, each `unlearn_steps` steps of the
+// method's loss on forget (and retain) batches, then `learn_steps` plain NLL steps on retain data.
+struct UnlearnConfig {
+  std::vector<std::string> methods = {"ga", "graddiff", "kl", "npo", "simnpo", "icu"};  // each from the target
+  std::string from;           // checkpoint to unlearn; default: the newest of <run.dir>/target
+  int64_t requests = 1;       // forget set split (by person/group) into sequential requests
+  int64_t max_cycles = 8;     // per request
+  int64_t unlearn_steps = 8;  // per cycle
+  int64_t learn_steps = 2;    // per cycle, NLL on retain (0: no learning)
+  int64_t forget_batch = 8;   // rows per unlearning step
+  int64_t retain_batch = 8;   // rows per retain batch (for methods with a retain term, and learn steps)
+  double lr = 1e-4;
+  double beta1 = 0.9;
+  double beta2 = 0.98;
+  double weight_decay = 0.0;
+  double grad_clip = 1.0;
+  double time_budget_s = 0;   // per method; 0 = none
+  std::string stop_metric;    // stop a request once this per-cycle metric is at or below stop_value
+  double stop_value = 0;
+  double forget_weight = 1.0;  // weight of the forget term
+  double retain_weight = 1.0;  // weight of the retain term (GradDiff, KL, NPO variants, SimNPO)
+  double npo_beta = 0.1;
+  std::string npo_retain = "nll";  // "none" | "nll" | "kl"
+  double simnpo_beta = 4.5;
+  double simnpo_gamma = 0.0;
+  double icu_alpha = 0.5;      // NLL on each forget sample's nearest non-target neighbour
+  double icu_beta = 1.0;       // KL(ref ‖ θ) on the neighbours
+  int64_t icu_prefix = 16;     // tokens of a forget sample given to the refinement check
+  int64_t keep_checkpoints = 2;
+};
+
+// Evaluation (docs/metrics.md). Lengths are in tokens.
+struct EvalConfig {
+  int64_t verbmem_prefix = 16;
+  int64_t verbmem_new_tokens = 32;
+  int64_t knowmem_shots = 1;
+  int64_t knowmem_new_tokens = 32;
+  double mink_k = 0.4;
+  int64_t el_n = 10;
+  int64_t el_stride = 8;         // EL_n starts every el_stride tokens
+  int64_t el_max_new_tokens = 32;
+  int64_t batch_size = 32;
+};
+
 struct MeshConfig {
   int64_t tp = 1;
   int64_t dp = 1;
@@ -91,6 +135,8 @@ struct RunConfig {
   TokenizerConfig tokenizer;
   DataConfig data;
   TrainConfig train;
+  UnlearnConfig unlearn;
+  EvalConfig eval;
   MeshConfig mesh;
   std::string source;  // the file it came from ("" for defaults)
 };

@@ -18,7 +18,7 @@ uint64_t TokenDataset::checksum() const {
 }
 
 Result<TokenDataset> pack_documents(const std::string& name, const std::vector<Document>& docs,
-                                    const Tokenizer& tok, int64_t seq_len, int64_t vocab_limit) {
+                                    const Tokenizer& tok, int64_t seq_len, int64_t vocab_limit, Packing packing) {
   if (docs.empty()) return Status::error("dataset \"" + name + "\" has no documents");
   if (tok.vocab_size() > vocab_limit) {
     return Status::error(tok.path() + ": tokenizer vocabulary (" + std::to_string(tok.vocab_size()) +
@@ -44,7 +44,7 @@ Result<TokenDataset> pack_documents(const std::string& name, const std::vector<D
     ds.sample_ids.push_back(d.id);
     for (size_t start = 0; start + 1 < ids.size() || start == 0; start += seq_len) {
       const auto len = static_cast<int64_t>(std::min<size_t>(width, ids.size() - start));
-      if (used + len > width) new_row();
+      if (packing == Packing::kOnePerRow || used + len > width) new_row();
       const size_t base = tokens.size() - width + used;
       for (int64_t i = 0; i < len; ++i) {
         tokens[base + i] = ids[start + i];

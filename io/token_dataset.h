@@ -34,9 +34,14 @@ struct TokenDataset {
   uint64_t checksum() const;
 };
 
+// kPacked fills rows with whole documents; kOnePerRow starts every document (chunk) on a row of
+// its own, so a row is one sample (sequence-level losses, per-sample unlearning).
+enum class Packing { kPacked, kOnePerRow };
+
 // Errors: no documents, or a tokenizer whose ids exceed `vocab_limit` (the model's vocabulary).
 Result<TokenDataset> pack_documents(const std::string& name, const std::vector<Document>& docs,
-                                    const Tokenizer& tok, int64_t seq_len, int64_t vocab_limit);
+                                    const Tokenizer& tok, int64_t seq_len, int64_t vocab_limit,
+                                    Packing packing = Packing::kPacked);
 
 struct Batch {
   at::Tensor input_BT, target_BT;  // int64

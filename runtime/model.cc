@@ -140,7 +140,15 @@ at::Tensor Llama::token_logprobs(const at::Tensor& input_BT, const at::Tensor& p
 
 at::Tensor Llama::full_logits(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,
                               KVCache* cache) const {
-  return gather_from_tp(logits(hidden(input_BT, positions_BT, segments_BT, cache)), mesh_->tp()).to(at::kFloat);
+  return full_logits_from_hidden(hidden(input_BT, positions_BT, segments_BT, cache));
+}
+
+at::Tensor Llama::full_logits_from_hidden(const at::Tensor& hidden_BTD) const {
+  return gather_from_tp(logits(hidden_BTD), mesh_->tp()).to(at::kFloat);
+}
+
+at::Tensor Llama::log_probs_shard(const at::Tensor& hidden_BTD) const {
+  return vocab_parallel_log_softmax(logits(hidden_BTD), mesh_->tp());
 }
 
 double train_flops_per_token(const ModelConfig& c, int64_t seq_len) {

@@ -51,9 +51,15 @@ class Llama {
   at::Tensor full_logits(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,
                          KVCache* cache = nullptr) const;
 
+  // Full-vocabulary logits [B, T, V] fp32 of given hidden states (gathered over tp).
+  at::Tensor full_logits_from_hidden(const at::Tensor& hidden_BTD) const;
+  // log-softmax over the whole vocabulary, this rank's shard [B, T, v] fp32 (vocab-parallel).
+  at::Tensor log_probs_shard(const at::Tensor& hidden_BTD) const;
+
   std::vector<Param>& params() { return params_; }
   const std::vector<Param>& params() const { return params_; }
   const ModelConfig& config() const { return cfg_; }
+  Communicator& tp() const { return mesh_->tp(); }
   int64_t vocab_start() const { return embed_.vocab_start; }
   at::ScalarType compute_dtype() const { return compute_; }
   void set_compute_dtype(at::ScalarType t) { compute_ = t; }

@@ -124,4 +124,12 @@ at::Tensor vocab_parallel_logprobs(const at::Tensor& logits_BTv, const at::Tenso
   return VocabParallelLogProb::apply(logits_BTv, target_BT, vocab_start, &tp);
 }
 
+at::Tensor vocab_parallel_log_softmax(const at::Tensor& logits_BTv, Communicator& tp) {
+  at::Tensor z = logits_BTv.to(at::kFloat);
+  at::Tensor m = std::get<0>(z.detach().max(-1, /*keepdim=*/true)).contiguous();  // a constant shift
+  tp.all_reduce(m, ReduceOp::kMax);
+  at::Tensor sum_exp = reduce_from_tp((z - m).exp().sum(-1, /*keepdim=*/true), tp);
+  return z - m - sum_exp.log();
+}
+
 }  // namespace lethe

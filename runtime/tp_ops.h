@@ -26,4 +26,8 @@ at::Tensor gather_from_tp(const at::Tensor& x, Communicator& tp);
 at::Tensor vocab_parallel_logprobs(const at::Tensor& logits_BTv, const at::Tensor& target_BT,
                                    int64_t vocab_start, Communicator& tp);
 
+// log-softmax over the whole (sharded) vocabulary, returned as this rank's shard [B, T, v] fp32;
+// differentiable (the normaliser is summed over tp with reduce_from_tp).
+at::Tensor vocab_parallel_log_softmax(const at::Tensor& logits_BTv, Communicator& tp);
+
 }  // namespace lethe

@@ -1,0 +1,171 @@
+#include "eval/memorization.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+namespace lethe {
+
+namespace {
+
+// Right-padded inputs/targets of samples[first, last).
+struct Padded {
+  at::Tensor input_BT, target_BT, positions_BT, segments_BT;
+  std::vector<int64_t> targets;  // per row
+};
+
+Padded pad_samples(const std::vector<Tokens>& samples, size_t first, size_t last) {
+  int64_t T = 1;
+  for (size_t i = first; i < last; ++i) T = std::max<int64_t>(T, static_cast<int64_t>(samples[i].size()) - 1);
+  const int64_t B = static_cast<int64_t>(last - first);
+  Padded p;
+  p.input_BT = at::zeros({B, T}, at::kLong);
+  p.target_BT = at::zeros({B, T}, at::kLong);
+  p.segments_BT = at::full({B, T}, -1, at::kLong);
+  p.positions_BT = at::arange(T, at::kLong).unsqueeze(0).repeat({B, 1});
+  auto in = p.input_BT.accessor<int64_t, 2>(), tg = p.target_BT.accessor<int64_t, 2>();
+  auto sg = p.segments_BT.accessor<int64_t, 2>();
+  for (int64_t b = 0; b < B; ++b) {
+    const Tokens& x = samples[first + b];
+    const int64_t n = static_cast<int64_t>(x.size()) - 1;
+    for (int64_t t = 0; t < n; ++t) {
+      in[b][t] = x[t];
+      tg[b][t] = x[t + 1];
+      sg[b][t] = 0;
+    }
+    p.targets.push_back(n);
+  }
+  return p;
+}
+
+double extraction_strength(const uint8_t* hit, int64_t n) {
+  int64_t run = 0;
+  while (run < n && hit[n - 1 - run]) ++run;
+  return n > 0 ? static_cast<double>(run) / static_cast<double>(n) : 0.0;
+}
+
+double min_k_score(const float* lp, int64_t n, double k) {
+  std::vector<float> v(lp, lp + n);
+  const auto m = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(k * static_cast<double>(n))));
+  std::partial_sort(v.begin(), v.begin() + m, v.end());
+  double s = 0;
+  for (int64_t i = 0; i < m; ++i) s += v[i];
+  return -s / static_cast<double>(m);
+}
+
+using Ngram = std::vector<int64_t>;
+
+double ngram_overlap(const Tokens& gen, const Tokens& truth, int64_t n) {
+  if (static_cast<int64_t>(gen.size()) < n) return 0.0;
+  std::set<Ngram> ref;
+  for (size_t i = 0; i + n <= truth.size(); ++i) ref.emplace(truth.begin() + i, truth.begin() + i + n);
+  int64_t found = 0, total = 0;
+  for (size_t i = 0; i + n <= gen.size(); ++i, ++total) found += ref.count(Ngram(gen.begin() + i, gen.begin() + i + n));
+  return static_cast<double>(found) / static_cast<double>(total);
+}
+
+}  // namespace
+
+std::vector<Tokens> row_samples(const TokenDataset& ds) {
+  at::Tensor tok = ds.tokens.contiguous(), seg = ds.segments.contiguous();
+  std::vector<Tokens> out;
+  for (int64_t r = 0; r < ds.rows(); ++r) {
+    const int64_t* t = tok[r].data_ptr<int64_t>();
+    const int64_t* s = seg[r].data_ptr<int64_t>();
+    Tokens x;
+    for (int64_t i = 0; i < tok.size(1) && s[i] >= 0; ++i) x.push_back(t[i]);
+    out.push_back(std::move(x));
+  }
+  return out;
+}
+
+double TeacherForced::perplexity() const {
+  return tokens > 0 ? std::exp(nll_sum / static_cast<double>(tokens)) : 0.0;
+}
+
+TeacherForced teacher_forced(const Llama& model, const std::vector<Tokens>& samples, double mink_k, int64_t batch_size) {
+  at::NoGradGuard no_grad;
+  TeacherForced r;
+  for (size_t first = 0; first < samples.size(); first += static_cast<size_t>(batch_size)) {
+    const size_t last = std::min(samples.size(), first + static_cast<size_t>(batch_size));
+    Padded p = pad_samples(samples, first, last);
+    at::Tensor logits = model.full_logits(p.input_BT, p.positions_BT, p.segments_BT);
+    at::Tensor lp = at::log_softmax(logits, -1).gather(-1, p.target_BT.unsqueeze(-1)).squeeze(-1).contiguous();
+    at::Tensor hit = logits.argmax(-1).eq(p.target_BT).to(at::kByte).contiguous();
+    for (size_t b = 0; b < p.targets.size(); ++b) {
+      const int64_t n = p.targets[b];
+      const float* lpb = lp[static_cast<int64_t>(b)].data_ptr<float>();
+      const uint8_t* hb = hit[static_cast<int64_t>(b)].data_ptr<uint8_t>();
+      double nll = 0, hits = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        nll -= lpb[t];
+        hits += hb[t];
+      }
+      r.ma.push_back(hits / static_cast<double>(n));
+      r.es.push_back(extraction_strength(hb, n));
+      r.mink.push_back(min_k_score(lpb, n, mink_k));
+      r.nll_sum += nll;
+      r.tokens += n;
+    }
+  }
+  return r;
+}
+
+std::vector<double> extraction_likelihood(const Llama& model, const std::vector<Tokens>& samples,
+                                          const ExtractionOptions& o, int64_t* forward_tokens) {
+  std::vector<double> sum(samples.size(), 0.0);
+  std::vector<int64_t> starts(samples.size(), 0);
+  int64_t longest = 0;
+  for (const Tokens& x : samples) longest = std::max<int64_t>(longest, static_cast<int64_t>(x.size()));
+  // All samples continued from the same start t have prompts of equal length: one batch, no padding.
+  for (int64_t t = o.stride; t + o.n <= longest; t += o.stride) {
+    std::vector<size_t> which;
+    std::vector<Tokens> prompts;
+    int64_t max_new = 0;
+    for (size_t i = 0; i < samples.size(); ++i) {
+      const int64_t rest = static_cast<int64_t>(samples[i].size()) - t;
+      if (rest < o.n) continue;
+      which.push_back(i);
+      prompts.emplace_back(samples[i].begin(), samples[i].begin() + t);
+      max_new = std::max(max_new, o.max_new > 0 ? std::min(rest, o.max_new) : rest);
+    }
+    if (which.empty()) continue;
+    std::vector<Tokens> gen = greedy_generate(model, prompts, max_new, /*stop_id=*/-1, o.batch_size);
+    if (forward_tokens) *forward_tokens += generation_tokens(prompts, max_new);
+    for (size_t j = 0; j < which.size(); ++j) {
+      const Tokens& x = samples[which[j]];
+      Tokens truth(x.begin() + t, x.end());
+      const int64_t m = o.max_new > 0 ? std::min<int64_t>(static_cast<int64_t>(truth.size()), o.max_new)
+                                      : static_cast<int64_t>(truth.size());
+      Tokens g(gen[j].begin(), gen[j].begin() + std::min<int64_t>(m, static_cast<int64_t>(gen[j].size())));
+      sum[which[j]] += ngram_overlap(g, truth, o.n);
+      ++starts[which[j]];
+    }
+  }
+  std::vector<double> el(samples.size(), 0.0);
+  for (size_t i = 0; i < samples.size(); ++i) if (starts[i] > 0) el[i] = sum[i] / static_cast<double>(starts[i]);
+  return el;
+}
+
+double mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0.0 : s / static_cast<double>(v.size());
+}
+
+double auc(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.empty() || b.empty()) return 0.5;
+  double wins = 0;
+  for (double x : a) {
+    for (double y : b) wins += x > y ? 1.0 : (x == y ? 0.5 : 0.0);
+  }
+  return wins / (static_cast<double>(a.size()) * static_cast<double>(b.size()));
+}
+
+double privleak(double auc_model, double auc_retrained) {
+  return (auc_model - auc_retrained) / auc_retrained * 100.0;
+}
+
+}  // namespace lethe

@@ -1,0 +1,52 @@
+#include "runtime/strategy.h"
+
+#include <ATen/ATen.h>
+
+#include <numeric>
+
+#include "runtime/tp_ops.h"
+
+namespace lethe {
+
+at::Tensor LossTerms::total() const {
+  at::Tensor sum;
+  for (const auto& [name, t] : terms) sum = sum.defined() ? sum + t : t;
+  return sum;
+}
+
+at::Tensor batch_logprobs(const Llama& model, const Batch& b) {
+  return model.token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT) * b.loss_mask_BT;
+}
+
+at::Tensor mean_nll(const Llama& model, const Batch& b) {
+  return -batch_logprobs(model, b).sum() / b.loss_mask_BT.sum().clamp_min(1);
+}
+
+at::Tensor sequence_logprobs(const at::Tensor& token_logprobs_BT, const Batch& b) {
+  return (token_logprobs_BT * b.loss_mask_BT).sum(1);
+}
+
+NllKl nll_and_kl(const Llama& model, const Llama& reference, const Batch& b, Cost& cost) {
+  at::Tensor logits_BTv = model.logits(model.hidden(b.input_BT, b.positions_BT, b.segments_BT));
+  at::Tensor ref_BTv;
+  {
+    at::NoGradGuard no_grad;
+    ref_BTv = reference.log_probs_shard(reference.hidden(b.input_BT, b.positions_BT, b.segments_BT));
+  }
+  cost.forward_tokens += b.input_BT.numel();
+  const at::Tensor& mask = b.loss_mask_BT;
+  const at::Tensor count = mask.sum().clamp_min(1);
+  at::Tensor lp_BT = vocab_parallel_logprobs(logits_BTv, b.target_BT, model.vocab_start(), model.tp());
+  at::Tensor lp_BTv = vocab_parallel_log_softmax(logits_BTv, model.tp());
+  // Σ_v p_ref (log p_ref − log p_θ): each rank sums its vocabulary shard, then the shards are added.
+  at::Tensor kl_BT = reduce_from_tp((ref_BTv.exp() * (ref_BTv - lp_BTv)).sum(-1), model.tp());
+  return {-(lp_BT * mask).sum() / count, (kl_BT * mask).sum() / count};
+}
+
+std::vector<int64_t> all_rows(int64_t n) {
+  std::vector<int64_t> rows(static_cast<size_t>(n));
+  std::iota(rows.begin(), rows.end(), 0);
+  return rows;
+}
+
+}  // namespace lethe

@@ -1,0 +1,104 @@
+// The Strategy interface: what the cycle engine (runtime/unlearner.h) needs from an unlearning
+// method. Implementations live in strategies/, one file each, and compute their losses only from
+// the model's vocab-parallel log-probabilities, so they run unchanged under tensor parallelism.
+//
+// Data: every forget/retain/holdout dataset here holds one sample per row (Packing::kOnePerRow),
+// so a row's masked log-prob sum is the sample's log π(y|x).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+#include "io/config.h"
+#include "io/token_dataset.h"
+#include "runtime/checkpoint.h"
+#include "runtime/cost.h"
+#include "runtime/model.h"
+
+namespace lethe {
+
+// One unlearning step's data, this rank's rows.
+struct UnlearnBatch {
+  Batch forget;  // rows of the request's forget set
+  Batch retain;  // rows of the retain set (tensors undefined when the method has no retain term)
+};
+
+// Named scalar loss terms; their sum is minimised. Terms are logged per step.
+struct LossTerms {
+  std::vector<std::pair<std::string, at::Tensor>> terms;
+  void add(std::string name, at::Tensor value) { terms.emplace_back(std::move(name), std::move(value)); }
+  at::Tensor total() const;
+};
+
+struct UnlearnData {
+  const TokenDataset* forget = nullptr;   // this request's forget samples
+  const TokenDataset* retain = nullptr;   // retain samples (may be null)
+  const TokenDataset* holdout = nullptr;  // never-trained samples (may be null)
+};
+
+// Given at the start of each request.
+struct StrategyContext {
+  UnlearnData data;
+  const Llama* reference = nullptr;  // the frozen original model, when needs_reference()
+  Cost* cost = nullptr;              // add reference forwards and generation here
+  const UnlearnConfig* cfg = nullptr;
+};
+
+struct CycleContext {
+  int64_t request = 0, cycle = 0;  // 0-based
+  const Llama* model = nullptr;
+};
+
+struct Verdict {
+  bool stop = false;
+  std::string reason;
+};
+
+class Strategy {
+ public:
+  virtual ~Strategy() = default;
+  virtual std::string_view name() const = 0;
+  virtual bool needs_retain() const { return false; }
+  // Whether each step's batch carries retain rows (default: when retain data is needed).
+  virtual bool retain_batch() const { return needs_retain(); }
+  virtual bool needs_reference() const { return false; }
+  virtual bool needs_holdout() const { return false; }
+
+  // Prepares a request (caches, pairings). Called again after a resume, before set_state.
+  virtual Status begin(const StrategyContext& ctx) = 0;
+  // The loss of one step; differentiable in `model`'s parameters. Collective over the model's tp.
+  virtual LossTerms loss(const Llama& model, const UnlearnBatch& batch) = 0;
+  // Which parameters train (default all); the others keep their values.
+  virtual bool trains(const Param&) const { return true; }
+  // Rows of the request's forget set that the next cycle unlearns (default: all of them).
+  virtual std::vector<int64_t> forget_rows() const = 0;
+  // After a cycle's steps: refinement and the method's own stop rule. Default: go on.
+  virtual Verdict end_cycle(const CycleContext&) { return {}; }
+  // State that must survive a checkpoint (e.g. which samples remain). All or nothing on load.
+  virtual StateTensors state() const { return {}; }
+  virtual Status set_state(const StateTensors&) { return Status::ok(); }
+};
+
+// Helpers shared by strategies (runtime/strategy.cc).
+
+// Per-token log-probs [B, T] of the batch's targets (0 where masked out).
+at::Tensor batch_logprobs(const Llama& model, const Batch& b);
+// Mean token NLL over the batch's loss mask.
+at::Tensor mean_nll(const Llama& model, const Batch& b);
+// Per-row sums of masked log-probs: log π(y|x) per sample, [B].
+at::Tensor sequence_logprobs(const at::Tensor& token_logprobs_BT, const Batch& b);
+// Mean token NLL and mean KL(π_ref ‖ π_θ) per token over the whole vocabulary on the batch's
+// loss mask, from one forward of `model`; vocab-parallel. Counts the reference forward in `cost`.
+struct NllKl {
+  at::Tensor nll, kl;
+};
+NllKl nll_and_kl(const Llama& model, const Llama& reference, const Batch& b, Cost& cost);
+// Rows 0 … n−1.
+std::vector<int64_t> all_rows(int64_t n);
+
+}  // namespace lethe

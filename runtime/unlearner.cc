@@ -1,0 +1,217 @@
+#include "runtime/unlearner.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <chrono>
+
+#include "base/log.h"
+
+namespace lethe {
+
+namespace {
+
+TrainConfig optimizer_config(const UnlearnConfig& u) {
+  TrainConfig t;
+  t.lr = u.lr;
+  t.beta1 = u.beta1;
+  t.beta2 = u.beta2;
+  t.weight_decay = u.weight_decay;
+  t.grad_clip = u.grad_clip;
+  return t;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+Unlearner::Unlearner(Llama& model, const Mesh& mesh, Strategy& strategy, const UnlearnConfig& cfg,
+                     const std::vector<UnlearnRequest>& requests, const TokenDataset* retain,
+                     const TokenDataset* holdout, const Llama* reference, uint64_t seed)
+    : model_(model), mesh_(mesh), strategy_(strategy), cfg_(cfg), requests_(requests), retain_(retain),
+      holdout_(holdout), reference_(reference), seed_(seed), opt_(model.params(), optimizer_config(cfg)),
+      retain_loader_(retain ? retain->rows() : 0, seed ^ 0x5EED) {}
+
+Status Unlearner::check(const Strategy& s, const UnlearnConfig& cfg, const std::vector<UnlearnRequest>& requests,
+                        const TokenDataset* retain, const TokenDataset* holdout, const Llama* reference) {
+  const std::string who = "unlearn method \"" + std::string(s.name()) + "\"";
+  if (requests.empty()) return Status::error(who + ": the forget set is empty: nothing to unlearn");
+  for (const auto& r : requests) {
+    if (r.forget.rows() == 0) return Status::error(who + ": forget request \"" + r.name + "\" has no samples");
+  }
+  const bool wants_retain = s.needs_retain() || cfg.learn_steps > 0;
+  if (wants_retain && (!retain || retain->rows() == 0)) {
+    return Status::error(who + (s.needs_retain() ? " needs retain data" : " with unlearn.learn_steps > 0 needs retain data") +
+                         ", and the corpus has none (give corpus.retain_file, or set unlearn.learn_steps = 0 and "
+                         "pick a method without a retain term)");
+  }
+  if (s.needs_holdout() && (!holdout || holdout->rows() == 0)) {
+    return Status::error(who + " needs holdout (never trained) data to judge what \"forgotten\" means, and the corpus "
+                               "has none (corpus.holdout_fraction or corpus.holdout_file)");
+  }
+  if (s.needs_reference() && !reference) return Status::error(who + " needs the reference model");
+  return Status::ok();
+}
+
+std::vector<int64_t> Unlearner::my_rows(const std::vector<int64_t>& global) const {
+  const size_t per = global.size() / static_cast<size_t>(mesh_.dp_size());
+  auto first = global.begin() + static_cast<std::ptrdiff_t>(per * static_cast<size_t>(mesh_.dp_rank()));
+  return {first, first + static_cast<std::ptrdiff_t>(per)};
+}
+
+void Unlearner::optimizer_step(const at::Tensor& loss) {
+  // Each dp rank's loss is a mean over its rows; summing gradients over dp and dividing by dp
+  // gives the gradient of the mean over the global batch.
+  torch::autograd::backward({loss / static_cast<double>(mesh_.dp_size())});
+  sum_gradients_dp(model_.params(), mesh_);
+  for (Param& p : model_.params()) {
+    if (!strategy_.trains(p)) p.value.mutable_grad() = at::Tensor();
+  }
+  clip_grad_norm(model_.params(), cfg_.grad_clip, mesh_);
+  opt_.step(cfg_.lr);
+  opt_.zero_grad();
+}
+
+std::map<std::string, double> Unlearner::unlearn_step(DataLoader& order, const std::vector<int64_t>& active) {
+  const auto dp = static_cast<int64_t>(mesh_.dp_size());
+  int64_t n = std::min<int64_t>(cfg_.forget_batch, static_cast<int64_t>(active.size()));
+  n = std::max(dp, n / dp * dp);
+  std::vector<int64_t> rows;
+  for (int64_t i : order.next_rows(n)) rows.push_back(active[static_cast<size_t>(i)]);
+  const TokenDataset& forget = requests_[static_cast<size_t>(request_)].forget;
+  UnlearnBatch b;
+  b.forget = make_batch(forget, my_rows(rows));
+  int64_t processed = n * forget.seq_len;
+  if (strategy_.retain_batch()) {
+    b.retain = make_batch(*retain_, my_rows(retain_loader_.next_rows(cfg_.retain_batch)));
+    processed += cfg_.retain_batch * retain_->seq_len;
+  }
+  LossTerms terms = strategy_.loss(model_, b);
+  std::map<std::string, double> values;
+  for (const auto& [name, t] : terms.terms) values[name] = t.item<double>();
+  optimizer_step(terms.total());
+  cost_.train_tokens += processed;
+  return values;
+}
+
+double Unlearner::learn_step() {
+  Batch b = make_batch(*retain_, my_rows(retain_loader_.next_rows(cfg_.retain_batch)));
+  at::Tensor loss = mean_nll(model_, b);
+  const double value = loss.item<double>();
+  optimizer_step(loss);
+  cost_.train_tokens += cfg_.retain_batch * retain_->seq_len;
+  return value;
+}
+
+Status Unlearner::begin_request() {
+  if (begun_ == request_) return Status::ok();
+  StrategyContext ctx{{&requests_[static_cast<size_t>(request_)].forget, retain_, holdout_}, reference_, &cost_, &cfg_};
+  const auto start = std::chrono::steady_clock::now();
+  LETHE_RETURN_IF_ERROR(strategy_.begin(ctx));
+  cost_.seconds += seconds_since(start);
+  begun_ = request_;
+  return Status::ok();
+}
+
+Status Unlearner::run(const UnlearnHooks& hooks) {
+  int64_t cycles_run = 0;
+  while (!finished()) {
+    LETHE_RETURN_IF_ERROR(begin_request());
+    const auto start = std::chrono::steady_clock::now();
+    CycleReport rep;
+    rep.request = request_;
+    rep.cycle = cycle_;
+    const std::vector<int64_t> active = strategy_.forget_rows();
+    rep.forget_samples = static_cast<int64_t>(active.size());
+    if (active.empty()) {
+      rep.stop_reason = "the forget set is empty";
+    } else {
+      // A fresh order per (request, cycle): resuming at a cycle boundary needs no forget cursor.
+      DataLoader order(static_cast<int64_t>(active.size()), seed_ + 1000003 * (request_ + 1) + static_cast<uint64_t>(cycle_));
+      for (int64_t s = 0; s < cfg_.unlearn_steps; ++s) {
+        for (const auto& [name, v] : unlearn_step(order, active)) rep.losses[name] += v / static_cast<double>(cfg_.unlearn_steps);
+      }
+      for (int64_t s = 0; s < cfg_.learn_steps; ++s) rep.losses["learn_nll"] += learn_step() / static_cast<double>(cfg_.learn_steps);
+      Verdict v = strategy_.end_cycle({request_, cycle_, &model_});
+      if (v.stop) rep.stop_reason = v.reason;
+    }
+    cost_.seconds += seconds_since(start);
+    rep.step = opt_.steps_taken();
+    if (hooks.evaluate) rep.metrics = hooks.evaluate(model_, request_, cycle_);
+    if (rep.stop_reason.empty() && !cfg_.stop_metric.empty()) {
+      auto it = rep.metrics.find(cfg_.stop_metric);
+      if (it != rep.metrics.end() && it->second <= cfg_.stop_value) {
+        rep.stop_reason = cfg_.stop_metric + " reached " + std::to_string(cfg_.stop_value);
+      }
+    }
+    if (rep.stop_reason.empty() && cycle_ + 1 >= cfg_.max_cycles) rep.stop_reason = "max_cycles reached";
+    const bool out_of_time = cfg_.time_budget_s > 0 && cost_.seconds >= cfg_.time_budget_s;
+    if (out_of_time && rep.stop_reason.empty()) rep.stop_reason = "time budget spent";
+    rep.cost = cost_;
+    // Advance first, so the checkpoint names the next cycle to run.
+    if (rep.stop_reason.empty()) {
+      ++cycle_;
+    } else {
+      request_ = out_of_time ? static_cast<int64_t>(requests_.size()) : request_ + 1;
+      cycle_ = 0;
+      // The checkpoint then holds the next request's fresh strategy state.
+      if (!finished()) LETHE_RETURN_IF_ERROR(begin_request());
+    }
+    if (hooks.report) hooks.report(rep);
+    if (hooks.checkpoint) LETHE_RETURN_IF_ERROR(hooks.checkpoint());
+    ++cycles_run;
+    if ((hooks.stop_after_cycles > 0 && cycles_run >= hooks.stop_after_cycles) || (hooks.interrupted && hooks.interrupted())) {
+      break;
+    }
+  }
+  return Status::ok();
+}
+
+StateTensors Unlearner::state() const {
+  StateTensors s;
+  s["request"] = int_state(request_);
+  s["cycle"] = int_state(cycle_);
+  put_cursor(s, "retain", retain_loader_.cursor());
+  s["cost_train_tokens"] = int_state(cost_.train_tokens);
+  s["cost_forward_tokens"] = int_state(cost_.forward_tokens);
+  s["cost_seconds"] = at::scalar_tensor(cost_.seconds, at::kDouble);
+  for (auto& [name, t] : strategy_.state()) s["strategy/" + name] = t;
+  return s;
+}
+
+Status Unlearner::set_state(const StateTensors& s) {
+  LETHE_ASSIGN_OR_RETURN(int64_t request, read_int(s, "request"));
+  LETHE_ASSIGN_OR_RETURN(int64_t cycle, read_int(s, "cycle"));
+  LETHE_ASSIGN_OR_RETURN(DataCursor retain, read_cursor(s, "retain"));
+  LETHE_ASSIGN_OR_RETURN(int64_t train_tokens, read_int(s, "cost_train_tokens"));
+  LETHE_ASSIGN_OR_RETURN(int64_t forward_tokens, read_int(s, "cost_forward_tokens"));
+  auto secs = s.find("cost_seconds");
+  if (secs == s.end()) return Status::error("state/cost_seconds: missing");
+  if (request < 0 || request > static_cast<int64_t>(requests_.size())) {
+    return Status::error("state/request: " + std::to_string(request) + ", but this run has " +
+                         std::to_string(requests_.size()) + " forget request(s)");
+  }
+  StateTensors strategy;
+  for (const auto& [name, t] : s) {
+    if (name.rfind("strategy/", 0) == 0) strategy[name.substr(9)] = t;
+  }
+  const int64_t saved_request = request_;
+  request_ = request;
+  if (!finished()) {
+    begun_ = -1;
+    Status st = begin_request();
+    if (st) st = strategy_.set_state(strategy);
+    if (!st) {
+      request_ = saved_request;
+      return st;
+    }
+  }
+  cycle_ = cycle;
+  retain_loader_.set_cursor(retain);
+  cost_ = Cost{train_tokens, forward_tokens, secs->second.item<double>()};
+  return Status::ok();
+}
+
+}  // namespace lethe

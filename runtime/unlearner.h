@@ -1,0 +1,95 @@
+// The cycle engine: learn-while-unlearn cycles over one or more forget requests.
+//
+//   for each request (its forget set; each request starts from the previous result):
+//     repeat:  unlearn_steps × (strategy loss on forget [+ retain] → backward → dp sync → clip → AdamW)
+//              learn_steps   × (NLL on retain → …)
+//              strategy.end_cycle (refinement, the method's stop rule)
+//              evaluate (a callback: launch wires it to eval/) → stop_metric check
+//              checkpoint (a callback)
+//     until the strategy stops, the forget set is empty, stop_metric is reached, max_cycles, or
+//     the time budget is spent (which ends the whole run).
+//
+// Checkpoints are taken at cycle boundaries only, so the state to resume is small: the request and
+// cycle, the retain data cursor, the cost so far, the RNG and the strategy's state. A resumed run
+// repeats exactly what an uninterrupted one does.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "runtime/checkpoint.h"
+#include "runtime/cost.h"
+#include "runtime/strategy.h"
+
+namespace lethe {
+
+struct UnlearnRequest {
+  std::string name;
+  TokenDataset forget;  // one sample per row
+};
+
+struct CycleReport {
+  int64_t request = 0, cycle = 0, step = 0;  // cycle 0-based; step: optimizer steps so far
+  int64_t forget_samples = 0;                // rows unlearned in this cycle
+  std::map<std::string, double> losses;      // mean of each loss term over the cycle's steps
+  std::map<std::string, double> metrics;     // from the evaluate hook
+  Cost cost;                                 // cumulative
+  std::string stop_reason;                   // non-empty when the request ends here
+};
+
+struct UnlearnHooks {
+  std::function<std::map<std::string, double>(const Llama&, int64_t request, int64_t cycle)> evaluate;
+  std::function<Status()> checkpoint;
+  std::function<void(const CycleReport&)> report;
+  std::function<bool()> interrupted;  // checked after each cycle: checkpoint and return
+  int64_t stop_after_cycles = 0;      // > 0: return after this many cycles (resume later)
+};
+
+class Unlearner : public Checkpointable {
+ public:
+  // Everything passed must outlive the engine. `retain`, `holdout`, `reference` may be null when
+  // the strategy does not need them (Unlearner::check says so first).
+  Unlearner(Llama& model, const Mesh& mesh, Strategy& strategy, const UnlearnConfig& cfg,
+            const std::vector<UnlearnRequest>& requests, const TokenDataset* retain, const TokenDataset* holdout,
+            const Llama* reference, uint64_t seed);
+  // Errors for data the strategy needs but was not given, and empty forget requests.
+  static Status check(const Strategy& strategy, const UnlearnConfig& cfg, const std::vector<UnlearnRequest>& requests,
+                      const TokenDataset* retain, const TokenDataset* holdout, const Llama* reference);
+
+  // Runs the remaining cycles. Returns when every request is done, or a hook asked to stop.
+  Status run(const UnlearnHooks& hooks);
+  bool finished() const { return request_ >= static_cast<int64_t>(requests_.size()); }
+  const Cost& cost() const { return cost_; }
+
+  Llama& model() override { return model_; }
+  AdamW& optimizer() override { return opt_; }
+  const Mesh& mesh() const override { return mesh_; }
+  StateTensors state() const override;
+  Status set_state(const StateTensors& state) override;
+
+ private:
+  Status begin_request();
+  std::map<std::string, double> unlearn_step(DataLoader& forget_order, const std::vector<int64_t>& active);
+  double learn_step();
+  void optimizer_step(const at::Tensor& loss);
+  std::vector<int64_t> my_rows(const std::vector<int64_t>& global) const;
+
+  Llama& model_;
+  const Mesh& mesh_;
+  Strategy& strategy_;
+  UnlearnConfig cfg_;
+  const std::vector<UnlearnRequest>& requests_;
+  const TokenDataset* retain_;
+  const TokenDataset* holdout_;
+  const Llama* reference_;
+  uint64_t seed_;
+  AdamW opt_;
+  DataLoader retain_loader_;
+  Cost cost_;
+  int64_t request_ = 0, cycle_ = 0;  // the next cycle to run
+  int64_t begun_ = -1;               // request whose strategy.begin ran
+};
+
+}  // namespace lethe
