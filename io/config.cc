@@ -117,6 +117,7 @@ void visit(V& v, RunConfig& c) {
   v.field("el_stride", c.eval.el_stride, 1, kMaxInt);
   v.field("el_max_new_tokens", c.eval.el_max_new_tokens, 1, kMaxInt);
   v.field("batch_size", c.eval.batch_size, 1, kMaxInt);
+  v.field("max_samples", c.eval.max_samples, 0, kMaxInt);
 
   v.section("mesh");
   v.field("tp", c.mesh.tp, 1, 4096);

@@ -114,13 +114,14 @@ struct UnlearnConfig {
 struct EvalConfig {
   int64_t verbmem_prefix = 16;
   int64_t verbmem_new_tokens = 32;
-  int64_t knowmem_shots = 1;
+  int64_t knowmem_shots = 0;  // few-shot examples before each question (docs/metrics.md)
   int64_t knowmem_new_tokens = 32;
   double mink_k = 0.4;
   int64_t el_n = 10;
   int64_t el_stride = 8;         // EL_n starts every el_stride tokens
   int64_t el_max_new_tokens = 32;
   int64_t batch_size = 32;
+  int64_t max_samples = 100;     // cap on each evaluated list (passages, QA probes); 0 = all
 };
 
 struct MeshConfig {

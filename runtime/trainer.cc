@@ -20,12 +20,16 @@ Status Trainer::check(const TrainConfig& cfg, const Mesh& mesh) {
 StateTensors Trainer::state() const {
   StateTensors s;
   put_cursor(s, "data", loader_.cursor());
+  s["seconds"] = at::scalar_tensor(seconds_, at::kDouble);
   return s;
 }
 
 Status Trainer::set_state(const StateTensors& state) {
   LETHE_ASSIGN_OR_RETURN(DataCursor c, read_cursor(state, "data"));
+  auto secs = state.find("seconds");
+  if (secs == state.end()) return Status::error("state/seconds: missing");
   loader_.set_cursor(c);
+  seconds_ = secs->second.item<double>();
   return Status::ok();
 }
 
@@ -65,6 +69,7 @@ StepStats Trainer::step() {
   s.loss = loss_sum.item<double>();
   s.tokens = static_cast<int64_t>(tokens);
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  seconds_ += s.seconds;
   return s;
 }
 

@@ -41,6 +41,8 @@ class Trainer : public Checkpointable {
   StateTensors state() const override;  // the data cursor
   Status set_state(const StateTensors& state) override;
   DataLoader& loader() { return loader_; }
+  // Wall time spent in step() so far, across resumes (saved in checkpoints).
+  double seconds() const { return seconds_; }
   const TrainConfig& config() const { return cfg_; }
   int64_t steps_taken() const { return opt_.steps_taken(); }
 
@@ -51,6 +53,7 @@ class Trainer : public Checkpointable {
   const TokenDataset& data_;
   AdamW opt_;
   DataLoader loader_;
+  double seconds_ = 0;
 };
 
 }  // namespace lethe

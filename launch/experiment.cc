@@ -1,0 +1,127 @@
+#include "launch/experiment.h"
+
+#include <ATen/Parallel.h>
+#include <sched.h>
+#include <signal.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+
+#include "base/log.h"
+
+namespace lethe {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// The one process-wide state a signal handler may touch.
+std::atomic<bool> g_stop_requested{false};
+void request_stop(int) { g_stop_requested = true; }
+
+int default_threads(int local_size) {
+  cpu_set_t set;
+  int cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+  return std::max(1, cores / std::max(1, local_size));
+}
+
+std::string config_dir(const RunConfig& cfg) { return fs::path(cfg.source).parent_path().string(); }
+
+Result<Tokenizer> experiment_tokenizer(const RunConfig& cfg, const Corpus& corpus) {
+  if (!cfg.tokenizer.model.empty()) {
+    std::string path = cfg.tokenizer.model;
+    if (path[0] != '/' && !config_dir(cfg).empty()) path = config_dir(cfg) + "/" + path;
+    return Tokenizer::load(path);
+  }
+  const std::string path = cfg.run.dir + "/tokenizer.model";
+  if (fs::exists(path)) return Tokenizer::load(path);
+  std::vector<std::string> texts;
+  for (const auto& d : corpus.training_documents(/*include_forget=*/true, cfg.corpus.qa_in_training)) texts.push_back(d.text);
+  log().info("training a {}-piece sentencepiece tokenizer on {} documents", cfg.tokenizer.vocab_size, texts.size());
+  return Tokenizer::train(texts, static_cast<int>(cfg.tokenizer.vocab_size), path);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Experiment>> open_experiment(const RunConfig& cfg) {
+  auto e = std::make_unique<Experiment>();
+  e->cfg = cfg;
+  LETHE_ASSIGN_OR_RETURN(e->world, init_world());
+  init_logging(e->world.comm->rank());
+  e->threads = cfg.run.threads > 0 ? static_cast<int>(cfg.run.threads) : default_threads(e->world.local_size);
+  at::set_num_threads(e->threads);
+  LETHE_ASSIGN_OR_RETURN(Mesh mesh, Mesh::create(*e->world.comm, cfg.mesh));
+  e->mesh.emplace(std::move(mesh));
+  LETHE_RETURN_IF_ERROR(e->mesh->check_model(cfg.model));
+  LETHE_ASSIGN_OR_RETURN(e->corpus, load_corpus(cfg.corpus, config_dir(cfg)));
+  LETHE_RETURN_IF_ERROR(write_corpus(e->corpus, cfg.run.dir + "/corpus"));
+  LETHE_ASSIGN_OR_RETURN(e->tok, experiment_tokenizer(cfg, e->corpus));
+  return e;
+}
+
+Result<TokenDataset> Experiment::dataset(const std::string& name, const std::vector<Document>& docs,
+                                         Packing packing) const {
+  return pack_documents(name, docs, tok, cfg.data.seq_len, cfg.model.vocab_size, packing);
+}
+
+std::unique_ptr<Llama> Experiment::new_model() const {
+  return std::make_unique<Llama>(cfg.model, *mesh, static_cast<uint64_t>(cfg.run.seed),
+                                 cfg.train.dtype == "bf16" ? at::kBFloat16 : at::kFloat);
+}
+
+Metrics Experiment::evaluate(const Llama& model) {
+  if (!eval_set_) eval_set_ = make_eval_set(corpus, tok, cfg.eval, cfg.data.seq_len, cfg.eval.max_samples);
+  return lethe::evaluate(model, tok, *eval_set_, cfg.eval);
+}
+
+json cost_json(const Cost& c, double flops_per_token) {
+  const double flops = c.flops(flops_per_token);
+  return {{"train_tokens", c.train_tokens},
+          {"forward_tokens", c.forward_tokens},
+          {"seconds", c.seconds},
+          {"flops", flops},
+          {"tokens_per_s", c.tokens_per_second()},
+          {"flops_per_s", c.seconds > 0 ? flops / c.seconds : 0.0}};
+}
+
+json metrics_json(const Metrics& m) {
+  json j = json::object();
+  for (const auto& [k, v] : m) j[k] = v;
+  return j;
+}
+
+Status write_json(const std::string& path, const json& j) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2) << "\n";
+    if (!out.flush()) return Status::error(tmp + ": write failed");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  return ec ? Status::error(path + ": rename failed: " + ec.message()) : Status::ok();
+}
+
+Result<json> read_json(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::error(path + ": cannot open");
+  json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::error(path + ": not valid JSON");
+  return j;
+}
+
+StopSignal::StopSignal() {
+  g_stop_requested = false;
+  signal(SIGINT, request_stop);
+  signal(SIGTERM, request_stop);
+}
+
+StopSignal::~StopSignal() {
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+}
+
+bool StopSignal::requested() const { return g_stop_requested; }
+
+}  // namespace lethe

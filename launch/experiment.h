@@ -1,0 +1,69 @@
+// What every phase of a run shares: the world and mesh, the corpus, the tokenizer, token datasets,
+// the evaluation set, JSON reports and the stop signal.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "base/status.h"
+#include "collectives/world.h"
+#include "eval/muse.h"
+#include "io/config.h"
+#include "io/corpus.h"
+#include "io/token_dataset.h"
+#include "io/tokenizer.h"
+#include "runtime/cost.h"
+#include "runtime/mesh.h"
+#include "runtime/model.h"
+
+namespace lethe {
+
+using json = nlohmann::json;
+
+struct Experiment {
+  RunConfig cfg;
+  World world;
+  std::optional<Mesh> mesh;  // refers to world.comm: an Experiment is never moved (held by unique_ptr)
+  Corpus corpus;
+  Tokenizer tok;
+  int threads = 1;
+
+  // Packs documents for this run's seq_len, checking the tokenizer against the model vocabulary.
+  Result<TokenDataset> dataset(const std::string& name, const std::vector<Document>& docs,
+                               Packing packing = Packing::kPacked) const;
+  // A freshly initialised model of the configured architecture and compute dtype.
+  std::unique_ptr<Llama> new_model() const;
+  // The evaluation every model of the run gets (eval.max_samples per list).
+  Metrics evaluate(const Llama& model);
+
+ private:
+  std::optional<EvalSet> eval_set_;
+};
+
+// Starts the world, threads and mesh; loads (and writes to <run.dir>/corpus) the corpus; finds or
+// trains the tokenizer (the configured one, else <run.dir>/tokenizer.model, else a new one).
+Result<std::unique_ptr<Experiment>> open_experiment(const RunConfig& cfg);
+
+// Cost as JSON: tokens, FLOPs (train_flops_per_token of the run's model and seq_len), seconds,
+// tokens/s, FLOP/s.
+json cost_json(const Cost& cost, double flops_per_token);
+json metrics_json(const Metrics& m);
+// Writes JSON (pretty) to `path` via a temporary file and rename.
+Status write_json(const std::string& path, const json& j);
+Result<json> read_json(const std::string& path);
+
+// SIGINT/SIGTERM (Ctrl-C, or Slurm ahead of a preemption) set a flag while a StopSignal is alive;
+// loops checkpoint and stop when it is set.
+class StopSignal {
+ public:
+  StopSignal();
+  ~StopSignal();
+  StopSignal(const StopSignal&) = delete;
+  StopSignal& operator=(const StopSignal&) = delete;
+  bool requested() const;
+};
+
+}  // namespace lethe

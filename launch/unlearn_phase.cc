@@ -1,0 +1,209 @@
+#include "launch/unlearn_phase.h"
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+
+#include "base/log.h"
+#include "eval/memorization.h"
+#include "launch/experiment.h"
+#include "runtime/checkpoint.h"
+#include "runtime/unlearner.h"
+#include "strategies/strategies.h"
+
+namespace lethe {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<Document> of_split(const std::vector<Document>& docs, Split s) {
+  std::vector<Document> out;
+  for (const Document& d : docs) if (d.split == s) out.push_back(d);
+  return out;
+}
+
+// The forget documents split into `k` sequential requests by group (person), in corpus order.
+Result<std::vector<UnlearnRequest>> make_requests(const Experiment& ex, const std::vector<Document>& forget, int64_t k) {
+  std::vector<std::string> groups;
+  for (const Document& d : forget) {
+    if (groups.empty() || groups.back() != d.group) {
+      if (std::find(groups.begin(), groups.end(), d.group) == groups.end()) groups.push_back(d.group);
+    }
+  }
+  if (static_cast<int64_t>(groups.size()) < k) {
+    return Status::error("unlearn.requests = " + std::to_string(k) + ", but the forget set has only " +
+                         std::to_string(groups.size()) + " group(s) to split");
+  }
+  std::vector<UnlearnRequest> out;
+  for (int64_t r = 0; r < k; ++r) {
+    const size_t lo = groups.size() * r / k, hi = groups.size() * (r + 1) / k;
+    std::vector<Document> docs;
+    for (const Document& d : forget) {
+      auto it = std::find(groups.begin(), groups.end(), d.group);
+      const auto g = static_cast<size_t>(it - groups.begin());
+      if (g >= lo && g < hi) docs.push_back(d);
+    }
+    const std::string name = "forget-" + std::to_string(r);
+    LETHE_ASSIGN_OR_RETURN(TokenDataset ds, ex.dataset(name, docs, Packing::kOnePerRow));
+    out.push_back({name, std::move(ds)});
+  }
+  return out;
+}
+
+// The checkpoint unlearning starts from: unlearn.from, else the target's newest.
+Result<std::string> source_checkpoint(const RunConfig& cfg) {
+  if (!cfg.unlearn.from.empty()) return cfg.unlearn.from;
+  const std::string dir = cfg.run.dir + "/target/checkpoints";
+  auto all = list_checkpoints(dir);
+  if (all.empty()) return Status::error(dir + ": no target checkpoint to unlearn (run `lethe train` first, or set unlearn.from)");
+  return all.front();
+}
+
+// The retrained model's Min-K% AUC, when the retrain phase has been evaluated.
+std::optional<double> retrain_auc(const RunConfig& cfg) {
+  auto j = read_json(cfg.run.dir + "/retrain/summary.json");
+  if (!j || !j->contains("metrics") || !(*j)["metrics"].contains("mink_auc")) return std::nullopt;
+  return (*j)["metrics"]["mink_auc"].get<double>();
+}
+
+Metrics evaluate_with_privleak(Experiment& ex, const Llama& model, std::optional<double> auc_retrain) {
+  Metrics m = ex.evaluate(model);
+  if (auc_retrain) m["privleak"] = privleak(m.at("mink_auc"), *auc_retrain);
+  return m;
+}
+
+struct UnlearnInputs {
+  std::vector<UnlearnRequest> requests;
+  std::optional<TokenDataset> retain, holdout;
+};
+
+Result<UnlearnInputs> unlearn_data(const Experiment& ex) {
+  const RunConfig& cfg = ex.cfg;
+  auto trained = ex.corpus.training_documents(/*include_forget=*/true, cfg.corpus.qa_in_training);
+  UnlearnInputs d;
+  LETHE_ASSIGN_OR_RETURN(d.requests, make_requests(ex, of_split(trained, Split::kForget), cfg.unlearn.requests));
+  auto retain = of_split(trained, Split::kRetain);
+  if (!retain.empty()) {
+    LETHE_ASSIGN_OR_RETURN(d.retain, ex.dataset("retain", retain, Packing::kOnePerRow));
+  }
+  auto holdout = ex.corpus.documents(Split::kHoldout);
+  if (!holdout.empty()) {
+    LETHE_ASSIGN_OR_RETURN(d.holdout, ex.dataset("holdout", holdout, Packing::kOnePerRow));
+  }
+  return d;
+}
+
+template <class T>
+const T* ptr(const std::optional<T>& o) { return o ? &*o : nullptr; }
+
+Status unlearn_one(Experiment& ex, const std::string& method, const std::string& source, const UnlearnInputs& data,
+                   const UnlearnOptions& opts) {
+  const RunConfig& cfg = ex.cfg;
+  const std::string dir = cfg.run.dir + "/unlearn-" + method, ckpt_dir = dir + "/checkpoints";
+  if (opts.resume && fs::exists(dir + "/summary.json")) {
+    log().info("{}: already finished ({}/summary.json)", method, dir);
+    return Status::ok();
+  }
+  LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, make_strategy(method, cfg.unlearn));
+  std::unique_ptr<Llama> model = ex.new_model(), reference;
+  LETHE_RETURN_IF_ERROR(load_weights(source, *model, *ex.mesh));
+  if (strategy->needs_reference()) {
+    reference = ex.new_model();
+    LETHE_RETURN_IF_ERROR(load_weights(source, *reference, *ex.mesh));
+  }
+  LETHE_RETURN_IF_ERROR(Unlearner::check(*strategy, cfg.unlearn, data.requests, ptr(data.retain), ptr(data.holdout),
+                                         reference.get()));
+  Unlearner engine(*model, *ex.mesh, *strategy, cfg.unlearn, data.requests, ptr(data.retain), ptr(data.holdout),
+                   reference.get(), static_cast<uint64_t>(cfg.run.seed));
+  CheckpointMeta meta{"unlearn-" + method, to_toml(cfg), {}};
+  for (const auto& r : data.requests) meta.data_checksums[r.name] = r.forget.checksum();
+  if (data.retain) meta.data_checksums["retain"] = data.retain->checksum();
+
+  fs::create_directories(dir);
+  std::ofstream(dir + "/config.toml") << to_toml(cfg);
+  const bool resuming = opts.resume && !list_checkpoints(ckpt_dir).empty();
+  if (resuming) {
+    LETHE_ASSIGN_OR_RETURN(std::string from, resume_latest(ckpt_dir, engine, meta));
+    log().info("{}: resumed from {}", method, from);
+  } else {
+    std::error_code ec;
+    fs::remove_all(ckpt_dir, ec);
+  }
+  std::ofstream metrics(dir + "/metrics.jsonl", resuming ? std::ios::app : std::ios::trunc);
+  const double flops_per_token = train_flops_per_token(cfg.model, cfg.data.seq_len);
+  const std::optional<double> auc_retrain = retrain_auc(cfg);
+  log().info("{}: unlearning {} request(s) from {}", method, data.requests.size(), source);
+
+  StopSignal stop;
+  std::optional<CycleReport> last;
+  std::vector<std::string> stops;
+  UnlearnHooks hooks;
+  hooks.evaluate = [&](const Llama& m, int64_t, int64_t) { return evaluate_with_privleak(ex, m, auc_retrain); };
+  hooks.checkpoint = [&]() -> Status {
+    return save_checkpoint(ckpt_dir, engine, meta, cfg.unlearn.keep_checkpoints).status();
+  };
+  hooks.report = [&](const CycleReport& r) {
+    json j = {{"request", r.request}, {"cycle", r.cycle}, {"step", r.step}, {"forget_samples", r.forget_samples},
+              {"losses", metrics_json(r.losses)}, {"metrics", metrics_json(r.metrics)},
+              {"cost", cost_json(r.cost, flops_per_token)}, {"stop", r.stop_reason}};
+    metrics << j.dump() << std::endl;
+    const auto& m = r.metrics;
+    log().info("{} request {} cycle {}: {} samples  VerbMem {:.1f}  KnowMem f {:.1f} r {:.1f}  MA f {:.3f}  {:.1f}s{}", method,
+               r.request, r.cycle, r.forget_samples, m.at("verbmem_forget"), m.at("knowmem_forget"),
+               m.at("knowmem_retain"), m.at("ma_forget"), r.cost.seconds,
+               r.stop_reason.empty() ? "" : "  → " + r.stop_reason);
+    last = r;
+  };
+  hooks.interrupted = [&] { return stop.requested(); };
+  hooks.stop_after_cycles = opts.stop_after_cycles;
+  LETHE_RETURN_IF_ERROR(engine.run(hooks));
+  if (!engine.finished()) {
+    log().info("{}: stopped; continue with `lethe unlearn … --resume`", method);
+    return Status::ok();
+  }
+  // The metrics of the final model: the last cycle's, or (resumed after the last cycle) anew.
+  const Metrics final_metrics = last ? last->metrics : evaluate_with_privleak(ex, *model, auc_retrain);
+  json summary = {{"phase", "unlearn-" + method}, {"method", method}, {"from", source},
+                  {"steps", engine.optimizer().steps_taken()}, {"flops_per_token", flops_per_token},
+                  {"metrics", metrics_json(final_metrics)}, {"cost", cost_json(engine.cost(), flops_per_token)}};
+  return write_json(dir + "/summary.json", summary);
+}
+
+}  // namespace
+
+Status run_unlearn_phase(const RunConfig& cfg, const UnlearnOptions& opts) {
+  for (const std::string& m : cfg.unlearn.methods) LETHE_RETURN_IF_ERROR(make_strategy(m, cfg.unlearn).status());
+  if (!cfg.unlearn.stop_metric.empty()) {
+    const auto& names = metric_names();
+    if (std::find(names.begin(), names.end(), cfg.unlearn.stop_metric) == names.end() && cfg.unlearn.stop_metric != "privleak") {
+      std::string valid;
+      for (const auto& n : names) valid += " " + n;
+      return Status::error("unlearn.stop_metric: \"" + cfg.unlearn.stop_metric + "\" is not a metric; valid: privleak" + valid);
+    }
+  }
+  LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Experiment> ex, open_experiment(cfg));
+  LETHE_ASSIGN_OR_RETURN(std::string source, source_checkpoint(cfg));
+  LETHE_ASSIGN_OR_RETURN(UnlearnInputs data, unlearn_data(*ex));
+  for (const std::string& m : cfg.unlearn.methods) LETHE_RETURN_IF_ERROR(unlearn_one(*ex, m, source, data, opts));
+  return Status::ok();
+}
+
+Status run_eval(const RunConfig& cfg, const std::string& checkpoint, const std::string& out) {
+  LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Experiment> ex, open_experiment(cfg));
+  std::unique_ptr<Llama> model = ex->new_model();
+  LETHE_RETURN_IF_ERROR(load_weights(checkpoint, *model, *ex->mesh));
+  if (ex->tok.vocab_size() > cfg.model.vocab_size) {
+    return Status::error(ex->tok.path() + ": tokenizer vocabulary " + std::to_string(ex->tok.vocab_size()) +
+                         " does not fit the checkpoint's " + std::to_string(cfg.model.vocab_size));
+  }
+  json j = {{"checkpoint", checkpoint}, {"metrics", metrics_json(evaluate_with_privleak(*ex, *model, retrain_auc(cfg)))}};
+  if (out.empty() || out == "-") {
+    std::cout << j.dump(2) << std::endl;
+    return Status::ok();
+  }
+  return write_json(out, j);
+}
+
+}  // namespace lethe
