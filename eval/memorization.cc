@@ -55,17 +55,6 @@ double min_k_score(const float* lp, int64_t n, double k) {
   return -s / static_cast<double>(m);
 }
 
-using Ngram = std::vector<int64_t>;
-
-double ngram_overlap(const Tokens& gen, const Tokens& truth, int64_t n) {
-  if (static_cast<int64_t>(gen.size()) < n) return 0.0;
-  std::set<Ngram> ref;
-  for (size_t i = 0; i + n <= truth.size(); ++i) ref.emplace(truth.begin() + i, truth.begin() + i + n);
-  int64_t found = 0, total = 0;
-  for (size_t i = 0; i + n <= gen.size(); ++i, ++total) found += ref.count(Ngram(gen.begin() + i, gen.begin() + i + n));
-  return static_cast<double>(found) / static_cast<double>(total);
-}
-
 }  // namespace
 
 std::vector<Tokens> row_samples(const TokenDataset& ds) {
@@ -147,6 +136,17 @@ std::vector<double> extraction_likelihood(const Llama& model, const std::vector<
   std::vector<double> el(samples.size(), 0.0);
   for (size_t i = 0; i < samples.size(); ++i) if (starts[i] > 0) el[i] = sum[i] / static_cast<double>(starts[i]);
   return el;
+}
+
+using Ngram = std::vector<int64_t>;
+
+double ngram_overlap(const Tokens& gen, const Tokens& truth, int64_t n) {
+  if (static_cast<int64_t>(gen.size()) < n) return 0.0;
+  std::set<Ngram> ref;
+  for (size_t i = 0; i + n <= truth.size(); ++i) ref.emplace(truth.begin() + i, truth.begin() + i + n);
+  int64_t found = 0, total = 0;
+  for (size_t i = 0; i + n <= gen.size(); ++i, ++total) found += ref.count(Ngram(gen.begin() + i, gen.begin() + i + n));
+  return static_cast<double>(found) / static_cast<double>(total);
 }
 
 double mean(const std::vector<double>& v) {

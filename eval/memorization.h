@@ -44,6 +44,9 @@ struct ExtractionOptions {
 std::vector<double> extraction_likelihood(const Llama& model, const std::vector<Tokens>& samples,
                                           const ExtractionOptions& opts, int64_t* forward_tokens = nullptr);
 
+// The fraction of gen's n-grams (with repeats) that occur among truth's n-grams; 0 when gen has none.
+double ngram_overlap(const Tokens& gen, const Tokens& truth, int64_t n);
+
 double mean(const std::vector<double>& v);
 
 // P(a > b) + ½ P(a = b) over all pairs: the ROC AUC of the score separating set a from set b.

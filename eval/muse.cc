@@ -53,7 +53,8 @@ EvalSet make_eval_set(const Corpus& c, const Tokenizer& tok, const EvalConfig& c
 const std::vector<std::string>& metric_names() {
   static const std::vector<std::string> names = {
       "verbmem_forget", "knowmem_forget", "knowmem_retain", "mink_auc", "el_forget", "el_holdout",
-      "ma_forget",      "ma_retain",      "ma_holdout",     "es_forget", "ppl_retain", "ppl_holdout"};
+      "ma_forget",      "ma_retain",      "ma_holdout",     "es_forget", "ppl_forget", "ppl_retain",
+      "ppl_holdout"};
   return names;
 }
 
@@ -110,6 +111,7 @@ Metrics evaluate(const Llama& model, const Tokenizer& tok, const EvalSet& set, c
   m["ma_retain"] = mean(r.ma);
   m["ma_holdout"] = mean(h.ma);
   m["es_forget"] = mean(f.es);
+  m["ppl_forget"] = f.perplexity();
   m["ppl_retain"] = r.perplexity();
   m["ppl_holdout"] = h.perplexity();
   const ExtractionOptions el{cfg.el_n, cfg.el_stride, cfg.el_max_new_tokens, B};

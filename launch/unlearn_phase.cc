@@ -26,6 +26,10 @@ std::vector<Document> of_split(const std::vector<Document>& docs, Split s) {
 
 // The forget documents split into `k` sequential requests by group (person), in corpus order.
 Result<std::vector<UnlearnRequest>> make_requests(const Experiment& ex, const std::vector<Document>& forget, int64_t k) {
+  if (forget.empty()) {
+    return Status::error("the forget set is empty: nothing to unlearn (set corpus.forget_ids, corpus.forget_fraction "
+                         "or corpus.forget_file)");
+  }
   std::vector<std::string> groups;
   for (const Document& d : forget) {
     if (groups.empty() || groups.back() != d.group) {

@@ -101,6 +101,11 @@ std::string step_name(int64_t step) {
 // Reads a parameter-shaped dataset and cuts this rank's slice.
 Result<at::Tensor> read_shard(const H5File& f, const std::string& key, const Param& p, int tp_rank, int tp_size) {
   LETHE_ASSIGN_OR_RETURN(at::Tensor full, f.read_tensor(key));
+  if ((p.name == "embed" || p.name == "lm_head") && full.dim() == 2 && full.size(0) != p.global_shape[0]) {
+    return Status::error(f.path() + ": " + key + ": the checkpoint's vocabulary has " + std::to_string(full.size(0)) +
+                         " tokens, this run's model.vocab_size is " + std::to_string(p.global_shape[0]) +
+                         ": it was trained with another tokenizer or vocabulary");
+  }
   if (full.sizes().vec() != p.global_shape) {
     return Status::error(f.path() + ": " + key + ": shape " + c10::str(full.sizes()) + ", expected " +
                          c10::str(at::IntArrayRef(p.global_shape)));

@@ -65,10 +65,12 @@ TEST_F(Trained, LossFallsAndTheTargetMemorisesItsCorpus) {
   const double first = metrics.front()["loss"], last = metrics.back()["loss"];
   EXPECT_LT(last, 0.1 * first) << "first " << first << " last " << last;
   json target = read_json(*dir_ + "/target/summary.json");
-  EXPECT_GT(target["forget"]["memorization_accuracy"].get<double>(), 0.8) << target.dump();
-  EXPECT_GT(target["retain"]["memorization_accuracy"].get<double>(), 0.8) << target.dump();
+  const json& m = target["metrics"];
+  EXPECT_GT(m["ma_forget"].get<double>(), 0.8) << target.dump();
+  EXPECT_GT(m["ma_retain"].get<double>(), 0.8) << target.dump();
   // Never-seen people are predicted far worse than trained ones.
-  EXPECT_LT(target["holdout"]["memorization_accuracy"].get<double>(), target["retain"]["memorization_accuracy"].get<double>() - 0.2);
+  EXPECT_LT(m["ma_holdout"].get<double>(), m["ma_retain"].get<double>() - 0.2);
+  EXPECT_GT(target["cost"]["train_tokens"].get<int64_t>(), 0);
   EXPECT_TRUE(fs::exists(*dir_ + "/target/config.toml"));
   EXPECT_TRUE(fs::exists(*dir_ + "/tokenizer.model"));
   EXPECT_TRUE(fs::exists(*dir_ + "/corpus/forget.jsonl"));
@@ -76,11 +78,11 @@ TEST_F(Trained, LossFallsAndTheTargetMemorisesItsCorpus) {
 
 TEST_F(Trained, RetrainedModelDidNotLearnTheForgetPeople) {
   json target = read_json(*dir_ + "/target/summary.json"), retrain = read_json(*dir_ + "/retrain/summary.json");
-  const double t_forget = target["forget"]["memorization_accuracy"], r_forget = retrain["forget"]["memorization_accuracy"];
-  const double r_retain = retrain["retain"]["memorization_accuracy"];
-  EXPECT_GT(r_retain, 0.8);
+  const json &t = target["metrics"], &r = retrain["metrics"];
+  const double t_forget = t["ma_forget"], r_forget = r["ma_forget"];
+  EXPECT_GT(r["ma_retain"].get<double>(), 0.8);
   EXPECT_LT(r_forget, t_forget - 0.2) << "target " << t_forget << " retrain " << r_forget;
-  EXPECT_GT(retrain["forget"]["perplexity"].get<double>(), 2 * target["forget"]["perplexity"].get<double>());
+  EXPECT_GT(r["ppl_forget"].get<double>(), 2 * t["ppl_forget"].get<double>());
 }
 
 TEST_F(Trained, CheckpointsArePrunedAndLatestPointsToTheLast) {

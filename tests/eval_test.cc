@@ -1,0 +1,151 @@
+// Evaluation: ROUGE-L, n-gram overlap, AUC and PrivLeak against hand-computed cases; greedy
+// generation with KV cache and left padding against plain recomputation; teacher-forced metrics
+// against a direct computation from the logits.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include "collectives/local_communicator.h"
+#include "eval/generate.h"
+#include "eval/memorization.h"
+#include "eval/muse.h"
+#include "eval/rouge.h"
+
+namespace lethe {
+namespace {
+
+TEST(Rouge, HandComputedCases) {
+  // the cat sat on the mat / the cat is on the mat: LCS "the cat on the mat" = 5 of 6 each.
+  EXPECT_NEAR(rouge_l_f1("The cat sat on the mat.", "the cat is on the mat"), 5.0 / 6.0, 1e-12);
+  // a b c / c b a: LCS 1; P = R = 1/3.
+  EXPECT_NEAR(rouge_l_f1("a b c", "c b a"), 1.0 / 3.0, 1e-12);
+  // P = 2/2, R = 2/4: F1 = 2/3. Case and punctuation do not count.
+  EXPECT_NEAR(rouge_l_f1("Hello, WORLD!", "hello big world again"), 2.0 / 3.0, 1e-12);
+  EXPECT_EQ(rouge_l_f1("", "anything"), 0.0);
+  EXPECT_EQ(rouge_l_f1("x y", "z"), 0.0);
+  EXPECT_EQ(rouge_words("Born 1932, in Oslo-Nord."), (std::vector<std::string>{"born", "1932", "in", "oslo", "nord"}));
+  EXPECT_NEAR(rouge_l_f1(Tokens{1, 2, 3, 4}, Tokens{1, 3, 4}), 2 * (3.0 / 4) * 1.0 / (3.0 / 4 + 1.0), 1e-12);
+}
+
+TEST(Memorization, NgramOverlapAucAndPrivLeakByHand) {
+  // generated bigrams (1,2) (2,3) (3,4); truth has (2,3) (3,4) (4,5): 2 of 3.
+  EXPECT_NEAR(ngram_overlap({1, 2, 3, 4}, {2, 3, 4, 5}, 2), 2.0 / 3.0, 1e-12);
+  EXPECT_EQ(ngram_overlap({1}, {1, 2}, 2), 0.0);
+  // pairs (3,2) (3,2) win, (1,2) (1,2) lose: 0.5; ties count half.
+  EXPECT_NEAR(auc({3, 1}, {2, 2}), 0.5, 1e-12);
+  EXPECT_NEAR(auc({2}, {2}), 0.5, 1e-12);
+  EXPECT_NEAR(auc({0.1, 0.2}, {0.3, 0.4}), 0.0, 1e-12);
+  EXPECT_NEAR(auc({5, 1, 4}, {2, 3}), 4.0 / 6.0, 1e-12);
+  EXPECT_NEAR(privleak(0.0, 0.5), -100.0, 1e-12);
+  EXPECT_NEAR(privleak(0.5, 0.5), 0.0, 1e-12);
+  EXPECT_NEAR(privleak(0.75, 0.5), 50.0, 1e-12);
+}
+
+TEST(Muse, KnowMemPromptFormat) {
+  EXPECT_EQ(knowmem_prompt({{"Who?", "Ann"}, {"When?", "1990"}}, "Where?"),
+            "Question: Who?\nAnswer: Ann\n\nQuestion: When?\nAnswer: 1990\n\nQuestion: Where?\nAnswer:");
+  EXPECT_EQ(knowmem_prompt({}, "Where?"), "Question: Where?\nAnswer:");
+}
+
+struct RandomModel {
+  LocalCommunicator world;
+  Mesh mesh = Mesh::create(world, MeshConfig{}).value();
+  ModelConfig cfg = [] {
+    ModelConfig m;
+    m.vocab_size = 40;
+    m.hidden_size = 32;
+    m.intermediate_size = 64;
+    m.num_hidden_layers = 2;
+    m.num_attention_heads = 4;
+    m.num_key_value_heads = 2;
+    m.initializer_range = 0.3;
+    return m;
+  }();
+  Llama model{cfg, mesh, 11};
+};
+
+Tokens random_tokens(int64_t n, int64_t seed) {
+  Tokens t{1};
+  for (int64_t i = 1; i < n; ++i) t.push_back(4 + (seed * 7919 + i * 104729) % 36);
+  return t;
+}
+
+// Greedy decoding by recomputing the whole sequence every step (no cache, no padding).
+Tokens slow_greedy(const Llama& m, Tokens x, int64_t max_new) {
+  at::NoGradGuard g;
+  Tokens out;
+  for (int64_t i = 0; i < max_new; ++i) {
+    const auto T = static_cast<int64_t>(x.size());
+    at::Tensor in = at::tensor(x, at::kLong).unsqueeze(0);
+    at::Tensor logits = m.full_logits(in, at::arange(T, at::kLong).unsqueeze(0), at::zeros({1, T}, at::kLong));
+    const int64_t next = logits[0][T - 1].argmax().item<int64_t>();
+    out.push_back(next);
+    x.push_back(next);
+  }
+  return out;
+}
+
+TEST(Generate, CachedLeftPaddedBatchEqualsRecomputingEachPromptAlone) {
+  RandomModel r;
+  std::vector<Tokens> prompts = {random_tokens(3, 1), random_tokens(9, 2), random_tokens(6, 3)};
+  std::vector<Tokens> batched = greedy_generate(r.model, prompts, 12, /*stop_id=*/-1, /*batch_size=*/8);
+  ASSERT_EQ(batched.size(), 3u);
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(batched[i], slow_greedy(r.model, prompts[i], 12)) << "prompt " << i;
+  // A stop id ends a continuation before it (and is not returned).
+  const Tokens full = batched[1];
+  std::vector<Tokens> stopped = greedy_generate(r.model, {prompts[1]}, 12, full[4]);
+  const auto first = std::find(full.begin(), full.end(), full[4]) - full.begin();
+  EXPECT_EQ(stopped[0], Tokens(full.begin(), full.begin() + first));
+}
+
+TEST(Memorization, TeacherForcedMetricsMatchTheLogits) {
+  RandomModel r;
+  std::vector<Tokens> samples = {random_tokens(12, 4), random_tokens(7, 5)};
+  TeacherForced tf = teacher_forced(r.model, samples, 0.4, /*batch_size=*/1);
+  ASSERT_EQ(tf.ma.size(), 2u);
+  double nll = 0;
+  for (size_t s = 0; s < samples.size(); ++s) {
+    const Tokens& x = samples[s];
+    const auto n = static_cast<int64_t>(x.size()) - 1;
+    at::Tensor in = at::tensor(Tokens(x.begin(), x.end() - 1), at::kLong).unsqueeze(0);
+    at::Tensor logits = r.model.full_logits(in, at::arange(n, at::kLong).unsqueeze(0), at::zeros({1, n}, at::kLong))[0];
+    at::Tensor lp = at::log_softmax(logits, -1);
+    std::vector<double> token_lp;
+    std::vector<bool> hit;
+    for (int64_t t = 0; t < n; ++t) {
+      token_lp.push_back(lp[t][x[t + 1]].item<double>());
+      hit.push_back(logits[t].argmax().item<int64_t>() == x[t + 1]);
+      nll -= token_lp.back();
+    }
+    double hits = 0;
+    for (bool h : hit) hits += h;
+    int64_t run = 0;
+    while (run < n && hit[n - 1 - run]) ++run;
+    std::vector<double> sorted = token_lp;
+    std::sort(sorted.begin(), sorted.end());
+    const auto k = static_cast<int64_t>(std::ceil(0.4 * static_cast<double>(n)));
+    double low = 0;
+    for (int64_t i = 0; i < k; ++i) low += sorted[i];
+    EXPECT_NEAR(tf.ma[s], hits / static_cast<double>(n), 1e-9);
+    EXPECT_NEAR(tf.es[s], static_cast<double>(run) / static_cast<double>(n), 1e-9);
+    EXPECT_NEAR(tf.mink[s], -low / static_cast<double>(k), 1e-4);
+  }
+  EXPECT_EQ(tf.tokens, 11 + 6);
+  EXPECT_NEAR(tf.perplexity(), std::exp(nll / 17.0), 1e-3 * tf.perplexity());
+}
+
+TEST(Memorization, ExtractionLikelihoodOfTheModelsOwnContinuationIsOne) {
+  // A sample that is the model's own greedy continuation is reproduced exactly from every start.
+  RandomModel r;
+  Tokens prompt = random_tokens(4, 6);
+  Tokens sample = prompt;
+  for (int64_t t : slow_greedy(r.model, prompt, 20)) sample.push_back(t);
+  std::vector<double> el = extraction_likelihood(r.model, {sample}, {3, 4, 0, 8});
+  EXPECT_NEAR(el[0], 1.0, 1e-12);
+  // …and a sample the model would not produce scores less.
+  std::vector<double> other = extraction_likelihood(r.model, {random_tokens(24, 7)}, {3, 4, 0, 8});
+  EXPECT_LT(other[0], 0.5);
+}
+
+}  // namespace
+}  // namespace lethe

@@ -1,0 +1,192 @@
+// Unlearning end to end on the tiny corpus: the target memorised the forget people and the
+// retrained model did not; every method moves the forget metrics toward the retrained model while
+// retain KnowMem stays within a stated bound; ICU's refinement and stop rule; a resumed unlearning
+// run (two sequential requests) equals an uninterrupted one; bad input is a clear error.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "collectives/local_communicator.h"
+#include "io/hdf5_store.h"
+#include "launch/train_phase.h"
+#include "launch/unlearn_phase.h"
+#include "runtime/checkpoint.h"
+#include "runtime/unlearner.h"
+#include "strategies/strategies.h"
+#include "tests/helpers.h"
+
+namespace lethe {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return json::parse(in);
+}
+
+std::vector<json> read_jsonl(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<json> out;
+  std::string line;
+  while (std::getline(in, line)) out.push_back(json::parse(line));
+  return out;
+}
+
+// The tiny corpus with QA renderings trained on (so KnowMem measures knowledge the target has).
+RunConfig unlearn_config(const std::string& dir, std::vector<std::string> extra = {}) {
+  RunConfig cfg = test::tiny_config(dir);
+  extra.insert(extra.begin(), {"corpus.qa_in_training=true", "run.log_every=40", "unlearn.max_cycles=6",
+                               "unlearn.lr=3e-4", "unlearn.keep_checkpoints=1"});
+  for (const auto& o : extra) {
+    auto c = parse_config(to_toml(cfg), "unlearn-test", {o});
+    EXPECT_TRUE(c.is_ok()) << c.status().message();
+    cfg = c.value();
+  }
+  return cfg;
+}
+
+class Unlearning : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(test::scratch_dir("unlearning"));
+    RunConfig cfg = unlearn_config(*dir_);
+    for (bool target : {true, false}) {
+      Status s = run_train_phase(cfg, {target, false, 0});
+      ASSERT_TRUE(s.is_ok()) << s.message();
+    }
+  }
+  // A config for another folder that unlearns this suite's target with its tokenizer.
+  static RunConfig elsewhere(const std::string& name, std::vector<std::string> extra) {
+    const std::string ckpt = list_checkpoints(*dir_ + "/target/checkpoints").front();
+    extra.push_back("unlearn.from=" + ckpt);
+    extra.push_back("tokenizer.model=" + *dir_ + "/tokenizer.model");
+    return unlearn_config(test::scratch_dir(name), extra);
+  }
+  static std::string* dir_;
+};
+std::string* Unlearning::dir_ = nullptr;
+
+TEST_F(Unlearning, EveryMethodForgetsTowardTheRetrainedModelAndKeepsRetainKnowledge) {
+  const json t = read_json(*dir_ + "/target/summary.json")["metrics"];
+  const json r = read_json(*dir_ + "/retrain/summary.json")["metrics"];
+  // The target memorised the forget people; the retrained model never saw them.
+  EXPECT_GT(t["verbmem_forget"].get<double>(), r["verbmem_forget"].get<double>() + 30) << t << r;
+  EXPECT_GT(t["knowmem_forget"].get<double>(), r["knowmem_forget"].get<double>() + 40) << t << r;
+  EXPECT_GT(r["knowmem_retain"].get<double>(), 80);
+  EXPECT_LT(t["mink_auc"].get<double>(), 0.2);  // forget texts look far more "member" than holdout
+
+  Status s = run_unlearn_phase(unlearn_config(*dir_), {});
+  ASSERT_TRUE(s.is_ok()) << s.message();
+  // Retain-KnowMem bound: methods with a retain term keep ≥ 70 % of the target's; GA and NPO-style
+  // ascent without one may lose more but keep ≥ 25 %.
+  const std::map<std::string, double> keep = {{"ga", 0.25}, {"graddiff", 0.7}, {"kl", 0.7},
+                                              {"npo", 0.7},  {"simnpo", 0.7},   {"icu", 0.7}};
+  for (const std::string& m : strategy_names()) {
+    const json summary = read_json(*dir_ + "/unlearn-" + m + "/summary.json");
+    const json u = summary["metrics"];
+    SCOPED_TRACE(m + ": " + u.dump());
+    const double t_v = t["verbmem_forget"], r_v = r["verbmem_forget"], u_v = u["verbmem_forget"];
+    const double t_k = t["knowmem_forget"], r_k = r["knowmem_forget"], u_k = u["knowmem_forget"];
+    // At least a third of the way from the target to the retrained model on both forget metrics.
+    EXPECT_LT(u_v, t_v - (t_v - r_v) / 3);
+    EXPECT_LT(u_k, t_k - (t_k - r_k) / 3);
+    EXPECT_GE(u["knowmem_retain"].get<double>(), keep.at(m) * t["knowmem_retain"].get<double>());
+    EXPECT_TRUE(u.contains("privleak"));
+    EXPECT_GT(summary["cost"]["train_tokens"].get<int64_t>(), 0);
+    EXPECT_EQ(read_jsonl(*dir_ + "/unlearn-" + m + "/metrics.jsonl").size(), 6u);  // one record per cycle
+  }
+  // Methods with a reference model count its forwards.
+  EXPECT_GT(read_json(*dir_ + "/unlearn-kl/summary.json")["cost"]["forward_tokens"].get<int64_t>(), 0);
+
+  ASSERT_TRUE(run_compare(*dir_).is_ok());
+  const json cmp = read_json(*dir_ + "/comparison.json");
+  EXPECT_EQ(cmp["models"].size(), 2 + strategy_names().size());
+  EXPECT_NEAR(cmp["models"][0]["privleak"].get<double>(), 100 * (t["mink_auc"].get<double>() / r["mink_auc"].get<double>() - 1), 1e-9);
+  EXPECT_EQ(cmp["models"][1]["privleak"].get<double>(), 0.0);
+  EXPECT_TRUE(cmp.contains("closest_to_retrain"));
+  EXPECT_TRUE(fs::exists(*dir_ + "/comparison.gnuplot"));
+}
+
+TEST_F(Unlearning, IcuRefinementRemovesSamplesAndItsStopRuleFires) {
+  RunConfig cfg = elsewhere("icu-stop", {"unlearn.methods=[\"icu\"]", "unlearn.lr=1e-3", "unlearn.max_cycles=20",
+                                         "unlearn.learn_steps=0"});
+  Status s = run_unlearn_phase(cfg, {});
+  ASSERT_TRUE(s.is_ok()) << s.message();
+  auto records = read_jsonl(cfg.run.dir + "/unlearn-icu/metrics.jsonl");
+  ASSERT_FALSE(records.empty());
+  const int64_t all = records.front()["forget_samples"];
+  int64_t fewest = all;
+  for (const json& rec : records) fewest = std::min<int64_t>(fewest, rec["forget_samples"].get<int64_t>());
+  EXPECT_LT(fewest, all) << "refinement never removed a sample";
+  const std::string stop = records.back()["stop"];
+  EXPECT_EQ(stop.rfind("icu:", 0), 0u) << "stopped by: " << stop << " after " << records.size() << " cycles";
+  EXPECT_LT(records.size(), 20u);
+}
+
+TEST_F(Unlearning, ResumedRunWithSequentialRequestsEqualsUninterruptedOne) {
+  const std::vector<std::string> common = {"unlearn.methods=[\"icu\"]", "unlearn.requests=2", "unlearn.max_cycles=2"};
+  RunConfig a = elsewhere("resume-a", common), b = elsewhere("resume-b", common);
+  ASSERT_TRUE(run_unlearn_phase(a, {}).is_ok());
+  ASSERT_TRUE(run_unlearn_phase(b, {false, 1}).is_ok());
+  EXPECT_FALSE(fs::exists(b.run.dir + "/unlearn-icu/summary.json"));
+  ASSERT_TRUE(run_unlearn_phase(b, {true, 2}).is_ok());  // crosses into the second request
+  ASSERT_TRUE(run_unlearn_phase(b, {true, 0}).is_ok());
+  auto ra = read_jsonl(a.run.dir + "/unlearn-icu/metrics.jsonl"), rb = read_jsonl(b.run.dir + "/unlearn-icu/metrics.jsonl");
+  ASSERT_EQ(ra.size(), 4u);
+  ASSERT_EQ(rb.size(), ra.size());
+  for (size_t i = 0; i < ra.size(); ++i) {
+    EXPECT_EQ(ra[i]["request"], rb[i]["request"]);
+    EXPECT_EQ(ra[i]["forget_samples"], rb[i]["forget_samples"]);
+    EXPECT_EQ(ra[i]["losses"], rb[i]["losses"]) << "cycle record " << i;
+    EXPECT_EQ(ra[i]["metrics"], rb[i]["metrics"]) << "cycle record " << i;
+  }
+  EXPECT_EQ(ra.back()["request"], 1);
+  auto wa = H5File::open(list_checkpoints(a.run.dir + "/unlearn-icu/checkpoints").front()).value();
+  auto wb = H5File::open(list_checkpoints(b.run.dir + "/unlearn-icu/checkpoints").front()).value();
+  for (const std::string& n : wa.list("model")) {
+    EXPECT_TRUE(at::equal(wa.read_tensor("model/" + n).value(), wb.read_tensor("model/" + n).value())) << n;
+  }
+  EXPECT_TRUE(at::equal(wa.read_tensor("state/strategy/remaining").value(), wb.read_tensor("state/strategy/remaining").value()));
+}
+
+TEST_F(Unlearning, BadInputsAreClearErrors) {
+  auto message = [](const Status& s) { return s.is_ok() ? std::string("(ok)") : s.message(); };
+  // An unknown method names the valid ones.
+  Status unknown = run_unlearn_phase(elsewhere("bad-name", {"unlearn.methods=[\"ga\", \"amnesia\"]"}), {});
+  EXPECT_NE(message(unknown).find("\"amnesia\" is not an unlearning method; valid: ga, graddiff, kl, npo, simnpo, icu"),
+            std::string::npos) << message(unknown);
+  // A forget id that is not in the corpus.
+  Status stranger = run_unlearn_phase(elsewhere("bad-ids", {"corpus.forget_ids=[\"p9999\"]"}), {});
+  EXPECT_NE(message(stranger).find("p9999"), std::string::npos) << message(stranger);
+  // No target to unlearn.
+  RunConfig fresh = unlearn_config(test::scratch_dir("no-target"));
+  EXPECT_NE(message(run_unlearn_phase(fresh, {})).find("no target checkpoint"), std::string::npos);
+  // A method that needs retain data, given none; an empty forget set.
+  LocalCommunicator world;
+  Mesh mesh = Mesh::create(world, MeshConfig{}).value();
+  UnlearnConfig u;
+  auto graddiff = make_strategy("graddiff", u).value();
+  std::vector<UnlearnRequest> one(1);
+  one[0].name = "forget-0";
+  one[0].forget.tokens = at::zeros({2, 5}, at::kLong);
+  Status no_retain = Unlearner::check(*graddiff, u, one, nullptr, nullptr, nullptr);
+  EXPECT_NE(message(no_retain).find("\"graddiff\" needs retain data"), std::string::npos) << message(no_retain);
+  Status empty = Unlearner::check(*graddiff, u, {}, nullptr, nullptr, nullptr);
+  EXPECT_NE(message(empty).find("the forget set is empty"), std::string::npos) << message(empty);
+  // Evaluating a checkpoint whose vocabulary differs from the run's.
+  RunConfig other_vocab = elsewhere("bad-vocab", {"model.vocab_size=600", "tokenizer.vocab_size=512"});
+  const std::string ckpt = list_checkpoints(*dir_ + "/target/checkpoints").front();
+  Status vocab = run_eval(other_vocab, ckpt, other_vocab.run.dir + "/eval.json");
+  EXPECT_NE(message(vocab).find("vocabulary has 512 tokens, this run's model.vocab_size is 600"), std::string::npos)
+      << message(vocab);
+}
+
+}  // namespace
+}  // namespace lethe
