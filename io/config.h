@@ -40,7 +40,7 @@ struct ModelConfig {
 struct CorpusConfig {
   std::string source = "generated";  // "generated" | "jsonl"
   // generated
-  int64_t people = 200;
+  int64_t people = 100;
   double forget_fraction = 0.1;
   double holdout_fraction = 0.1;
   int64_t seed = 7;
@@ -62,10 +62,10 @@ struct DataConfig {
 };
 
 struct TrainConfig {
-  int64_t steps = 400;
+  int64_t steps = 500;
   int64_t batch_size = 16;  // rows per optimizer step (global, before accumulation split)
   int64_t grad_accum = 1;   // micro-batches per step; batch_size must divide by it
-  double lr = 2e-3;
+  double lr = 3e-3;
   double min_lr_ratio = 0.1;
   int64_t warmup_steps = 20;
   std::string schedule = "cosine";  // "cosine" | "constant"
@@ -90,7 +90,7 @@ struct UnlearnConfig {
   int64_t learn_steps = 2;    // per cycle, NLL on retain (0: no learning)
   int64_t forget_batch = 8;   // rows per unlearning step
   int64_t retain_batch = 8;   // rows per retain batch (for methods with a retain term, and learn steps)
-  double lr = 1e-4;
+  double lr = 2e-4;
   double beta1 = 0.9;
   double beta2 = 0.98;
   double weight_decay = 0.0;

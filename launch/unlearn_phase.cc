@@ -92,7 +92,15 @@ Result<UnlearnInputs> unlearn_data(const Experiment& ex) {
   if (!retain.empty()) {
     LETHE_ASSIGN_OR_RETURN(d.retain, ex.dataset("retain", retain, Packing::kOnePerRow));
   }
+  // Holdout samples take the same forms as the forget samples (passages, and QA renderings when
+  // those are trained on), so "the level of unseen data" compares like with like.
   auto holdout = ex.corpus.documents(Split::kHoldout);
+  if (cfg.corpus.qa_in_training) {
+    for (size_t i = 0; i < ex.corpus.qa.size(); ++i) {
+      const QaProbe& q = ex.corpus.qa[i];
+      if (q.split == Split::kHoldout) holdout.push_back({"qa-" + std::to_string(i), q.group, q.split, render_qa(q.question, q.answer)});
+    }
+  }
   if (!holdout.empty()) {
     LETHE_ASSIGN_OR_RETURN(d.holdout, ex.dataset("holdout", holdout, Packing::kOnePerRow));
   }
