@@ -32,9 +32,7 @@ Result<std::vector<UnlearnRequest>> make_requests(const Experiment& ex, const st
   }
   std::vector<std::string> groups;
   for (const Document& d : forget) {
-    if (groups.empty() || groups.back() != d.group) {
-      if (std::find(groups.begin(), groups.end(), d.group) == groups.end()) groups.push_back(d.group);
-    }
+    if (std::find(groups.begin(), groups.end(), d.group) == groups.end()) groups.push_back(d.group);
   }
   if (static_cast<int64_t>(groups.size()) < k) {
     return Status::error("unlearn.requests = " + std::to_string(k) + ", but the forget set has only " +

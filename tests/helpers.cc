@@ -1,5 +1,7 @@
 #include "tests/helpers.h"
 
+#include <fstream>
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -47,6 +49,19 @@ keep_checkpoints = 3
 )", "tiny.toml", {"run.dir=" + dir});
   EXPECT_TRUE(cfg.is_ok()) << cfg.status().message();
   return cfg.value();
+}
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+std::vector<nlohmann::json> read_jsonl(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<nlohmann::json> out;
+  std::string line;
+  while (std::getline(in, line)) out.push_back(nlohmann::json::parse(line));
+  return out;
 }
 
 }  // namespace lethe::test

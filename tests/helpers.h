@@ -3,6 +3,9 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "io/config.h"
 
@@ -13,5 +16,9 @@ std::string scratch_dir(const std::string& name);
 
 // A config that trains in seconds: 12 people, a 2-layer GQA model, 64-token rows.
 RunConfig tiny_config(const std::string& dir);
+
+// A JSON file, and a JSON-lines file as one value per line (tests fail loudly on bad JSON).
+nlohmann::json read_json(const std::string& path);
+std::vector<nlohmann::json> read_jsonl(const std::string& path);
 
 }  // namespace lethe::test

@@ -26,18 +26,8 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-json read_json(const std::string& path) {
-  std::ifstream in(path);
-  return json::parse(in);
-}
-
-std::vector<json> read_jsonl(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<json> out;
-  std::string line;
-  while (std::getline(in, line)) out.push_back(json::parse(line));
-  return out;
-}
+using test::read_json;
+using test::read_jsonl;
 
 // The tiny corpus with QA renderings trained on (so KnowMem measures knowledge the target has).
 RunConfig unlearn_config(const std::string& dir, std::vector<std::string> extra = {}) {
