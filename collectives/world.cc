@@ -1,19 +1,36 @@
 #include "collectives/world.h"
 
+#include <mpi.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
+#include "base/check.h"
 #include "collectives/local_communicator.h"
+#include "collectives/mpi_communicator.h"
 
 namespace lethe {
 
 namespace {
+
 int env_int(const char* a, const char* b, int fallback) {
   for (const char* name : {a, b}) {
     if (const char* v = std::getenv(name)) return std::atoi(v);
   }
   return fallback;
 }
+
+bool g_mpi_started = false;
+
+void finalize_mpi() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+void abort_hook(const std::string& message) { abort_job(message); }
+
 }  // namespace
 
 LaunchEnv read_launch_env() {
@@ -25,18 +42,47 @@ LaunchEnv read_launch_env() {
   return e;
 }
 
-Result<World> init_world() {
-  LaunchEnv e = read_launch_env();
-  if (e.world_size > 1) {
-    return Status::error("launched as rank " + std::to_string(e.rank) + " of " +
-                         std::to_string(e.world_size) +
-                         ", but this build has only the world-of-one backend (local); "
-                         "run without mpirun/srun");
-  }
+bool multi_process() { return g_mpi_started; }
+
+void abort_job(const std::string& message) {
+  int rank = 0;
+  if (g_mpi_started) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::fprintf(stderr, "[rank %d] %s\n", rank, message.c_str());
+  std::fflush(stderr);
+  if (g_mpi_started) MPI_Abort(MPI_COMM_WORLD, 1);
+  std::abort();
+}
+
+Result<World> init_world(double timeout_s) {
+  const LaunchEnv e = read_launch_env();
+  const char* forced = std::getenv("LETHE_COMM");
+  const bool use_mpi = e.world_size > 1 || (forced && std::string(forced) == "mpi");
   World w;
-  w.comm = std::make_unique<LocalCommunicator>();
   w.local_rank = e.local_rank;
   w.local_size = e.local_size;
+  if (!use_mpi) {
+    w.comm = std::make_unique<LocalCommunicator>();
+    return w;
+  }
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    int provided = 0;
+    if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+      return Status::error("MPI_Init_thread failed (launched as rank " + std::to_string(e.rank) + " of " +
+                           std::to_string(e.world_size) + ")");
+    }
+    std::atexit(finalize_mpi);
+  }
+  g_mpi_started = true;
+  set_abort_hook(&abort_hook);
+  MPI_Comm dup;
+  MPI_Comm_dup(MPI_COMM_WORLD, &dup);
+  w.comm = std::make_unique<MpiCommunicator>(dup, timeout_s);
+  if (w.comm->size() != e.world_size && e.world_size > 1) {
+    return Status::error("the launcher says " + std::to_string(e.world_size) + " ranks, MPI sees " +
+                         std::to_string(w.comm->size()) + ": is lethe linked against the MPI of this mpirun?");
+  }
   return w;
 }
 

@@ -1,7 +1,10 @@
 // init_world: reads the launcher's environment and returns this process's world communicator.
 //
-// Without a launcher (no Open MPI or Slurm variables, or a world size of 1) the world is the
-// local backend. Multi-rank backends (MPI for CPU tensors, NCCL for CUDA tensors) plug in here.
+// Without a launcher (no Open MPI or Slurm variables, or a world size of 1) the world is the local
+// backend and MPI is not started. Launched with more ranks (mpirun, srun), MPI is initialised once
+// (finalised at exit) and the world is the MPI backend; from then on a fatal error on any rank
+// aborts every rank (MPI_Abort) with its message. LETHE_COMM=mpi forces the MPI backend even for
+// a world of one (tests of the backend itself).
 #pragma once
 
 #include <memory>
@@ -26,6 +29,12 @@ struct LaunchEnv {
 };
 LaunchEnv read_launch_env();
 
-Result<World> init_world();
+// `timeout_s`: how long any collective may wait for its peers before the job is aborted.
+Result<World> init_world(double timeout_s = 600);
+
+// True once MPI was started by init_world: errors must then end the whole job (abort_job).
+bool multi_process();
+// Prints `message` and ends every rank of the job (MPI_Abort), or this process when MPI is not running.
+[[noreturn]] void abort_job(const std::string& message);
 
 }  // namespace lethe

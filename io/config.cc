@@ -25,6 +25,7 @@ void visit(V& v, RunConfig& c) {
   v.field("seed", c.run.seed, 0, kMaxInt);
   v.field("threads", c.run.threads, 0, 4096);
   v.field("log_every", c.run.log_every, 1, kMaxInt);
+  v.field("collective_timeout_s", c.run.collective_timeout_s, 1e-3, kInf);
 
   v.section("model");
   v.field("config_json", c.model.config_json);

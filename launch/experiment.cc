@@ -47,7 +47,7 @@ Result<Tokenizer> experiment_tokenizer(const RunConfig& cfg, const Corpus& corpu
 Result<std::unique_ptr<Experiment>> open_experiment(const RunConfig& cfg) {
   auto e = std::make_unique<Experiment>();
   e->cfg = cfg;
-  LETHE_ASSIGN_OR_RETURN(e->world, init_world());
+  LETHE_ASSIGN_OR_RETURN(e->world, init_world(cfg.run.collective_timeout_s));
   init_logging(e->world.comm->rank());
   e->threads = cfg.run.threads > 0 ? static_cast<int>(cfg.run.threads) : default_threads(e->world.local_size);
   at::set_num_threads(e->threads);

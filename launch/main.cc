@@ -6,14 +6,18 @@
 #include <iostream>
 
 #include "base/log.h"
+#include "collectives/world.h"
 #include "io/config.h"
 #include "launch/train_phase.h"
 #include "launch/unlearn_phase.h"
 
 namespace {
 
+// In a multi-rank job an error may have happened on this rank alone: end every rank, so no peer
+// is left waiting in a collective.
 int finish(const lethe::Status& s) {
   if (s) return 0;
+  if (lethe::multi_process()) lethe::abort_job("error: " + s.message());
   lethe::log().error("{}", s.message());
   return 1;
 }
@@ -93,7 +97,6 @@ int main(int argc, char** argv) {
     if (eval->parsed()) return finish(lethe::run_eval(*cfg, checkpoint, out));
     return 1;
   } catch (const std::exception& e) {
-    lethe::log().error("{}", e.what());
-    return 1;
+    return finish(lethe::Status::error(e.what()));
   }
 }

@@ -1,19 +1,50 @@
 #include "tests/helpers.h"
 
+#include <ATen/ATen.h>
+
 #include <fstream>
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include "collectives/world.h"
+
 namespace lethe::test {
 
-std::string scratch_dir(const std::string& name) {
+namespace {
+std::string scratch_path(const std::string& name, int64_t pid) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::string unique = std::string(info ? info->name() : "x") + "-" + name + "-" + std::to_string(::getpid());
-  auto dir = std::filesystem::temp_directory_path() / "lethe-tests" / unique;
+  std::string unique = std::string(info ? info->name() : "x") + "-" + name + "-" + std::to_string(pid);
+  return (std::filesystem::temp_directory_path() / "lethe-tests" / unique).string();
+}
+}  // namespace
+
+std::string scratch_dir(const std::string& name) {
+  const std::string dir = scratch_path(name, ::getpid());
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
-  return dir.string();
+  return dir;
+}
+
+std::string shared_scratch_dir(const std::string& name, Communicator& world) {
+  at::Tensor pid = at::scalar_tensor(static_cast<int64_t>(::getpid()), at::kLong).reshape({1});
+  world.broadcast(pid, 0);
+  const std::string dir = scratch_path(name, pid.item<int64_t>());
+  if (world.rank() == 0) {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+  }
+  world.barrier();
+  return dir;
+}
+
+Communicator& test_world() {
+  static World world = [] {
+    auto w = init_world(/*timeout_s=*/300);
+    if (!w) throw std::runtime_error(w.status().message());
+    return std::move(*w);
+  }();
+  return *world.comm;
 }
 
 RunConfig tiny_config(const std::string& dir) {

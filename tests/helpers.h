@@ -7,12 +7,19 @@
 
 #include <nlohmann/json.hpp>
 
+#include "collectives/communicator.h"
 #include "io/config.h"
 
 namespace lethe::test {
 
 // A fresh, empty folder under the system temp dir, unique per test.
 std::string scratch_dir(const std::string& name);
+// The same, shared by every rank of `world` (collective; rank 0 creates it).
+std::string shared_scratch_dir(const std::string& name, Communicator& world);
+
+// This process's world (init_world once): the local backend without mpirun, MPI under it. Tests of
+// the Distributed suite run under `mpirun -np 2/4` from ctest and skip at a world of one.
+Communicator& test_world();
 
 // A config that trains in seconds: 12 people, a 2-layer GQA model, 64-token rows.
 RunConfig tiny_config(const std::string& dir);
