@@ -123,6 +123,8 @@ void visit(V& v, RunConfig& c) {
   v.section("mesh");
   v.field("tp", c.mesh.tp, 1, 4096);
   v.field("dp", c.mesh.dp, 1, 1 << 20);
+  v.field("zero1", c.mesh.zero1);
+  v.field("bucket_mb", c.mesh.bucket_mb, 1e-3, 1e6);
 }
 
 std::string where(const toml::source_region& src, const std::string& fallback) {

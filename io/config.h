@@ -128,6 +128,8 @@ struct EvalConfig {
 struct MeshConfig {
   int64_t tp = 1;
   int64_t dp = 1;
+  bool zero1 = false;       // shard AdamW moments across dp (ZeRO stage 1)
+  double bucket_mb = 25;    // data-parallel gradient all-reduce bucket size
 };
 
 struct RunConfig {

@@ -12,6 +12,7 @@ Result<Mesh> Mesh::create(Communicator& world, const MeshConfig& cfg) {
   const int tp = static_cast<int>(cfg.tp);
   Mesh m;
   m.world_ = &world;
+  m.cfg_ = cfg;
   m.tp_ = world.split(/*color=*/world.rank() / tp, /*key=*/world.rank() % tp);
   m.dp_ = world.split(/*color=*/world.rank() % tp, /*key=*/world.rank() / tp);
   return m;

@@ -23,6 +23,8 @@ class Mesh {
   int tp_size() const { return tp_->size(); }
   int dp_rank() const { return dp_->rank(); }
   int dp_size() const { return dp_->size(); }
+  bool zero1() const { return cfg_.zero1; }
+  double bucket_mb() const { return cfg_.bucket_mb; }
 
   // Heads, KV heads, vocabulary and FFN sizes must divide by tp; the error names the field.
   Status check_model(const ModelConfig& m) const;
@@ -30,6 +32,7 @@ class Mesh {
  private:
   Mesh() = default;
   Communicator* world_ = nullptr;
+  MeshConfig cfg_;
   std::unique_ptr<Communicator> tp_, dp_;
 };
 

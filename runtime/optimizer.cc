@@ -6,35 +6,147 @@
 
 namespace lethe {
 
-AdamW::AdamW(std::vector<Param>& params, const TrainConfig& cfg)
-    : params_(&params), beta1_(cfg.beta1), beta2_(cfg.beta2), eps_(cfg.eps), weight_decay_(cfg.weight_decay) {
+std::pair<int64_t, int64_t> zero1_rows(int64_t rows, int k, int dp) {
+  const int64_t per = (rows + dp - 1) / dp;
+  const int64_t start = std::min(rows, per * k);
+  return {start, std::min(rows, start + per) - start};
+}
+
+AdamW::AdamW(std::vector<Param>& params, const AdamHyper& hyper, const Mesh& mesh)
+    : params_(&params), hyper_(hyper), mesh_(&mesh), zero1_(mesh.zero1() && mesh.dp_size() > 1),
+      bucket_elements_(std::max<int64_t>(1, static_cast<int64_t>(mesh.bucket_mb() * (1 << 20) / 4))) {
   for (const Param& p : params) {
-    m_.push_back(at::zeros_like(p.value, at::kFloat));
-    v_.push_back(at::zeros_like(p.value, at::kFloat));
+    const int64_t rows = p.value.size(0);
+    rows_.push_back(zero1_ ? zero1_rows(rows, mesh.dp_rank(), mesh.dp_size()) : std::make_pair(int64_t{0}, rows));
+    at::Tensor chunk = p.value.narrow(0, rows_.back().first, rows_.back().second);
+    m_.push_back(at::zeros_like(chunk, at::kFloat));
+    v_.push_back(at::zeros_like(chunk, at::kFloat));
   }
 }
 
-void AdamW::step(double lr) {
-  ++step_;
-  const double bc1 = 1.0 - std::pow(beta1_, static_cast<double>(step_));
-  const double bc2 = 1.0 - std::pow(beta2_, static_cast<double>(step_));
+void AdamW::update(Param& p, const at::Tensor& value, const at::Tensor& g, size_t i, double lr) {
+  const double bc1 = 1.0 - std::pow(hyper_.beta1, static_cast<double>(step_));
+  const double bc2 = 1.0 - std::pow(hyper_.beta2, static_cast<double>(step_));
+  at::Tensor w = value;  // a view into the parameter: updated in place
+  if (p.decay && hyper_.weight_decay > 0) w.mul_(1.0 - lr * hyper_.weight_decay);
+  m_[i].mul_(hyper_.beta1).add_(g, 1.0 - hyper_.beta1);
+  v_[i].mul_(hyper_.beta2).addcmul_(g, g, 1.0 - hyper_.beta2);
+  at::Tensor denom = (v_[i].sqrt() / std::sqrt(bc2)).add_(hyper_.eps);
+  w.addcdiv_(m_[i], denom, -lr / bc1);
+}
+
+// Gradients are summed over dp in flat buffers of at most bucket_elements_ (one parameter larger
+// than a bucket goes alone), in parameter order, then copied back.
+void AdamW::all_reduce_buckets() {
+  std::vector<at::Tensor> bucket;
+  int64_t filled = 0;
+  auto flush = [&] {
+    if (bucket.empty()) return;
+    std::vector<at::Tensor> flat_parts;
+    for (const at::Tensor& g : bucket) flat_parts.push_back(g.reshape({-1}));
+    at::Tensor flat = at::cat(flat_parts);
+    mesh_->dp().all_reduce(flat, ReduceOp::kSum);
+    int64_t off = 0;
+    for (at::Tensor& g : bucket) {
+      g.view({-1}).copy_(flat.narrow(0, off, g.numel()));
+      off += g.numel();
+    }
+    bucket.clear();
+    filled = 0;
+  };
+  for (Param& p : *params_) {
+    at::Tensor& g = p.value.mutable_grad();
+    if (!g.defined()) continue;
+    if (filled + g.numel() > bucket_elements_) flush();
+    bucket.push_back(g);
+    filled += g.numel();
+  }
+  flush();
+}
+
+double AdamW::step(double lr, double max_norm) {
   at::NoGradGuard no_grad;
+  ++step_;
+  if (zero1_) return zero1_step(lr, max_norm);
+  if (mesh_->dp_size() > 1) all_reduce_buckets();
+  std::vector<at::Tensor> grads;
+  for (const Param& p : *params_) grads.push_back(p.value.grad());
+  const double norm = grad_norm(*params_, grads, *mesh_, /*dp_sharded=*/false);
+  const double scale = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
   for (size_t i = 0; i < params_->size(); ++i) {
     Param& p = (*params_)[i];
-    const at::Tensor& g = p.value.grad();
-    if (!g.defined()) continue;
-    if (p.decay && weight_decay_ > 0) p.value.mul_(1.0 - lr * weight_decay_);
-    m_[i].mul_(beta1_).add_(g, 1.0 - beta1_);
-    v_[i].mul_(beta2_).addcmul_(g, g, 1.0 - beta2_);
-    at::Tensor denom = (v_[i].sqrt() / std::sqrt(bc2)).add_(eps_);
-    p.value.addcdiv_(m_[i], denom, -lr / bc1);
+    if (!grads[i].defined()) continue;
+    update(p, p.value, scale == 1.0 ? grads[i] : grads[i] * scale, i, lr);
+    p.value.mutable_grad() = at::Tensor();
   }
+  return norm;
 }
 
-void AdamW::zero_grad() {
-  for (Param& p : *params_) {
-    if (p.value.grad().defined()) p.value.mutable_grad() = at::Tensor();
+// Note [ZeRO-1 layout]: the flat buffer is dp segments of equal length S; segment k holds, for
+// every parameter with a gradient, the rows dp rank k owns, in parameter order (zero padded). A
+// reduce-scatter leaves each rank the summed gradient of its own segment; after the update an
+// all-gather of the segments gives every rank every updated chunk.
+double AdamW::zero1_step(double lr, double max_norm) {
+  const int dp = mesh_->dp_size(), me = mesh_->dp_rank();
+  std::vector<size_t> active;
+  for (size_t i = 0; i < params_->size(); ++i) {
+    if ((*params_)[i].value.grad().defined()) active.push_back(i);
   }
+  auto chunk = [&](const at::Tensor& t, int k) {
+    auto [start, count] = zero1_rows(t.size(0), k, dp);
+    return t.narrow(0, start, count).reshape({-1});
+  };
+  int64_t seg = 0;
+  for (int k = 0; k < dp; ++k) {
+    int64_t n = 0;
+    for (size_t i : active) n += chunk((*params_)[i].value, k).numel();
+    seg = std::max(seg, n);
+  }
+  at::Tensor send = at::zeros({dp * seg}, at::kFloat);
+  for (int k = 0; k < dp; ++k) {
+    int64_t off = k * seg;
+    for (size_t i : active) {
+      at::Tensor g = chunk((*params_)[i].value.grad(), k);
+      send.narrow(0, off, g.numel()).copy_(g);
+      off += g.numel();
+    }
+  }
+  at::Tensor mine = at::empty({seg}, at::kFloat);
+  mesh_->dp().reduce_scatter(mine, send, ReduceOp::kSum);
+
+  std::vector<at::Tensor> grads(params_->size());
+  int64_t off = 0;
+  for (size_t i : active) {
+    const at::Tensor& value = (*params_)[i].value;
+    std::vector<int64_t> shape = value.sizes().vec();
+    shape[0] = rows_[i].second;
+    const int64_t n = rows_[i].second * (value.numel() / std::max<int64_t>(1, value.size(0)));
+    grads[i] = mine.narrow(0, off, n).view(shape);
+    off += n;
+  }
+  const double norm = grad_norm(*params_, grads, *mesh_, /*dp_sharded=*/true);
+  const double scale = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
+  off = 0;
+  for (size_t i : active) {
+    Param& p = (*params_)[i];
+    at::Tensor w = p.value.narrow(0, rows_[i].first, rows_[i].second);
+    update(p, w, scale == 1.0 ? grads[i] : grads[i] * scale, i, lr);
+    mine.narrow(0, off, w.numel()).copy_(w.reshape({-1}));
+    off += w.numel();
+    p.value.mutable_grad() = at::Tensor();
+  }
+  at::Tensor gathered = at::empty({dp * seg}, at::kFloat);
+  mesh_->dp().all_gather(gathered, mine);
+  for (int k = 0; k < dp; ++k) {
+    if (k == me) continue;
+    int64_t o = k * seg;
+    for (size_t i : active) {
+      at::Tensor w = chunk((*params_)[i].value, k);  // a view of the parameter's rows
+      w.copy_(gathered.narrow(0, o, w.numel()));
+      o += w.numel();
+    }
+  }
+  return norm;
 }
 
 double lr_at(const TrainConfig& cfg, int64_t step) {
@@ -46,29 +158,17 @@ double lr_at(const TrainConfig& cfg, int64_t step) {
   return min_lr + 0.5 * (cfg.lr - min_lr) * (1.0 + std::cos(M_PI * progress));
 }
 
-double clip_grad_norm(std::vector<Param>& params, double max_norm, const Mesh& mesh) {
-  at::Tensor sharded = at::zeros({1}, at::kDouble), replicated = at::zeros({1}, at::kDouble);
-  for (const Param& p : params) {
-    const at::Tensor& g = p.value.grad();
-    if (!g.defined()) continue;
-    (p.split_dim >= 0 ? sharded : replicated).add_(g.to(at::kDouble).pow(2).sum());
+double grad_norm(const std::vector<Param>& params, const std::vector<at::Tensor>& grads, const Mesh& mesh,
+                 bool dp_sharded) {
+  at::Tensor sq = at::zeros({2}, at::kDouble);  // [tp-sharded, replicated]
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!grads[i].defined()) continue;
+    sq[params[i].split_dim >= 0 ? 0 : 1] += grads[i].to(at::kDouble).pow(2).sum();
   }
+  if (dp_sharded) mesh.dp().all_reduce(sq, ReduceOp::kSum);
+  at::Tensor sharded = sq.narrow(0, 0, 1).contiguous();
   mesh.tp().all_reduce(sharded, ReduceOp::kSum);
-  const double norm = std::sqrt(sharded.item<double>() + replicated.item<double>());
-  if (max_norm > 0 && norm > max_norm) {
-    const double scale = max_norm / (norm + 1e-6);
-    for (Param& p : params) {
-      if (p.value.grad().defined()) p.value.mutable_grad().mul_(scale);
-    }
-  }
-  return norm;
-}
-
-void sum_gradients_dp(std::vector<Param>& params, const Mesh& mesh) {
-  if (mesh.dp_size() == 1) return;
-  for (Param& p : params) {
-    if (p.value.grad().defined()) mesh.dp().all_reduce(p.value.mutable_grad(), ReduceOp::kSum);
-  }
+  return std::sqrt(sharded.item<double>() + sq[1].item<double>());
 }
 
 }  // namespace lethe

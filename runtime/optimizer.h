@@ -1,5 +1,17 @@
-// AdamW (decoupled weight decay, as torch.optim.AdamW), the learning-rate schedule, gradient
-// clipping and data-parallel gradient averaging.
+// AdamW (decoupled weight decay, as torch.optim.AdamW) with its data-parallel gradient
+// synchronisation and gradient clipping, and the learning-rate schedule.
+//
+// Note [Data-parallel step]: every rank's loss is already scaled so that the *sum* of the ranks'
+// gradients is the gradient of the global-batch mean (the trainer divides by the step's global
+// token count). step() then
+//  - plain: all-reduces the gradients in flat buckets of mesh.bucket_mb, clips, and updates every
+//    parameter with full AdamW moments (identical on every dp rank);
+//  - ZeRO-1 (mesh.zero1): reduce-scatters the gradients so each dp rank holds the summed gradient
+//    of its chunk of every parameter — rows [row_start, row_start + rows) along dim 0 of the tp
+//    shard — keeps AdamW moments for that chunk only, updates it, and all-gathers the updated
+//    chunks. Parameters are fp32 and are themselves the master weights, so the moments are what
+//    is sharded (1/dp of 8 bytes per parameter per rank).
+// Both give the same parameters (to float rounding) as one process on the same global batch.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -12,40 +24,55 @@
 
 namespace lethe {
 
+struct AdamHyper {
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.0;
+};
+
 class AdamW {
  public:
   // Keeps pointers into `params`, which must outlive the optimizer and not be resized.
-  AdamW(std::vector<Param>& params, const TrainConfig& cfg);
+  AdamW(std::vector<Param>& params, const AdamHyper& hyper, const Mesh& mesh);
 
-  // One update with learning rate `lr` from the parameters' .grad() (fp32). Parameters without a
-  // gradient are left alone.
-  void step(double lr);
-  void zero_grad();
+  // Synchronises gradients over dp, clips their global norm to `max_norm` (0: no clipping), and
+  // updates with learning rate `lr`; returns the norm before clipping and clears the gradients.
+  // Parameters without a gradient (on every rank alike) are left alone. Collective over the mesh.
+  double step(double lr, double max_norm);
 
   int64_t steps_taken() const { return step_; }
   void set_steps_taken(int64_t s) { step_ = s; }
-  // Per parameter, in the order of `params`: first and second moments (this rank's shard).
+  // Per parameter, in the order of `params`: this rank's moments, rows [row_start(i), + rows) of
+  // the parameter's tp shard along dim 0 (all rows without ZeRO-1).
   std::vector<at::Tensor>& exp_avg() { return m_; }
   std::vector<at::Tensor>& exp_avg_sq() { return v_; }
+  int64_t row_start(size_t i) const { return rows_[i].first; }
+  bool zero1() const { return zero1_; }
 
  private:
+  void all_reduce_buckets();
+  double zero1_step(double lr, double max_norm);
+  void update(Param& p, const at::Tensor& value, const at::Tensor& grad, size_t i, double lr);
+
   std::vector<Param>* params_;
-  double beta1_, beta2_, eps_, weight_decay_;
+  AdamHyper hyper_;
+  const Mesh* mesh_;
+  bool zero1_;
+  int64_t bucket_elements_;
   std::vector<at::Tensor> m_, v_;
+  std::vector<std::pair<int64_t, int64_t>> rows_;  // per parameter: this rank's [start, count)
   int64_t step_ = 0;
 };
+
+// Rows [start, count) of `rows` that dp rank `k` of `dp` owns under ZeRO-1 (ceil-sized chunks;
+// the last ranks may own fewer, or none).
+std::pair<int64_t, int64_t> zero1_rows(int64_t rows, int k, int dp);
 
 // Learning rate at optimizer step `step` (0-based): linear warm-up, then cosine decay to
 // lr · min_lr_ratio at the last step, or constant.
 double lr_at(const TrainConfig& cfg, int64_t step);
 
-// Scales gradients so their global L2 norm is at most `max_norm` (0: no clipping) and returns the
-// norm before clipping. Sharded parameters' squares are summed over tp, replicated ones counted
-// once. Collective over mesh.tp().
-double clip_grad_norm(std::vector<Param>& params, double max_norm, const Mesh& mesh);
-
-// Sums every gradient over the data-parallel group: each rank's loss is already divided by the
-// step's global token count, so the sum is the gradient of the global mean. Collective over mesh.dp().
-void sum_gradients_dp(std::vector<Param>& params, const Mesh& mesh);
+// Global L2 norm of the given gradient pieces: tp-sharded pieces' squares are summed over tp,
+// replicated ones counted once; with `dp_sharded` the pieces are disjoint dp chunks (summed over dp).
+double grad_norm(const std::vector<Param>& params, const std::vector<at::Tensor>& grads, const Mesh& mesh,
+                 bool dp_sharded);
 
 }  // namespace lethe

@@ -18,8 +18,14 @@ at::Tensor batch_logprobs(const Llama& model, const Batch& b) {
   return model.token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT) * b.loss_mask_BT;
 }
 
+at::Tensor dp_mean_tokens(const Llama& model, const Batch& b) {
+  at::Tensor c = b.loss_mask_BT.sum().to(at::kDouble).reshape({1});
+  model.mesh().dp().all_reduce(c, ReduceOp::kAvg);
+  return c.clamp_min(1).to(at::kFloat).squeeze();
+}
+
 at::Tensor mean_nll(const Llama& model, const Batch& b) {
-  return -batch_logprobs(model, b).sum() / b.loss_mask_BT.sum().clamp_min(1);
+  return -batch_logprobs(model, b).sum() / dp_mean_tokens(model, b);
 }
 
 at::Tensor sequence_logprobs(const at::Tensor& token_logprobs_BT, const Batch& b) {
@@ -35,7 +41,7 @@ NllKl nll_and_kl(const Llama& model, const Llama& reference, const Batch& b, Cos
   }
   cost.forward_tokens += b.input_BT.numel();
   const at::Tensor& mask = b.loss_mask_BT;
-  const at::Tensor count = mask.sum().clamp_min(1);
+  const at::Tensor count = dp_mean_tokens(model, b);
   at::Tensor lp_BT = vocab_parallel_logprobs(logits_BTv, b.target_BT, model.vocab_start(), model.tp());
   at::Tensor lp_BTv = vocab_parallel_log_softmax(logits_BTv, model.tp());
   // Σ_v p_ref (log p_ref − log p_θ): each rank sums its vocabulary shard, then the shards are added.

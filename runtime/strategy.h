@@ -88,12 +88,16 @@ class Strategy {
 
 // Per-token log-probs [B, T] of the batch's targets (0 where masked out).
 at::Tensor batch_logprobs(const Llama& model, const Batch& b);
-// Mean token NLL over the batch's loss mask.
+// Note [Token means under dp]: a rank's token sum is divided by the batch's token count averaged
+// over dp ranks (not its own count), so that the engine's sum of (loss / dp) over ranks is the
+// mean over the global batch's tokens whatever the dp size. Collective over the model's dp group.
+at::Tensor dp_mean_tokens(const Llama& model, const Batch& b);
+// Mean token NLL over the batch's loss mask (Note [Token means under dp]).
 at::Tensor mean_nll(const Llama& model, const Batch& b);
 // Per-row sums of masked log-probs: log π(y|x) per sample, [B].
 at::Tensor sequence_logprobs(const at::Tensor& token_logprobs_BT, const Batch& b);
 // Mean token NLL and mean KL(π_ref ‖ π_θ) per token over the whole vocabulary on the batch's
-// loss mask, from one forward of `model`; vocab-parallel. Counts the reference forward in `cost`.
+// loss mask (Note [Token means under dp]), from one forward of `model`; vocab-parallel. Counts the reference forward in `cost`.
 struct NllKl {
   at::Tensor nll, kl;
 };

@@ -6,7 +6,7 @@
 namespace lethe {
 
 Trainer::Trainer(Llama& model, const Mesh& mesh, const TrainConfig& cfg, const TokenDataset& data, uint64_t seed)
-    : model_(model), mesh_(mesh), cfg_(cfg), data_(data), opt_(model.params(), cfg), loader_(data.rows(), seed) {}
+    : model_(model), mesh_(mesh), cfg_(cfg), data_(data), opt_(model.params(), AdamHyper{cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay}, mesh), loader_(data.rows(), seed) {}
 
 Status Trainer::check(const TrainConfig& cfg, const Mesh& mesh) {
   const int64_t micro = cfg.batch_size / cfg.grad_accum;
@@ -58,13 +58,10 @@ StepStats Trainer::step() {
     loss_sum += loss.detach().to(at::kDouble);
   }
   mesh_.dp().all_reduce(loss_sum, ReduceOp::kSum);
-  sum_gradients_dp(model_.params(), mesh_);
 
   StepStats s;
-  s.grad_norm = clip_grad_norm(model_.params(), cfg_.grad_clip, mesh_);
   s.lr = lr_at(cfg_, opt_.steps_taken());
-  opt_.step(s.lr);
-  opt_.zero_grad();
+  s.grad_norm = opt_.step(s.lr, cfg_.grad_clip);
   s.step = opt_.steps_taken();
   s.loss = loss_sum.item<double>();
   s.tokens = static_cast<int64_t>(tokens);

@@ -11,14 +11,12 @@ namespace lethe {
 
 namespace {
 
-TrainConfig optimizer_config(const UnlearnConfig& u) {
-  TrainConfig t;
-  t.lr = u.lr;
-  t.beta1 = u.beta1;
-  t.beta2 = u.beta2;
-  t.weight_decay = u.weight_decay;
-  t.grad_clip = u.grad_clip;
-  return t;
+AdamHyper adam_hyper(const UnlearnConfig& u) {
+  AdamHyper h;
+  h.beta1 = u.beta1;
+  h.beta2 = u.beta2;
+  h.weight_decay = u.weight_decay;
+  return h;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
@@ -31,7 +29,7 @@ Unlearner::Unlearner(Llama& model, const Mesh& mesh, Strategy& strategy, const U
                      const std::vector<UnlearnRequest>& requests, const TokenDataset* retain,
                      const TokenDataset* holdout, const Llama* reference, uint64_t seed)
     : model_(model), mesh_(mesh), strategy_(strategy), cfg_(cfg), requests_(requests), retain_(retain),
-      holdout_(holdout), reference_(reference), seed_(seed), opt_(model.params(), optimizer_config(cfg)),
+      holdout_(holdout), reference_(reference), seed_(seed), opt_(model.params(), adam_hyper(cfg), mesh),
       retain_loader_(retain ? retain->rows() : 0, seed ^ 0x5EED) {}
 
 Status Unlearner::check(const Strategy& s, const UnlearnConfig& cfg, const std::vector<UnlearnRequest>& requests,
@@ -62,16 +60,13 @@ std::vector<int64_t> Unlearner::my_rows(const std::vector<int64_t>& global) cons
 }
 
 void Unlearner::optimizer_step(const at::Tensor& loss) {
-  // Each dp rank's loss is a mean over its rows; summing gradients over dp and dividing by dp
-  // gives the gradient of the mean over the global batch.
+  // Each dp rank's loss is a mean over its rows (token means: Note [Token means under dp]);
+  // dividing by dp and summing the gradients over dp gives the gradient of the global-batch mean.
   torch::autograd::backward({loss / static_cast<double>(mesh_.dp_size())});
-  sum_gradients_dp(model_.params(), mesh_);
   for (Param& p : model_.params()) {
     if (!strategy_.trains(p)) p.value.mutable_grad() = at::Tensor();
   }
-  clip_grad_norm(model_.params(), cfg_.grad_clip, mesh_);
-  opt_.step(cfg_.lr);
-  opt_.zero_grad();
+  opt_.step(cfg_.lr, cfg_.grad_clip);
 }
 
 std::map<std::string, double> Unlearner::unlearn_step(DataLoader& order, const std::vector<int64_t>& active) {
@@ -89,8 +84,12 @@ std::map<std::string, double> Unlearner::unlearn_step(DataLoader& order, const s
     processed += cfg_.retain_batch * retain_->seq_len;
   }
   LossTerms terms = strategy_.loss(model_, b);
+  std::vector<at::Tensor> parts;
+  for (const auto& [name, t] : terms.terms) parts.push_back(t.detach().to(at::kDouble).reshape({1}));
+  at::Tensor avg = at::cat(parts);
+  mesh_.dp().all_reduce(avg, ReduceOp::kAvg);  // each term over the global batch
   std::map<std::string, double> values;
-  for (const auto& [name, t] : terms.terms) values[name] = t.item<double>();
+  for (size_t i = 0; i < terms.terms.size(); ++i) values[terms.terms[i].first] = avg[i].item<double>();
   optimizer_step(terms.total());
   cost_.train_tokens += processed;
   return values;
@@ -99,7 +98,9 @@ std::map<std::string, double> Unlearner::unlearn_step(DataLoader& order, const s
 double Unlearner::learn_step() {
   Batch b = make_batch(*retain_, my_rows(retain_loader_.next_rows(cfg_.retain_batch)));
   at::Tensor loss = mean_nll(model_, b);
-  const double value = loss.item<double>();
+  at::Tensor value_t = loss.detach().to(at::kDouble).reshape({1});
+  mesh_.dp().all_reduce(value_t, ReduceOp::kAvg);
+  const double value = value_t.item<double>();
   optimizer_step(loss);
   cost_.train_tokens += cfg_.retain_batch * retain_->seq_len;
   return value;
