@@ -9,6 +9,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <mpi.h>
 
 #include <cstdint>
 #include <string>
@@ -16,11 +17,29 @@
 
 #include "base/status.h"
 
+
 namespace lethe {
+
+// A rectangular region of a dataset: start and count per dimension.
+struct Box {
+  std::vector<int64_t> start, count;
+  int64_t numel() const;
+};
+
+// One piece of a sharded dataset: its region, the writer's checksum of its bytes, and whether this
+// rank writes it (with `data`, of the box's shape).
+struct Piece {
+  Box box;
+  uint64_t xxh3 = 0;
+};
 
 class H5File {
  public:
   static Result<H5File> create(const std::string& path);  // truncates
+  // Collective over `comm`: one file written by every rank through MPI-IO. In this mode every
+  // write below is collective (same names, shapes and order on every rank); write_tensor and
+  // write_string store rank 0's data and checksum, write_sharded each rank's own piece.
+  static Result<H5File> create_parallel(const std::string& path, MPI_Comm comm);
   static Result<H5File> open(const std::string& path);    // read-only
   H5File(H5File&& o) noexcept;
   H5File& operator=(H5File&& o) noexcept;
@@ -29,6 +48,16 @@ class H5File {
   ~H5File();
 
   Status write_tensor(const std::string& name, const at::Tensor& t);
+  // A dataset of `global_shape` tiled by `pieces` (every rank passes the same list, checksums
+  // included); this rank writes pieces[mine] from `data` (mine < 0: nothing). The pieces' boxes and
+  // checksums are stored as attributes, so any region can be read back and verified.
+  Status write_sharded(const std::string& name, const std::vector<int64_t>& global_shape, at::ScalarType dtype,
+                       const std::vector<Piece>& pieces, int mine, const at::Tensor& data);
+  // The region `box` of a dataset written by write_sharded (or write_tensor), verifying the
+  // checksum of every stored piece it overlaps (reading those pieces whole).
+  Result<at::Tensor> read_box(const std::string& name, const Box& box) const;
+  // The full logical shape of a dataset.
+  Result<std::vector<int64_t>> shape(const std::string& name) const;
   // Reads and verifies the checksum. REQUIRES: the dataset was written by write_tensor.
   Result<at::Tensor> read_tensor(const std::string& name) const;
   Status write_string(const std::string& name, const std::string& s);
@@ -47,10 +76,15 @@ class H5File {
   const std::string& path() const { return path_; }
 
  private:
-  H5File(int64_t id, std::string path) : id_(id), path_(std::move(path)) {}
+  H5File(int64_t id, std::string path, bool parallel = false, int rank = 0)
+      : id_(id), path_(std::move(path)), parallel_(parallel), rank_(rank) {}
+  Result<at::Tensor> read_region(int64_t ds, int64_t file_type, at::ScalarType scalar, const Box& box) const;
   Status error(const std::string& what) const { return Status::error(path_ + ": " + what); }
   int64_t id_ = -1;  // hid_t
   std::string path_;
+  bool parallel_ = false;  // created with create_parallel: writes are collective
+  int rank_ = 0;           // this rank in the parallel file's communicator
+  MPI_Comm comm_ = MPI_COMM_NULL;
 };
 
 // xxh3-64 of a contiguous tensor's bytes.

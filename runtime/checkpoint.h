@@ -20,7 +20,7 @@
 
 namespace lethe {
 
-inline constexpr int64_t kCheckpointVersion = 2;
+inline constexpr int64_t kCheckpointVersion = 3;
 
 // Named tensors a loop needs to continue exactly (data cursors, counters, a strategy's state),
 // stored under "state/" next to the model and optimizer. Names may contain '/'.
@@ -51,12 +51,13 @@ struct CheckpointMeta {
 };
 
 // Saves the model, optimizer, step (the optimizer's), the loop's state and the RNG; prunes all but the newest
-// `keep` checkpoints. Returns the new file's path. REQUIRES: a world of one (the collective
-// parallel-HDF5 writer comes with the MPI backend).
+// `keep` checkpoints. Returns the new file's path. Collective over the mesh's world: with several
+// ranks one file is written through MPI-IO, each rank writing its own slices (Note [Parallel commit]).
 Result<std::string> save_checkpoint(const std::string& dir, Checkpointable& loop, const CheckpointMeta& meta, int64_t keep);
 
-// Restores everything save_checkpoint wrote, resharding parameters to this rank's slices. All or
-// nothing: the loop is touched only after every dataset was read and its checksum verified.
+// Restores everything save_checkpoint wrote, at any tp × dp and ZeRO-1 setting: each rank reads only
+// the regions it holds. All or nothing, on every rank: the loop is touched only after every rank
+// read and verified its regions. Collective over the mesh's world.
 // Fails when the checkpoint was trained on other data than `expect.data_checksums` says.
 Status load_checkpoint(const std::string& path, Checkpointable& loop, const CheckpointMeta& expect);
 
