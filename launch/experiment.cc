@@ -1,5 +1,6 @@
 #include "launch/experiment.h"
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <sched.h>
 #include <signal.h>
@@ -28,7 +29,8 @@ int default_threads(int local_size) {
 
 std::string config_dir(const RunConfig& cfg) { return fs::path(cfg.source).parent_path().string(); }
 
-Result<Tokenizer> experiment_tokenizer(const RunConfig& cfg, const Corpus& corpus) {
+// Collective over `world` when the tokenizer is trained here.
+Result<Tokenizer> experiment_tokenizer(const RunConfig& cfg, const Corpus& corpus, Communicator& world) {
   if (!cfg.tokenizer.model.empty()) {
     std::string path = cfg.tokenizer.model;
     if (path[0] != '/' && !config_dir(cfg).empty()) path = config_dir(cfg) + "/" + path;
@@ -36,10 +38,16 @@ Result<Tokenizer> experiment_tokenizer(const RunConfig& cfg, const Corpus& corpu
   }
   const std::string path = cfg.run.dir + "/tokenizer.model";
   if (fs::exists(path)) return Tokenizer::load(path);
+  if (!writes_reports()) {  // rank 0 trains it (Experiment::open waits for it)
+    world.barrier();
+    return Tokenizer::load(path);
+  }
   std::vector<std::string> texts;
   for (const auto& d : corpus.training_documents(/*include_forget=*/true, cfg.corpus.qa_in_training)) texts.push_back(d.text);
   log().info("training a {}-piece sentencepiece tokenizer on {} documents", cfg.tokenizer.vocab_size, texts.size());
-  return Tokenizer::train(texts, static_cast<int>(cfg.tokenizer.vocab_size), path);
+  auto tok = Tokenizer::train(texts, static_cast<int>(cfg.tokenizer.vocab_size), path);
+  world.barrier();  // the other ranks load it now
+  return tok;
 }
 
 }  // namespace
@@ -55,8 +63,8 @@ Result<std::unique_ptr<Experiment>> open_experiment(const RunConfig& cfg) {
   e->mesh.emplace(std::move(mesh));
   LETHE_RETURN_IF_ERROR(e->mesh->check_model(cfg.model));
   LETHE_ASSIGN_OR_RETURN(e->corpus, load_corpus(cfg.corpus, config_dir(cfg)));
-  LETHE_RETURN_IF_ERROR(write_corpus(e->corpus, cfg.run.dir + "/corpus"));
-  LETHE_ASSIGN_OR_RETURN(e->tok, experiment_tokenizer(cfg, e->corpus));
+  if (writes_reports()) LETHE_RETURN_IF_ERROR(write_corpus(e->corpus, cfg.run.dir + "/corpus"));
+  LETHE_ASSIGN_OR_RETURN(e->tok, experiment_tokenizer(cfg, e->corpus, *e->world.comm));
   return e;
 }
 
@@ -92,6 +100,7 @@ json metrics_json(const Metrics& m) {
 }
 
 Status write_json(const std::string& path, const json& j) {
+  if (!writes_reports()) return Status::ok();
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
@@ -122,6 +131,14 @@ StopSignal::~StopSignal() {
   signal(SIGTERM, SIG_DFL);
 }
 
-bool StopSignal::requested() const { return g_stop_requested; }
+bool StopSignal::requested(Communicator& world) const {
+  at::Tensor flag = at::full({1}, g_stop_requested ? 1 : 0, at::kLong);
+  world.all_reduce(flag, ReduceOp::kMax);
+  return flag.item<int64_t>() != 0;
+}
+
+bool writes_reports() { return read_launch_env().rank == 0; }
+
+std::string report_path(const std::string& path) { return writes_reports() ? path : "/dev/null"; }
 
 }  // namespace lethe

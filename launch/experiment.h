@@ -63,7 +63,15 @@ class StopSignal {
   ~StopSignal();
   StopSignal(const StopSignal&) = delete;
   StopSignal& operator=(const StopSignal&) = delete;
-  bool requested() const;
+  // Whether a stop was asked for on any rank (collective over `world`, so every rank stops at the
+  // same step: mpirun delivers the signal to the ranks at different moments).
+  bool requested(Communicator& world) const;
 };
+
+// Only world rank 0 writes reports, logs of metrics and shared files (corpus, tokenizer); the other
+// ranks' writes go to /dev/null. Decided from the launcher's environment.
+bool writes_reports();
+// `path` on the reporting rank, /dev/null elsewhere.
+std::string report_path(const std::string& path);
 
 }  // namespace lethe

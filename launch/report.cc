@@ -115,6 +115,7 @@ Status write_plot(const std::string& dir, const std::vector<Row>& rows) {
 }  // namespace
 
 Status run_compare(const std::string& dir) {
+  if (!writes_reports()) return Status::ok();  // under mpirun, rank 0 reports
   const std::string retrain_path = dir + "/retrain/summary.json", target_path = dir + "/target/summary.json";
   LETHE_ASSIGN_OR_RETURN(json retrain_json, read_json(retrain_path));
   const double auc_retrain = retrain_json["metrics"].value("mink_auc", 0.5);

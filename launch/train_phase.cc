@@ -43,14 +43,14 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
   Trainer trainer(*model, mesh, cfg.train, train, static_cast<uint64_t>(cfg.run.seed));
   const std::string dir = cfg.run.dir + "/" + phase, ckpt_dir = dir + "/checkpoints";
   fs::create_directories(dir);
-  std::ofstream(dir + "/config.toml") << to_toml(cfg);
+  std::ofstream(report_path(dir + "/config.toml")) << to_toml(cfg);
   const CheckpointMeta meta{phase, to_toml(cfg), {{"train", train.checksum()}}};
   if (opts.resume) {
     LETHE_ASSIGN_OR_RETURN(std::string from, resume_latest(ckpt_dir, trainer, meta));
     log().info("resumed {} from {} at step {}", phase, from, trainer.steps_taken());
-    truncate_metrics(dir + "/metrics.jsonl", trainer.steps_taken());
+    if (writes_reports()) truncate_metrics(dir + "/metrics.jsonl", trainer.steps_taken());
   }
-  std::ofstream metrics(dir + "/metrics.jsonl", opts.resume ? std::ios::app : std::ios::trunc);
+  std::ofstream metrics(report_path(dir + "/metrics.jsonl"), opts.resume ? std::ios::app : std::ios::trunc);
 
   const double flops_per_token = train_flops_per_token(cfg.model, T);
   log().info("{}: {} parameters, {} rows of {} tokens ({} documents), {} steps of {} rows, {} threads", phase,
@@ -67,7 +67,7 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
     window_tokens += s.tokens;
     window_rows += cfg.train.batch_size * T;
     const bool last = s.step == cfg.train.steps || (opts.stop_after > 0 && s.step - first_step >= opts.stop_after) ||
-                      stop.requested();
+                      stop.requested(mesh.world());
     if (s.step % cfg.run.log_every == 0 || last) {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const double eta = elapsed / static_cast<double>(s.step - first_step) * static_cast<double>(cfg.train.steps - s.step);

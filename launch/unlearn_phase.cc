@@ -132,7 +132,7 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   if (data.retain) meta.data_checksums["retain"] = data.retain->checksum();
 
   fs::create_directories(dir);
-  std::ofstream(dir + "/config.toml") << to_toml(cfg);
+  std::ofstream(report_path(dir + "/config.toml")) << to_toml(cfg);
   const bool resuming = opts.resume && !list_checkpoints(ckpt_dir).empty();
   if (resuming) {
     LETHE_ASSIGN_OR_RETURN(std::string from, resume_latest(ckpt_dir, engine, meta));
@@ -141,7 +141,7 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
     std::error_code ec;
     fs::remove_all(ckpt_dir, ec);
   }
-  std::ofstream metrics(dir + "/metrics.jsonl", resuming ? std::ios::app : std::ios::trunc);
+  std::ofstream metrics(report_path(dir + "/metrics.jsonl"), resuming ? std::ios::app : std::ios::trunc);
   const double flops_per_token = train_flops_per_token(cfg.model, cfg.data.seq_len);
   const std::optional<double> auc_retrain = retrain_auc(cfg);
   log().info("{}: unlearning {} request(s) from {}", method, data.requests.size(), source);
@@ -166,7 +166,7 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
                r.stop_reason.empty() ? "" : "  → " + r.stop_reason);
     last = r;
   };
-  hooks.interrupted = [&] { return stop.requested(); };
+  hooks.interrupted = [&] { return stop.requested(ex.mesh->world()); };
   hooks.stop_after_cycles = opts.stop_after_cycles;
   LETHE_RETURN_IF_ERROR(engine.run(hooks));
   if (!engine.finished()) {
