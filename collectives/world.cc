@@ -56,7 +56,8 @@ void abort_job(const std::string& message) {
 Result<World> init_world(double timeout_s) {
   const LaunchEnv e = read_launch_env();
   const char* forced = std::getenv("LETHE_COMM");
-  const bool use_mpi = e.world_size > 1 || (forced && std::string(forced) == "mpi");
+  const std::string backend = forced ? forced : "";
+  const bool use_mpi = backend == "mpi" || (e.world_size > 1 && backend != "local");
   World w;
   w.local_rank = e.local_rank;
   w.local_size = e.local_size;

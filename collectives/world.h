@@ -4,7 +4,8 @@
 // backend and MPI is not started. Launched with more ranks (mpirun, srun), MPI is initialised once
 // (finalised at exit) and the world is the MPI backend; from then on a fatal error on any rank
 // aborts every rank (MPI_Abort) with its message. LETHE_COMM=mpi forces the MPI backend even for
-// a world of one (tests of the backend itself).
+// a world of one (tests of the backend itself); LETHE_COMM=local a world of one even under a
+// launcher (tests that compare a multi-rank run with one process).
 #pragma once
 
 #include <memory>

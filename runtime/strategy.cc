@@ -39,7 +39,7 @@ NllKl nll_and_kl(const Llama& model, const Llama& reference, const Batch& b, Cos
     at::NoGradGuard no_grad;
     ref_BTv = reference.log_probs_shard(reference.hidden(b.input_BT, b.positions_BT, b.segments_BT));
   }
-  cost.forward_tokens += b.input_BT.numel();
+  cost.forward_tokens += b.input_BT.numel() * model.mesh().dp_size();  // every dp rank's rows
   const at::Tensor& mask = b.loss_mask_BT;
   const at::Tensor count = dp_mean_tokens(model, b);
   at::Tensor lp_BT = vocab_parallel_logprobs(logits_BTv, b.target_BT, model.vocab_start(), model.tp());

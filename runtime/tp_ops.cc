@@ -128,7 +128,9 @@ at::Tensor vocab_parallel_log_softmax(const at::Tensor& logits_BTv, Communicator
   at::Tensor z = logits_BTv.to(at::kFloat);
   at::Tensor m = std::get<0>(z.detach().max(-1, /*keepdim=*/true)).contiguous();  // a constant shift
   tp.all_reduce(m, ReduceOp::kMax);
-  at::Tensor sum_exp = reduce_from_tp((z - m).exp().sum(-1, /*keepdim=*/true), tp);
+  // The normaliser is used differently on every rank (each rank's own shard of log-probs), so its
+  // gradient must be summed over tp as well: all-reduce forward, all-reduce backward.
+  at::Tensor sum_exp = copy_to_tp(reduce_from_tp((z - m).exp().sum(-1, /*keepdim=*/true), tp), tp);
   return z - m - sum_exp.log();
 }
 

@@ -79,7 +79,9 @@ class Icu : public BasicStrategy {
     const TokenDataset& f = *ctx.data.forget;
     at::Tensor sim = at::matmul(embeddings(*ctx.reference, f, *ctx.cost),
                                 embeddings(*ctx.reference, *ctx.data.retain, *ctx.cost).t());
-    pair_ = sim.argmax(1);
+    // Compared at 1e-4 resolution (ties to the lowest row): near-duplicate retain samples would
+    // otherwise be picked by float rounding, which differs between tp/dp layouts.
+    pair_ = (sim * 1e4).round().argmax(1);
     remaining_ = at::ones({f.rows()}, at::kLong);
     forget_samples_ = row_samples(f);
     holdout_samples_ = row_samples(*ctx.data.holdout);
@@ -97,7 +99,7 @@ class Icu : public BasicStrategy {
     at::Tensor pair_rows = pair_.index_select(0, b.forget.rows_B);
     Batch pairs = make_batch(*ctx_.data.retain,
                              std::vector<int64_t>(pair_rows.data_ptr<int64_t>(), pair_rows.data_ptr<int64_t>() + pair_rows.numel()));
-    ctx_.cost->train_tokens += pairs.input_BT.numel();
+    ctx_.cost->train_tokens += pairs.input_BT.numel() * model.mesh().dp_size();  // every dp rank's pairs
     NllKl p = nll_and_kl(model, *ctx_.reference, pairs, *ctx_.cost);
     LossTerms t;
     t.add("forget_neg_nll", -cfg_.forget_weight * mean_nll(model, b.forget));

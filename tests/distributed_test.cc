@@ -5,7 +5,12 @@
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <filesystem>
+#include <functional>
+
 #include "collectives/local_communicator.h"
+#include "launch/train_phase.h"
+#include "launch/unlearn_phase.h"
 #include "runtime/checkpoint.h"
 #include "runtime/trainer.h"
 #include "tests/helpers.h"
@@ -191,6 +196,62 @@ TEST(Distributed, CheckpointReshardsToOtherLayoutsAndContinuesTheSameRun) {
       EXPECT_TRUE(at::equal(gather_tp(p, p.value.detach(), *mesh), at_save[i])) << p.name;
     }
     for (int k = 0; k < 3; ++k) EXPECT_NEAR(t.step().loss, ref_losses[static_cast<size_t>(k)], kAbs) << "step " << 3 + k;
+  }
+}
+
+// Unlearning at tp 2 × dp 2 against one process, through the CLI's phase runners: a target trained
+// at tp 2 × dp 2 is unlearned with NPO (reference model) and ICU (refinement by generation) on all
+// 4 ranks, and by rank 0 alone as a world of one from the same checkpoint (resharded to tp 1).
+TEST(Distributed, UnlearningAtTp2Dp2MatchesOneProcess) {
+  Communicator& world = test_world();
+  if (world.size() != 4) GTEST_SKIP() << "needs mpirun -np 4";
+  const std::string dir = test::shared_scratch_dir("unlearn", world);
+  auto config = [&](const std::string& run_dir, std::vector<std::string> extra) {
+    RunConfig cfg = test::tiny_config(run_dir);
+    extra.insert(extra.end(), {"run.threads=1", "corpus.qa_in_training=true", "train.steps=80", "unlearn.max_cycles=2",
+                               "unlearn.lr=3e-4", "unlearn.methods=[\"npo\", \"kl\", \"icu\"]"});
+    auto c = parse_config(to_toml(cfg), "distributed-test", extra);
+    EXPECT_TRUE(c.is_ok()) << c.status().message();
+    return *c;
+  };
+  const RunConfig dist = config(dir + "/dist", {"mesh.tp=2", "mesh.dp=2"});
+  ASSERT_TRUE(run_train_phase(dist, {true, false, 0}).is_ok());
+  if (world.rank() == 0) {
+    std::filesystem::copy(dir + "/dist", dir + "/one", std::filesystem::copy_options::recursive);
+    setenv("LETHE_COMM", "local", 1);
+    Status s = run_unlearn_phase(config(dir + "/one", {}), {false, 0});
+    setenv("LETHE_COMM", "mpi", 1);
+    EXPECT_TRUE(s.is_ok()) << s.message();
+  }
+  world.barrier();
+  Status s = run_unlearn_phase(dist, {false, 0});
+  ASSERT_TRUE(s.is_ok()) << s.message();
+  if (world.rank() != 0) return;
+  // Every number of every cycle record (losses, metrics, token counts), except timings.
+  std::function<void(const nlohmann::json&, const nlohmann::json&, const std::string&)> same =
+      [&](const nlohmann::json& x, const nlohmann::json& y, const std::string& key) {
+        if (y.is_object()) {
+          for (const auto& [k, v] : y.items()) {
+            if (k == "seconds" || k == "flops_per_s" || k == "tokens_per_s" || k == "time_s") continue;
+            ASSERT_TRUE(x.contains(k)) << key << "." << k;
+            same(x[k], v, key + "." + k);
+          }
+        } else if (y.is_number()) {
+          // Losses and counts to 1e-3 relative. Metrics decided by an argmax (MA, VerbMem, KnowMem,
+          // EL, ES) flip where two tokens are within float rounding: 0.01 of a fraction, 1 point of
+          // a 0–100 score.
+          const double v = y.get<double>();
+          const bool metric = key.find(".metrics.") != std::string::npos;
+          const double tol = metric ? (std::abs(v) > 1 ? 1.0 : 0.01) : 1e-3 * std::max(1.0, std::abs(v));
+          EXPECT_NEAR(x.get<double>(), v, tol) << key;
+        }
+      };
+  for (const std::string method : {"npo", "kl", "icu"}) {
+    auto a = test::read_jsonl(dir + "/dist/unlearn-" + method + "/metrics.jsonl");
+    auto b = test::read_jsonl(dir + "/one/unlearn-" + method + "/metrics.jsonl");
+    ASSERT_EQ(a.size(), b.size()) << method;
+    ASSERT_FALSE(a.empty()) << method;
+    for (size_t i = 0; i < a.size(); ++i) same(a[i], b[i], method + "[" + std::to_string(i) + "]");
   }
 }
 
