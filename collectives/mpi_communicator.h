@@ -1,13 +1,16 @@
 // The MPI backend: CPU tensors, in place on their data pointers.
 //
-// Every operation is issued non-blocking and completed by polling against a deadline: an operation
-// that does not complete within the timeout (a dead or stuck peer) ends the whole job through
-// MPI_Abort with a message naming this rank, the operation and its size — never a silent hang.
+// Every operation is MPI's blocking call under a watchdog: an operation that does not complete
+// within the timeout (a dead or stuck peer) ends the whole job through MPI_Abort with a message
+// naming this rank, the operation and its size — never a silent hang.
 // 16-bit floats are reduced through an fp32 copy (Open MPI 4.1 has no bf16 sum); all-reduce and
 // broadcast split buffers larger than kChunkElements into several calls.
 #pragma once
 
 #include <mpi.h>
+
+#include <functional>
+#include <string>
 
 #include "collectives/communicator.h"
 
@@ -39,8 +42,8 @@ class MpiCommunicator final : public Communicator {
   double timeout_s() const { return timeout_s_; }
 
  private:
-  // Completes `req` or aborts the job after the timeout.
-  void wait(MPI_Request& req, const std::string& op, int64_t bytes) const;
+  // Runs the blocking MPI `call` under the watchdog (Note [Collective deadline]).
+  void run(const std::string& op, int64_t bytes, const std::function<int()>& call) const;
   void check(int rc, const char* op) const;
 
   MPI_Comm comm_;
