@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train-step throughput of `lethe train` at tp × dp ∈ {1×1, 2×1, 1×2} on this machine: a ~3M
 # model, 30 steps of 16 rows × 128 tokens, median tokens/s of the logged windows after the first.
+# Then `lethe eval` of the last checkpoint at each layout (evaluation is split over dp): wall seconds.
 #   bash benchmarks/train_layouts.sh build/launch/lethe
 set -euo pipefail
 lethe=${1:-build/launch/lethe}
@@ -21,4 +22,16 @@ for layout in "1 1" "2 1" "1 2"; do
         --set mesh.tp=$1 --set mesh.dp=$2 --set run.threads=$threads 2>&1)
   tps=$(echo "$out" | grep -o '[0-9]* tok/s' | awk 'NR>1 {print $1}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   echo "| tp $1 × dp $2 | $np × $threads | $tps |"
+done
+ckpt=$(ls "$dir"/run/target/checkpoints/*.h5 | tail -1)
+echo
+echo "| layout | ranks × threads | lethe eval seconds (wall, process start included) |"
+echo "|---|---|---|"
+for layout in "1 1" "2 1" "1 2"; do
+  set -- $layout
+  np=$(( $1 * $2 )); threads=$(( cores / np > 0 ? cores / np : 1 ))
+  start=$(date +%s.%N)
+  mpirun --oversubscribe --bind-to none -np $np "$lethe" eval /dev/null "${common[@]}" --checkpoint "$ckpt" \
+    --out "$dir/eval.json" --set mesh.tp=$1 --set mesh.dp=$2 --set run.threads=$threads >/dev/null 2>&1
+  echo "| tp $1 × dp $2 | $np × $threads | $(echo "$(date +%s.%N) - $start" | bc -l | xargs printf '%.1f') |"
 done

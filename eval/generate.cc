@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "eval/dp_split.h"
 #include "runtime/tp_ops.h"
 
 namespace lethe {
@@ -66,12 +67,25 @@ std::vector<Tokens> generate_batch(const Llama& model, const std::vector<Tokens>
 std::vector<Tokens> greedy_generate(const Llama& model, const std::vector<Tokens>& prompts, int64_t max_new,
                                     int64_t stop_id, int64_t batch_size) {
   at::NoGradGuard no_grad;
+  const DpBlock mine = dp_block(model.mesh(), prompts.size());
+  // Row i of this rank's block: [length, tokens…, 0 padding].
+  at::Tensor rows = at::zeros({static_cast<int64_t>(mine.last - mine.first), max_new + 1}, at::kLong);
+  for (size_t start = mine.first; start < mine.last; start += static_cast<size_t>(batch_size)) {
+    const size_t end = std::min(mine.last, start + static_cast<size_t>(batch_size));
+    std::vector<Tokens> chunk(prompts.begin() + start, prompts.begin() + end);
+    std::vector<Tokens> gen = generate_batch(model, chunk, max_new, stop_id);
+    for (size_t i = 0; i < gen.size(); ++i) {
+      at::Tensor row = rows[static_cast<int64_t>(start - mine.first + i)];
+      row[0] = static_cast<int64_t>(gen[i].size());
+      row.narrow(0, 1, static_cast<int64_t>(gen[i].size())).copy_(at::tensor(gen[i], at::kLong));
+    }
+  }
+  at::Tensor all = dp_gather_rows(model.mesh(), rows, prompts.size()).contiguous();
   std::vector<Tokens> out;
   out.reserve(prompts.size());
-  for (size_t start = 0; start < prompts.size(); start += static_cast<size_t>(batch_size)) {
-    const size_t end = std::min(prompts.size(), start + static_cast<size_t>(batch_size));
-    std::vector<Tokens> chunk(prompts.begin() + start, prompts.begin() + end);
-    for (Tokens& t : generate_batch(model, chunk, max_new, stop_id)) out.push_back(std::move(t));
+  for (int64_t i = 0; i < all.size(0); ++i) {
+    const int64_t* r = all[i].data_ptr<int64_t>();
+    out.emplace_back(r + 1, r + 1 + r[0]);
   }
   return out;
 }

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <set>
 
+#include "eval/dp_split.h"
+
 namespace lethe {
 
 namespace {
@@ -76,9 +78,12 @@ double TeacherForced::perplexity() const {
 
 TeacherForced teacher_forced(const Llama& model, const std::vector<Tokens>& samples, double mink_k, int64_t batch_size) {
   at::NoGradGuard no_grad;
-  TeacherForced r;
-  for (size_t first = 0; first < samples.size(); first += static_cast<size_t>(batch_size)) {
-    const size_t last = std::min(samples.size(), first + static_cast<size_t>(batch_size));
+  enum { kMa, kEs, kMink, kNll, kTargets, kFields };
+  const DpBlock mine = dp_block(model.mesh(), samples.size());
+  at::Tensor rows = at::zeros({static_cast<int64_t>(mine.last - mine.first), kFields}, at::kDouble);
+  auto out = rows.accessor<double, 2>();
+  for (size_t first = mine.first; first < mine.last; first += static_cast<size_t>(batch_size)) {
+    const size_t last = std::min(mine.last, first + static_cast<size_t>(batch_size));
     Padded p = pad_samples(samples, first, last);
     at::Tensor logits = model.full_logits(p.input_BT, p.positions_BT, p.segments_BT);
     at::Tensor lp = at::log_softmax(logits, -1).gather(-1, p.target_BT.unsqueeze(-1)).squeeze(-1).contiguous();
@@ -92,12 +97,23 @@ TeacherForced teacher_forced(const Llama& model, const std::vector<Tokens>& samp
         nll -= lpb[t];
         hits += hb[t];
       }
-      r.ma.push_back(hits / static_cast<double>(n));
-      r.es.push_back(extraction_strength(hb, n));
-      r.mink.push_back(min_k_score(lpb, n, mink_k));
-      r.nll_sum += nll;
-      r.tokens += n;
+      const auto i = static_cast<int64_t>(first - mine.first + b);
+      out[i][kMa] = hits / static_cast<double>(n);
+      out[i][kEs] = extraction_strength(hb, n);
+      out[i][kMink] = min_k_score(lpb, n, mink_k);
+      out[i][kNll] = nll;
+      out[i][kTargets] = static_cast<double>(n);
     }
+  }
+  at::Tensor all = dp_gather_rows(model.mesh(), rows, samples.size()).contiguous();
+  auto a = all.accessor<double, 2>();
+  TeacherForced r;
+  for (int64_t i = 0; i < all.size(0); ++i) {
+    r.ma.push_back(a[i][kMa]);
+    r.es.push_back(a[i][kEs]);
+    r.mink.push_back(a[i][kMink]);
+    r.nll_sum += a[i][kNll];
+    r.tokens += static_cast<int64_t>(a[i][kTargets]);
   }
   return r;
 }

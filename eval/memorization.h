@@ -26,7 +26,8 @@ struct TeacherForced {
   double perplexity() const;
 };
 
-// One forward per batch of samples (right-padded). Collective over the model's tp group.
+// One forward per batch of samples (right-padded). Collective over the model's whole mesh: each dp
+// rank scores its block of the samples and every rank returns the results of all.
 TeacherForced teacher_forced(const Llama& model, const std::vector<Tokens>& samples, double mink_k,
                              int64_t batch_size = 32);
 
@@ -37,7 +38,7 @@ struct ExtractionOptions {
   int64_t batch_size = 32;
 };
 
-// EL_n per sample: for each start t, the greedy continuation of x_<t (as long as the sample's rest,
+// EL_n per sample (collective over the mesh, as greedy_generate): for each start t, the greedy continuation of x_<t (as long as the sample's rest,
 // up to max_new) is compared with x_≥t; the fraction of its n-grams found among x_≥t's n-grams,
 // averaged over t. Samples too short for any start score 0. `forward_tokens`, when given, is
 // increased by the tokens the model processed.
