@@ -17,6 +17,7 @@
 #include <numeric>
 
 #include "base/log.h"
+#include "eval/dp_split.h"
 #include "eval/memorization.h"
 #include "eval/rouge.h"
 #include "strategies/strategies.h"
@@ -28,12 +29,14 @@ namespace {
 // EL_10 for the stop rule: starts every 8 tokens, continuations of up to 32 tokens.
 constexpr ExtractionOptions kStopRuleEl{10, 8, 32, 32};
 
-// Mean-pooled final hidden states, L2-normalised, one row per sample [rows, D].
+// Mean-pooled final hidden states, L2-normalised, one row per sample [rows, D]. Each dp rank embeds
+// its block of rows; the blocks are gathered.
 at::Tensor embeddings(const Llama& model, const TokenDataset& ds, Cost& cost) {
   at::NoGradGuard no_grad;
-  std::vector<at::Tensor> parts;
-  for (int64_t r = 0; r < ds.rows(); r += 32) {
-    std::vector<int64_t> idx = all_rows(std::min<int64_t>(32, ds.rows() - r));
+  const DpBlock mine = dp_block(model.mesh(), static_cast<size_t>(ds.rows()));
+  std::vector<at::Tensor> parts{at::empty({0, model.config().hidden_size}, at::kFloat)};
+  for (auto r = static_cast<int64_t>(mine.first); r < static_cast<int64_t>(mine.last); r += 32) {
+    std::vector<int64_t> idx = all_rows(std::min<int64_t>(32, static_cast<int64_t>(mine.last) - r));
     for (int64_t& i : idx) i += r;
     Batch rows = make_batch(ds, idx);
     at::Tensor h = model.hidden(rows.input_BT, rows.positions_BT, rows.segments_BT).to(at::kFloat);
@@ -41,7 +44,7 @@ at::Tensor embeddings(const Llama& model, const TokenDataset& ds, Cost& cost) {
     parts.push_back((h * mask).sum(1) / mask.sum(1).clamp_min(1));
   }
   cost.forward_tokens += ds.rows() * ds.seq_len;
-  at::Tensor e = at::cat(parts);
+  at::Tensor e = dp_gather_rows(model.mesh(), at::cat(parts), static_cast<size_t>(ds.rows()));
   return e / e.norm(2, 1, true).clamp_min(1e-12);
 }
 
