@@ -32,6 +32,8 @@ class Communicator {
   virtual void barrier() = 0;
   // Ranks with equal `color` form a new group, ordered by `key` (then by rank).
   virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+  // The same ranks' communicator for CPU tensors: itself for CPU backends, MPI under NCCL.
+  virtual Communicator& host() { return *this; }
 };
 
 }  // namespace lethe

@@ -41,8 +41,8 @@ MPI_Datatype mpi_type(at::ScalarType t) {
   return MPI_DATATYPE_NULL;
 }
 
-MPI_Comm mpi_comm_of(const Communicator& c) {
-  auto* m = dynamic_cast<const MpiCommunicator*>(&c);
+MPI_Comm mpi_comm_of(Communicator& c) {
+  auto* m = dynamic_cast<const MpiCommunicator*>(&c.host());
   return m ? m->comm() : MPI_COMM_NULL;
 }
 

@@ -55,7 +55,8 @@ class MpiCommunicator final : public Communicator {
 // MPI datatype of a tensor's elements (16-bit floats as 16-bit unsigned: for moving, not reducing).
 MPI_Datatype mpi_type(at::ScalarType t);
 
-// The MPI communicator under `c`, or MPI_COMM_NULL when `c` is not backed by MPI (the local backend).
-MPI_Comm mpi_comm_of(const Communicator& c);
+// The MPI communicator under `c` (or under its host(), for NCCL), or MPI_COMM_NULL when there is
+// none (the local backend).
+MPI_Comm mpi_comm_of(Communicator& c);
 
 }  // namespace lethe

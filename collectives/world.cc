@@ -9,6 +9,7 @@
 #include "base/check.h"
 #include "collectives/local_communicator.h"
 #include "collectives/mpi_communicator.h"
+#include "collectives/nccl_communicator.h"
 
 namespace lethe {
 
@@ -57,10 +58,15 @@ Result<World> init_world(double timeout_s) {
   const LaunchEnv e = read_launch_env();
   const char* forced = std::getenv("LETHE_COMM");
   const std::string backend = forced ? forced : "";
-  const bool use_mpi = backend == "mpi" || (e.world_size > 1 && backend != "local");
+  if (!backend.empty() && backend != "local" && backend != "mpi" && backend != "nccl") {
+    return Status::error("LETHE_COMM=" + backend + ": expected local, mpi or nccl");
+  }
+  const bool use_mpi = backend == "mpi" || backend == "nccl" || (e.world_size > 1 && backend != "local");
   World w;
   w.local_rank = e.local_rank;
   w.local_size = e.local_size;
+  const int devices = cuda_device_count();
+  if (devices > 0) w.device = e.local_rank % devices;
   if (!use_mpi) {
     w.comm = std::make_unique<LocalCommunicator>();
     return w;
@@ -79,10 +85,19 @@ Result<World> init_world(double timeout_s) {
   set_abort_hook(&abort_hook);
   MPI_Comm dup;
   MPI_Comm_dup(MPI_COMM_WORLD, &dup);
-  w.comm = std::make_unique<MpiCommunicator>(dup, timeout_s);
-  if (w.comm->size() != e.world_size && e.world_size > 1) {
+  auto mpi = std::make_unique<MpiCommunicator>(dup, timeout_s);
+  if (mpi->size() != e.world_size && e.world_size > 1) {
     return Status::error("the launcher says " + std::to_string(e.world_size) + " ranks, MPI sees " +
-                         std::to_string(w.comm->size()) + ": is lethe linked against the MPI of this mpirun?");
+                         std::to_string(mpi->size()) + ": is lethe linked against the MPI of this mpirun?");
+  }
+  // NCCL when asked for, or by default when every rank sees a CUDA device (agreed over all ranks,
+  // so that no rank picks another backend than its peers).
+  int all_have_devices = devices > 0;
+  MPI_Allreduce(MPI_IN_PLACE, &all_have_devices, 1, MPI_INT, MPI_MIN, dup);
+  if (backend == "nccl" || (backend.empty() && all_have_devices)) {
+    LETHE_ASSIGN_OR_RETURN(w.comm, make_nccl_communicator(dup, e.local_rank, timeout_s));
+  } else {
+    w.comm = std::move(mpi);
   }
   return w;
 }

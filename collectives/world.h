@@ -3,9 +3,10 @@
 // Without a launcher (no Open MPI or Slurm variables, or a world size of 1) the world is the local
 // backend and MPI is not started. Launched with more ranks (mpirun, srun), MPI is initialised once
 // (finalised at exit) and the world is the MPI backend; from then on a fatal error on any rank
-// aborts every rank (MPI_Abort) with its message. LETHE_COMM=mpi forces the MPI backend even for
-// a world of one (tests of the backend itself); LETHE_COMM=local a world of one even under a
-// launcher (tests that compare a multi-rank run with one process).
+// aborts every rank (MPI_Abort) with its message. The world is the NCCL backend when every rank
+// sees a CUDA device (and this build has NCCL), else MPI. LETHE_COMM=mpi|nccl forces that backend
+// even for a world of one (tests of the backend itself); LETHE_COMM=local a world of one even under
+// a launcher (tests that compare a multi-rank run with one process).
 #pragma once
 
 #include <memory>
@@ -17,6 +18,7 @@ namespace lethe {
 
 struct World {
   std::unique_ptr<Communicator> comm;
+  int device = -1;           // this rank's CUDA device (local_rank % devices), -1: none visible
   int local_rank = 0;        // rank within this node: picks the GPU
   int local_size = 1;        // ranks on this node: divides the cores into threads
 };

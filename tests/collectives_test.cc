@@ -1,5 +1,6 @@
 // Collectives against hand-computed values. Run at a world of one by plain ctest (local backend),
-// and under `mpirun -np 1/2/4` (MPI backend) by the mpi* ctest entries.
+// under `mpirun -np 1/2/4` (MPI backend) by the mpi* ctest entries, and with LETHE_COMM=nccl on a
+// GPU (tensors on the device) by nccl1.Collectives.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -20,8 +21,11 @@ class Collectives : public ::testing::TestWithParam<at::ScalarType> {};
 
 // Small integers: exact in every dtype, including bf16 (8 bits of mantissa) up to 256.
 at::Tensor pattern(int64_t n, int rank, at::ScalarType t) {
-  return (at::arange(n, at::kDouble).remainder(7) + rank + 1).to(t);
+  return (at::arange(n, at::kDouble).remainder(7) + rank + 1).to(test::test_device(), t);
 }
+
+// Element-wise equality of a result (on the test device) with expected values (CPU).
+bool same(const at::Tensor& got, const at::Tensor& expected) { return at::equal(got.cpu(), expected); }
 
 TEST_P(Collectives, AllReduceSumAvgMax) {
   Communicator& w = test_world();
@@ -30,14 +34,14 @@ TEST_P(Collectives, AllReduceSumAvgMax) {
   at::Tensor base = at::arange(37, at::kDouble).remainder(7);
   at::Tensor sum = pattern(37, w.rank(), t);
   w.all_reduce(sum, ReduceOp::kSum);
-  EXPECT_TRUE(at::equal(sum, (base * n + n * (n + 1) / 2).to(t)));  // Σ_r (b + r + 1)
+  EXPECT_TRUE(same(sum, (base * n + n * (n + 1) / 2).to(t)));  // Σ_r (b + r + 1)
   at::Tensor mx = pattern(37, w.rank(), t);
   w.all_reduce(mx, ReduceOp::kMax);
-  EXPECT_TRUE(at::equal(mx, (base + n).to(t)));
+  EXPECT_TRUE(same(mx, (base + n).to(t)));
   if (at::isFloatingType(t)) {
     at::Tensor avg = pattern(37, w.rank(), t);
     w.all_reduce(avg, ReduceOp::kAvg);
-    EXPECT_TRUE(at::allclose(avg.to(at::kDouble), base + (n + 1) / 2.0, 0, 1e-2));
+    EXPECT_TRUE(at::allclose(avg.cpu().to(at::kDouble), base + (n + 1) / 2.0, 0, 1e-2));
   }
 }
 
@@ -47,7 +51,7 @@ TEST_P(Collectives, AllGatherPutsRankRAtSliceR) {
   at::Tensor in = pattern(10, w.rank(), t).view({2, 5});
   at::Tensor out = at::empty({2 * w.size(), 5}, in.options());
   w.all_gather(out, in);
-  for (int r = 0; r < w.size(); ++r) EXPECT_TRUE(at::equal(out.narrow(0, 2 * r, 2), pattern(10, r, t).view({2, 5})));
+  for (int r = 0; r < w.size(); ++r) EXPECT_TRUE(same(out.narrow(0, 2 * r, 2), pattern(10, r, t).view({2, 5}).cpu()));
 }
 
 TEST_P(Collectives, ReduceScatterGivesEachRankItsSlice) {
@@ -58,9 +62,9 @@ TEST_P(Collectives, ReduceScatterGivesEachRankItsSlice) {
   at::Tensor out = at::empty({6}, in.options());
   w.reduce_scatter(out, in, ReduceOp::kSum);
   at::Tensor base = at::arange(6 * n, at::kDouble).remainder(7).narrow(0, 6 * w.rank(), 6);
-  EXPECT_TRUE(at::equal(out, (base * n + n * (n + 1) / 2).to(t)));
+  EXPECT_TRUE(same(out, (base * n + n * (n + 1) / 2).to(t)));
   w.reduce_scatter(out, pattern(6 * n, w.rank(), t), ReduceOp::kMax);
-  EXPECT_TRUE(at::equal(out, (base + n).to(t)));
+  EXPECT_TRUE(same(out, (base + n).to(t)));
 }
 
 TEST_P(Collectives, BroadcastFromTheLastRank) {
@@ -68,7 +72,7 @@ TEST_P(Collectives, BroadcastFromTheLastRank) {
   const int root = w.size() - 1;
   at::Tensor x = pattern(9, w.rank(), GetParam());
   w.broadcast(x, root);
-  EXPECT_TRUE(at::equal(x, pattern(9, root, GetParam())));
+  EXPECT_TRUE(same(x, pattern(9, root, GetParam()).cpu()));
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, Collectives,
@@ -87,11 +91,14 @@ TEST(CollectivesGroups, SplitFormsGroupsOrderedByKey) {
   }
   EXPECT_EQ(g->size(), expected_size);
   EXPECT_EQ(g->rank(), expected_rank);
-  at::Tensor x = at::full({3}, static_cast<double>(w.rank()), at::kDouble);
+  at::Tensor x = at::full({3}, static_cast<double>(w.rank()), at::TensorOptions(test::test_device()).dtype(at::kDouble));
   g->all_reduce(x, ReduceOp::kSum);
   double members = 0;
   for (int r = w.rank() % 2; r < w.size(); r += 2) members += r;
   EXPECT_EQ(x[0].item<double>(), members);
+  at::Tensor host = at::full({2}, 1.0, at::kFloat);  // CPU tensors work under every backend (MPI under NCCL)
+  g->all_reduce(host, ReduceOp::kSum);
+  EXPECT_EQ(host[1].item<double>(), expected_size);
   g->barrier();
 }
 

@@ -2,11 +2,14 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include "collectives/nccl_communicator.h"
 #include "collectives/world.h"
 
 namespace lethe::test {
@@ -38,13 +41,27 @@ std::string shared_scratch_dir(const std::string& name, Communicator& world) {
   return dir;
 }
 
-Communicator& test_world() {
-  static World world = [] {
-    auto w = init_world(/*timeout_s=*/300);
-    if (!w) throw std::runtime_error(w.status().message());
-    return std::move(*w);
+namespace {
+World& world() {
+  static World w = [] {
+    const char* comm = std::getenv("LETHE_COMM");
+    if (comm && std::string(comm) == "nccl" && cuda_device_count() == 0) {
+      std::fprintf(stderr, "LETHE_COMM=nccl but no CUDA device is visible: skipped\n");
+      std::exit(kSkipExitCode);
+    }
+    auto r = init_world(/*timeout_s=*/300);
+    if (!r) throw std::runtime_error(r.status().message());
+    return std::move(*r);
   }();
-  return *world.comm;
+  return w;
+}
+}  // namespace
+
+Communicator& test_world() { return *world().comm; }
+
+at::Device test_device() {
+  return test_world().backend() == "nccl" ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(world().device))
+                                          : at::Device(at::kCPU);
 }
 
 RunConfig tiny_config(const std::string& dir) {

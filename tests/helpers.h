@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <c10/core/Device.h>
+
 #include "collectives/communicator.h"
 #include "io/config.h"
 
@@ -20,6 +22,11 @@ std::string shared_scratch_dir(const std::string& name, Communicator& world);
 // This process's world (init_world once): the local backend without mpirun, MPI under it. Tests of
 // the Distributed suite run under `mpirun -np 2/4` from ctest and skip at a world of one.
 Communicator& test_world();
+// Where collectives tests put their tensors: this rank's GPU under the NCCL backend, else the CPU.
+at::Device test_device();
+// A test process that cannot run here (LETHE_COMM=nccl without a GPU) exits with this code, which
+// ctest reports as skipped (SKIP_RETURN_CODE).
+inline constexpr int kSkipExitCode = 77;
 
 // A config that trains in seconds: 12 people, a 2-layer GQA model, 64-token rows.
 RunConfig tiny_config(const std::string& dir);
