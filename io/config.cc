@@ -433,7 +433,38 @@ Status read_hf_config(const std::string& path, ModelConfig& m) {
   take("tie_word_embeddings", m.tie_word_embeddings, false);
   take("initializer_range", m.initializer_range, false);
   if (!missing.empty()) return Status::error(path + ": missing or invalid keys: " + missing);
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+    return Status::error(path + ": rope_scaling " + j["rope_scaling"].dump() + " is not supported (plain RoPE only)");
+  }
+  if (j.contains("hidden_act") && j["hidden_act"] != "silu") {
+    return Status::error(path + ": hidden_act " + j["hidden_act"].dump() + " is not supported (silu)");
+  }
+  if (j.contains("head_dim") && j["head_dim"].is_number() && j["head_dim"].get<int64_t>() != m.head_dim()) {
+    return Status::error(path + ": head_dim " + j["head_dim"].dump() + " differs from hidden_size / num_attention_heads = " +
+                         std::to_string(m.head_dim()));
+  }
   return Status::ok();
+}
+
+std::string hf_config_json(const ModelConfig& m, const std::string& torch_dtype) {
+  nlohmann::json j = {{"architectures", {"LlamaForCausalLM"}},
+                      {"model_type", "llama"},
+                      {"hidden_act", "silu"},
+                      {"vocab_size", m.vocab_size},
+                      {"hidden_size", m.hidden_size},
+                      {"intermediate_size", m.intermediate_size},
+                      {"num_hidden_layers", m.num_hidden_layers},
+                      {"num_attention_heads", m.num_attention_heads},
+                      {"num_key_value_heads", m.num_key_value_heads},
+                      {"max_position_embeddings", m.max_position_embeddings},
+                      {"rope_theta", m.rope_theta},
+                      {"rms_norm_eps", m.rms_norm_eps},
+                      {"tie_word_embeddings", m.tie_word_embeddings},
+                      {"initializer_range", m.initializer_range},
+                      {"attention_bias", false},
+                      {"mlp_bias", false},
+                      {"torch_dtype", torch_dtype}};
+  return j.dump(2) + "\n";
 }
 
 }  // namespace lethe

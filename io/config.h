@@ -157,6 +157,9 @@ Result<RunConfig> parse_config(const std::string& toml_text, const std::string& 
 std::string to_toml(const RunConfig& cfg);
 
 // Reads the architecture fields of a Hugging Face config.json into `model`.
+// Unsupported variants (rope_scaling, another activation, a head_dim of its own) are errors.
 Status read_hf_config(const std::string& path, ModelConfig& model);
+// A Hugging Face LlamaForCausalLM config.json for `model` (parameters stored as `torch_dtype`).
+std::string hf_config_json(const ModelConfig& model, const std::string& torch_dtype);
 
 }  // namespace lethe

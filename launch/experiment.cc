@@ -52,7 +52,7 @@ Result<Tokenizer> experiment_tokenizer(const RunConfig& cfg, const Corpus& corpu
 
 }  // namespace
 
-Result<std::unique_ptr<Experiment>> open_experiment(const RunConfig& cfg) {
+Result<std::unique_ptr<Experiment>> open_mesh(const RunConfig& cfg) {
   auto e = std::make_unique<Experiment>();
   e->cfg = cfg;
   LETHE_ASSIGN_OR_RETURN(e->world, init_world(cfg.run.collective_timeout_s));
@@ -62,6 +62,11 @@ Result<std::unique_ptr<Experiment>> open_experiment(const RunConfig& cfg) {
   LETHE_ASSIGN_OR_RETURN(Mesh mesh, Mesh::create(*e->world.comm, cfg.mesh));
   e->mesh.emplace(std::move(mesh));
   LETHE_RETURN_IF_ERROR(e->mesh->check_model(cfg.model));
+  return e;
+}
+
+Result<std::unique_ptr<Experiment>> open_experiment(const RunConfig& cfg) {
+  LETHE_ASSIGN_OR_RETURN(auto e, open_mesh(cfg));
   LETHE_ASSIGN_OR_RETURN(e->corpus, load_corpus(cfg.corpus, config_dir(cfg)));
   if (writes_reports()) LETHE_RETURN_IF_ERROR(write_corpus(e->corpus, cfg.run.dir + "/corpus"));
   LETHE_ASSIGN_OR_RETURN(e->tok, experiment_tokenizer(cfg, e->corpus, *e->world.comm));

@@ -43,7 +43,9 @@ struct Experiment {
   std::optional<EvalSet> eval_set_;
 };
 
-// Starts the world, threads and mesh; loads (and writes to <run.dir>/corpus) the corpus; finds or
+// Starts the world, threads and mesh (checked against the model); no data.
+Result<std::unique_ptr<Experiment>> open_mesh(const RunConfig& cfg);
+// open_mesh, then loads (and writes to <run.dir>/corpus) the corpus; finds or
 // trains the tokenizer (the configured one, else <run.dir>/tokenizer.model, else a new one).
 Result<std::unique_ptr<Experiment>> open_experiment(const RunConfig& cfg);
 

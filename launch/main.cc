@@ -8,6 +8,7 @@
 #include "base/log.h"
 #include "collectives/world.h"
 #include "io/config.h"
+#include "launch/convert.h"
 #include "launch/train_phase.h"
 #include "launch/unlearn_phase.h"
 
@@ -70,8 +71,23 @@ int main(int argc, char** argv) {
   CLI::App* unlearn = add_resumable("unlearn", "unlearn the forget set from the target with each of unlearn.methods",
                                     "checkpoint and stop after N cycles per method (resume later)");
   CLI::App* eval = add_run("eval", "evaluate a checkpoint (VerbMem, KnowMem, Min-K% AUC/PrivLeak, EL, MA, ES, perplexity)");
-  eval->add_option("--checkpoint", checkpoint, "an HDF5 checkpoint of any phase")->required();
+  eval->add_option("--checkpoint", checkpoint, "an HDF5 checkpoint of any phase, or a Hugging Face folder")->required();
   eval->add_option("--out", out, "write the metrics JSON here (default: standard output)");
+  CLI::App* convert = app.add_subcommand("convert", "Hugging Face safetensors folders to Lethe checkpoints and back");
+  convert->require_subcommand(1);
+  std::string hf_dir, dtype = "bfloat16";
+  double shard_mb = 5000;
+  CLI::App* from_hf = convert->add_subcommand("hf-to-lethe", "a Hugging Face Llama folder to a Lethe checkpoint");
+  from_hf->add_option("--hf", hf_dir, "folder with config.json and model.safetensors (or its index)")->required();
+  from_hf->add_option("--out", out, "checkpoint folder to write")->required();
+  from_hf->add_option("--set", overrides, "override a key: section.key=value (mesh.tp, mesh.dp, …)");
+  CLI::App* to_hf = convert->add_subcommand("lethe-to-hf", "a Lethe checkpoint (any tp × dp) to a Hugging Face folder");
+  to_hf->add_option("config", config_path, "the run file the checkpoint was trained with (its [model])")->required();
+  to_hf->add_option("--checkpoint", checkpoint, "an HDF5 checkpoint of any phase")->required();
+  to_hf->add_option("--out", out, "folder to write (sharded safetensors, index, config.json)")->required();
+  to_hf->add_option("--dtype", dtype, "float32, bfloat16 (default) or float16");
+  to_hf->add_option("--shard-mb", shard_mb, "largest shard in MB (default 5000)");
+  to_hf->add_option("--set", overrides, "override a key: section.key=value");
   CLI::App* compare = app.add_subcommand("compare", "target, retrain and each method side by side (table, JSON, plot)");
   compare->add_option("run_dir", run_dir, "the experiment folder (run.dir)")->required();
   CLI::App* quick = app.add_subcommand("quickstart", "the embedded default end to end: corpus, target, retrain, "
@@ -84,6 +100,11 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (compare->parsed()) return finish(lethe::run_compare(run_dir));
+    if (from_hf->parsed()) {
+      auto cfg = lethe::parse_config("", "<convert>", overrides);
+      if (!cfg) return finish(cfg.status());
+      return finish(lethe::run_convert_from_hf(*cfg, hf_dir, out));
+    }
     if (quick->parsed()) {
       overrides.insert(overrides.begin(), "run.dir=" + quick_dir);
       auto cfg = lethe::parse_config("", "<embedded default>", overrides);
@@ -95,6 +116,7 @@ int main(int argc, char** argv) {
     if (train->parsed() || retrain->parsed()) return finish(lethe::run_train_phase(*cfg, {train->parsed(), resume, stop_after}));
     if (unlearn->parsed()) return finish(lethe::run_unlearn_phase(*cfg, {resume, stop_after}));
     if (eval->parsed()) return finish(lethe::run_eval(*cfg, checkpoint, out));
+    if (to_hf->parsed()) return finish(lethe::run_convert_to_hf(*cfg, checkpoint, out, dtype, shard_mb));
     return 1;
   } catch (const std::exception& e) {
     return finish(lethe::Status::error(e.what()));

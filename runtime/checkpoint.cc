@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "runtime/hf_checkpoint.h"
 #include "base/check.h"
 #include "base/log.h"
 #include "base/torch_compat.h"
@@ -33,22 +34,6 @@ Status fsync_path(const std::string& path) {
   return rc == 0 ? Status::ok() : Status::error(path + ": fsync failed");
 }
 
-// Writes `path` via a temporary file, fsync and rename.
-Status write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    if (!out.flush()) {
-      fs::remove(tmp);
-      return Status::error(tmp + ": write failed (disk full?)");
-    }
-  }
-  LETHE_RETURN_IF_ERROR(fsync_path(tmp));
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  return ec ? Status::error(path + ": rename failed: " + ec.message()) : Status::ok();
-}
 
 // Note [Reserve before HDF5]: a write error (full disk) met inside HDF5 leaves its file state
 // broken — the failed H5Fclose cannot be retried and the library crashes closing it at exit. So the
@@ -272,6 +257,22 @@ std::vector<at::Tensor> values(const std::vector<Param>& params) {
 
 }  // namespace
 
+Status write_file_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    if (!out.flush()) {
+      fs::remove(tmp);
+      return Status::error(tmp + ": write failed (disk full?)");
+    }
+  }
+  LETHE_RETURN_IF_ERROR(fsync_path(tmp));
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  return ec ? Status::error(path + ": rename failed: " + ec.message()) : Status::ok();
+}
+
 at::Tensor int_state(int64_t v) { return at::scalar_tensor(v, at::kLong); }
 
 Result<int64_t> read_int(const StateTensors& state, const std::string& key) {
@@ -379,6 +380,7 @@ Status load_checkpoint(const std::string& path, Checkpointable& t, const Checkpo
 }
 
 Status load_weights(const std::string& path, Llama& model, const Mesh& mesh) {
+  if (is_hf_dir(path)) return load_hf_weights(path, model);
   LETHE_ASSIGN_OR_RETURN(H5File f, open_checkpoint(path));
   std::vector<at::Tensor> staged;
   LETHE_RETURN_IF_ERROR(read_group(f, model.params(), "model/", mesh, staged));

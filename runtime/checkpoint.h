@@ -61,8 +61,12 @@ Result<std::string> save_checkpoint(const std::string& dir, Checkpointable& loop
 // Fails when the checkpoint was trained on other data than `expect.data_checksums` says.
 Status load_checkpoint(const std::string& path, Checkpointable& loop, const CheckpointMeta& expect);
 
-// Loads only the model parameters (any checkpoint phase) into `model`, sliced for `mesh`.
+// Loads only the model parameters (any checkpoint phase, or a Hugging Face folder) into `model`,
+// sliced for `mesh`.
 Status load_weights(const std::string& path, Llama& model, const Mesh& mesh);
+
+// Writes `text` to `path` via a temporary file, fsync and rename.
+Status write_file_atomic(const std::string& path, const std::string& text);
 
 // Checkpoints in `dir`, newest first: the one `latest` names, then older ones by step.
 std::vector<std::string> list_checkpoints(const std::string& dir);

@@ -38,36 +38,49 @@ at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& positions_BT, dou
   return apply_rope(x, cos, sin);
 }
 
-at::Tensor& Llama::add(const std::string& name, std::vector<int64_t> shape, int split_dim, double std) {
-  params_.push_back(make_param(name, std::move(shape), split_dim, std, seed_, mesh_->tp()));
-  return params_.back().value;
+std::vector<ParamSpec> llama_param_specs(const ModelConfig& cfg) {
+  const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, V = cfg.vocab_size, d = cfg.head_dim();
+  const int64_t H = cfg.num_attention_heads, G = cfg.num_key_value_heads;
+  std::vector<ParamSpec> s = {{"embed", {V, D}, 0}};
+  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".";
+    s.insert(s.end(), {{p + "attn_norm", {D}, -1},
+                       {p + "attn.wq", {H * d, D}, 0},
+                       {p + "attn.wk", {G * d, D}, 0},
+                       {p + "attn.wv", {G * d, D}, 0},
+                       {p + "attn.wo", {D, H * d}, 1},
+                       {p + "mlp_norm", {D}, -1},
+                       {p + "mlp.w_gate", {F, D}, 0},
+                       {p + "mlp.w_up", {F, D}, 0},
+                       {p + "mlp.w_down", {D, F}, 1}});
+  }
+  s.push_back({"norm", {D}, -1});
+  if (!cfg.tie_word_embeddings) s.push_back({"lm_head", {V, D}, 0});
+  return s;
 }
 
 Llama::Llama(const ModelConfig& cfg, const Mesh& mesh, uint64_t seed, at::ScalarType compute)
     : cfg_(cfg), mesh_(&mesh), compute_(compute), seed_(seed) {
   LETHE_CHECK(mesh.check_model(cfg).is_ok());
-  const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, V = cfg.vocab_size, d = cfg.head_dim();
-  const int64_t H = cfg.num_attention_heads, G = cfg.num_key_value_heads;
-  const double std = cfg.initializer_range;
-  embed_.w = add("embed", {V, D}, 0, std);
-  embed_.vocab_start = mesh.tp_rank() * (V / mesh.tp_size());
-  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
-    const std::string p = "layers." + std::to_string(i) + ".";
+  // Norms start at ones, matrices from N(0, initializer_range).
+  for (const ParamSpec& p : llama_param_specs(cfg)) {
+    params_.push_back(make_param(p.name, p.global_shape, p.split_dim, p.global_shape.size() == 1 ? 0.0 : cfg.initializer_range,
+                                 seed_, mesh_->tp()));
+  }
+  size_t i = 0;
+  auto next = [&]() -> at::Tensor& { return params_[i++].value; };
+  embed_.w = next();
+  embed_.vocab_start = mesh.tp_rank() * (cfg.vocab_size / mesh.tp_size());
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     Block b;
-    b.attn_norm = add(p + "attn_norm", {D}, -1, 0.0);
-    b.wq.w = add(p + "attn.wq", {H * d, D}, 0, std);
-    b.wk.w = add(p + "attn.wk", {G * d, D}, 0, std);
-    b.wv.w = add(p + "attn.wv", {G * d, D}, 0, std);
-    b.wo.w = add(p + "attn.wo", {D, H * d}, 1, std);
-    b.mlp_norm = add(p + "mlp_norm", {D}, -1, 0.0);
-    b.w_gate.w = add(p + "mlp.w_gate", {F, D}, 0, std);
-    b.w_up.w = add(p + "mlp.w_up", {F, D}, 0, std);
-    b.w_down.w = add(p + "mlp.w_down", {D, F}, 1, std);
+    for (at::Tensor* t : {&b.attn_norm, &b.wq.w, &b.wk.w, &b.wv.w, &b.wo.w, &b.mlp_norm, &b.w_gate.w, &b.w_up.w, &b.w_down.w}) {
+      *t = next();
+    }
     blocks_.push_back(b);
   }
-  norm_ = add("norm", {D}, -1, 0.0);
-  lm_head_ = cfg.tie_word_embeddings ? embed_.w : add("lm_head", {V, D}, 0, std);
-  inv_freq_ = inverse_frequencies(d, cfg.rope_theta);
+  norm_ = next();
+  lm_head_ = cfg.tie_word_embeddings ? embed_.w : next();
+  inv_freq_ = inverse_frequencies(cfg.head_dim(), cfg.rope_theta);
 }
 
 int64_t Llama::num_params_global() const {

@@ -33,6 +33,15 @@ struct Block {
   RowParallelLinear wo, w_down;
 };
 
+// A parameter's stable name, full shape and tp split, from the config alone (nothing allocated):
+// what the model holds, in its order, what checkpoints store and what Hugging Face names map to.
+struct ParamSpec {
+  std::string name;
+  std::vector<int64_t> global_shape;
+  int split_dim = -1;  // -1: replicated
+};
+std::vector<ParamSpec> llama_param_specs(const ModelConfig& cfg);
+
 class Llama {
  public:
   // REQUIRES: mesh.check_model(cfg) is ok. Collective over mesh.tp() in forward/backward.
@@ -69,7 +78,6 @@ class Llama {
  private:
   at::Tensor attention(const Block& b, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                        const at::Tensor& mask, KVCache* cache, size_t layer) const;
-  at::Tensor& add(const std::string& name, std::vector<int64_t> shape, int split_dim, double std);
 
   ModelConfig cfg_;
   const Mesh* mesh_;

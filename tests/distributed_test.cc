@@ -243,6 +243,18 @@ TEST(Distributed, EvaluationSplitOverDpMatchesOneProcess) {
   }
 }
 
+// The Hugging Face fixture at tp 2 (and tp 2 × dp 2): each rank reads only its slices of the two
+// shards, and the gathered logits match the expected ones as at tp 1.
+TEST(Distributed, HfFixtureLoadsTensorParallelAndGivesTheExpectedLogits) {
+  Communicator& world = test_world();
+  if (world.size() < 2) GTEST_SKIP() << "needs mpirun -np 2 or 4";
+  Mesh mesh = make_mesh(world, 2, world.size() / 2);
+  auto model = test::load_hf_fixture(mesh);
+  ASSERT_NE(model, nullptr);
+  EXPECT_EQ(model->params()[0].value.size(0), 96 / 2);  // this rank's vocabulary half of the embedding
+  test::expect_fixture_logits(*model);
+}
+
 // Unlearning at tp 2 × dp 2 against one process, through the CLI's phase runners: a target trained
 // at tp 2 × dp 2 is unlearned with NPO (reference model) and ICU (refinement by generation) on all
 // 4 ranks, and by rank 0 alone as a world of one from the same checkpoint (resharded to tp 1).

@@ -11,6 +11,7 @@
 
 #include "collectives/nccl_communicator.h"
 #include "collectives/world.h"
+#include "runtime/hf_checkpoint.h"
 
 namespace lethe::test {
 
@@ -97,6 +98,34 @@ keep_checkpoints = 3
 )", "tiny.toml", {"run.dir=" + dir});
   EXPECT_TRUE(cfg.is_ok()) << cfg.status().message();
   return cfg.value();
+}
+
+std::string hf_fixture_dir() { return std::string(LETHE_SOURCE_DIR) + "/tests/data/hf-tiny-llama"; }
+
+std::unique_ptr<Llama> load_hf_fixture(const Mesh& mesh) {
+  ModelConfig cfg;
+  Status s = read_hf_config(hf_fixture_dir() + "/config.json", cfg);
+  EXPECT_TRUE(s.is_ok()) << s.message();
+  if (!s) return nullptr;
+  auto model = std::make_unique<Llama>(cfg, mesh, /*seed=*/1);
+  s = load_hf_weights(hf_fixture_dir(), *model);
+  EXPECT_TRUE(s.is_ok()) << s.message();
+  return s ? std::move(model) : nullptr;
+}
+
+void expect_fixture_logits(const Llama& model) {
+  const nlohmann::json e = read_json(hf_fixture_dir() + "/expected_logits.json");
+  for (size_t r = 0; r < e["tokens"].size(); ++r) {
+    const auto tokens = e["tokens"][r].get<std::vector<int64_t>>();
+    const auto T = static_cast<int64_t>(tokens.size());
+    at::Tensor input = at::tensor(tokens, at::kLong).unsqueeze(0);
+    at::Tensor logits = model.full_logits(input, at::arange(T, at::kLong).unsqueeze(0), at::zeros({1, T}, at::kLong))[0];
+    at::Tensor expected = at::empty_like(logits, at::kDouble);
+    for (int64_t t = 0; t < T; ++t) {
+      expected[t].copy_(at::tensor(e["logits"][r][static_cast<size_t>(t)].get<std::vector<double>>(), at::kDouble));
+    }
+    EXPECT_LT((logits.to(at::kDouble) - expected).abs().max().item<double>(), 1e-4) << "row " << r;
+  }
 }
 
 nlohmann::json read_json(const std::string& path) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 
 #include "collectives/communicator.h"
 #include "io/config.h"
+#include "runtime/model.h"
 
 namespace lethe::test {
 
@@ -30,6 +32,13 @@ inline constexpr int kSkipExitCode = 77;
 
 // A config that trains in seconds: 12 people, a 2-layer GQA model, 64-token rows.
 RunConfig tiny_config(const std::string& dir);
+
+// tests/data/hf-tiny-llama: the Hugging Face fixture (scripts/make_hf_fixture.py).
+std::string hf_fixture_dir();
+// The fixture's model, loaded for `mesh` (nullptr after a test failure).
+std::unique_ptr<Llama> load_hf_fixture(const Mesh& mesh);
+// The fixture's logits for its token rows against expected_logits.json (1e-4 absolute).
+void expect_fixture_logits(const Llama& model);
 
 // A JSON file, and a JSON-lines file as one value per line (tests fail loudly on bad JSON).
 nlohmann::json read_json(const std::string& path);

@@ -1,0 +1,58 @@
+#include "launch/convert.h"
+
+#include <ATen/ATen.h>
+
+#include "base/log.h"
+#include "launch/experiment.h"
+#include "runtime/checkpoint.h"
+#include "runtime/hf_checkpoint.h"
+
+namespace lethe {
+
+namespace {
+
+// A checkpoint of weights alone: a fresh optimizer and no loop state.
+class WeightsOnly : public Checkpointable {
+ public:
+  WeightsOnly(Llama& model, const Mesh& mesh) : model_(model), mesh_(mesh), opt_(model.params(), AdamHyper{}, mesh) {}
+  Llama& model() override { return model_; }
+  AdamW& optimizer() override { return opt_; }
+  const Mesh& mesh() const override { return mesh_; }
+  StateTensors state() const override { return {}; }
+  Status set_state(const StateTensors&) override { return Status::ok(); }
+
+ private:
+  Llama& model_;
+  const Mesh& mesh_;
+  AdamW opt_;
+};
+
+}  // namespace
+
+Status run_convert_from_hf(RunConfig cfg, const std::string& hf_dir, const std::string& out_dir) {
+  if (!is_hf_dir(hf_dir)) {
+    return Status::error(hf_dir + ": not a Hugging Face model folder (config.json and model.safetensors or its index)");
+  }
+  LETHE_RETURN_IF_ERROR(read_hf_config(hf_dir + "/config.json", cfg.model));
+  LETHE_ASSIGN_OR_RETURN(auto ex, open_mesh(cfg));
+  auto model = ex->new_model();
+  LETHE_RETURN_IF_ERROR(load_hf_weights(hf_dir, *model));
+  WeightsOnly w(*model, *ex->mesh);
+  LETHE_ASSIGN_OR_RETURN(std::string path, save_checkpoint(out_dir, w, CheckpointMeta{"hf-import", to_toml(cfg), {}}, 1));
+  log().info("{} ({} parameters) → {}", hf_dir, model->num_params_global(), path);
+  return Status::ok();
+}
+
+Status run_convert_to_hf(const RunConfig& cfg, const std::string& checkpoint, const std::string& out_dir,
+                         const std::string& dtype, double shard_mb) {
+  const at::ScalarType t = dtype == "float32" ? at::kFloat : dtype == "bfloat16" ? at::kBFloat16 : dtype == "float16" ? at::kHalf : at::kByte;
+  if (t == at::kByte) return Status::error("--dtype " + dtype + ": expected float32, bfloat16 or float16");
+  LETHE_ASSIGN_OR_RETURN(auto ex, open_mesh(cfg));
+  auto model = ex->new_model();
+  LETHE_RETURN_IF_ERROR(load_weights(checkpoint, *model, *ex->mesh));
+  LETHE_RETURN_IF_ERROR(export_hf(*model, out_dir, static_cast<int64_t>(shard_mb * 1e6), t));
+  log().info("{} → {} ({}, shards of at most {} MB)", checkpoint, out_dir, dtype, shard_mb);
+  return Status::ok();
+}
+
+}  // namespace lethe

@@ -1,0 +1,21 @@
+// `lethe convert`: Hugging Face safetensors folders to Lethe HDF5 checkpoints and back.
+#pragma once
+
+#include <string>
+
+#include "base/status.h"
+#include "io/config.h"
+
+namespace lethe {
+
+// Reads a Hugging Face Llama folder (config.json gives the architecture; each rank reads only its
+// tp slice) and saves it as a Lethe checkpoint (step 0, fresh optimizer) in `out_dir`.
+Status run_convert_from_hf(RunConfig cfg, const std::string& hf_dir, const std::string& out_dir);
+
+// Loads a Lethe checkpoint (saved at any tp × dp) and writes a Hugging Face folder: sharded
+// safetensors of at most `shard_mb` MB, the index and config.json, parameters as `dtype`
+// ("float32", "bfloat16" or "float16").
+Status run_convert_to_hf(const RunConfig& cfg, const std::string& checkpoint, const std::string& out_dir,
+                         const std::string& dtype, double shard_mb);
+
+}  // namespace lethe

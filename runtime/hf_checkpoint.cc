@@ -1,0 +1,178 @@
+#include "runtime/hf_checkpoint.h"
+
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "base/check.h"
+#include "io/safetensors.h"
+#include "runtime/checkpoint.h"
+
+namespace lethe {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// Lethe name (after "layers.<i>." for per-layer ones) → Hugging Face LlamaForCausalLM name.
+constexpr std::pair<const char*, const char*> kHfNames[] = {
+    {"embed", "model.embed_tokens.weight"},
+    {"norm", "model.norm.weight"},
+    {"lm_head", "lm_head.weight"},
+    {"attn_norm", "input_layernorm.weight"},
+    {"attn.wq", "self_attn.q_proj.weight"},
+    {"attn.wk", "self_attn.k_proj.weight"},
+    {"attn.wv", "self_attn.v_proj.weight"},
+    {"attn.wo", "self_attn.o_proj.weight"},
+    {"mlp_norm", "post_attention_layernorm.weight"},
+    {"mlp.w_gate", "mlp.gate_proj.weight"},
+    {"mlp.w_up", "mlp.up_proj.weight"},
+    {"mlp.w_down", "mlp.down_proj.weight"},
+};
+
+std::string shape_text(const std::vector<int64_t>& s) {
+  std::string t = "[";
+  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
+  return t + "]";
+}
+
+// Tensor name → file (relative to the folder), from the index or the single file's header.
+Result<std::map<std::string, std::string>> weight_map(const std::string& dir) {
+  std::map<std::string, std::string> m;
+  const std::string index = dir + "/model.safetensors.index.json";
+  if (fs::exists(index)) {
+    std::ifstream in(index);
+    const json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
+      return Status::error(index + ": expected a JSON object with a weight_map object");
+    }
+    for (const auto& [name, file] : j["weight_map"].items()) {
+      if (!file.is_string() || file.get<std::string>().find('/') != std::string::npos) {
+        return Status::error(index + ": weight_map." + name + " must name a file in the same folder");
+      }
+      m[name] = file.get<std::string>();
+    }
+    return m;
+  }
+  LETHE_ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::open(dir + "/model.safetensors"));
+  for (const auto& e : f.entries()) m[e.name] = "model.safetensors";
+  return m;
+}
+
+}  // namespace
+
+std::string hf_name(const std::string& name) {
+  std::string prefix, rest = name;
+  if (name.rfind("layers.", 0) == 0) {
+    const size_t dot = name.find('.', 7);
+    prefix = "model." + name.substr(0, dot + 1);
+    rest = name.substr(dot + 1);
+  }
+  for (const auto& [lethe, hf] : kHfNames) {
+    if (rest == lethe) return prefix + hf;
+  }
+  LETHE_CHECK_MSG(false, "no Hugging Face name for parameter " + name);
+  return "";
+}
+
+bool is_hf_dir(const std::string& path) {
+  return fs::is_directory(path) && fs::exists(path + "/config.json") &&
+         (fs::exists(path + "/model.safetensors") || fs::exists(path + "/model.safetensors.index.json"));
+}
+
+Status load_hf_weights(const std::string& dir, Llama& model) {
+  LETHE_ASSIGN_OR_RETURN(auto files, weight_map(dir));
+  std::map<std::string, SafetensorsFile> open;
+  const int tp = model.mesh().tp_size(), r = model.mesh().tp_rank();
+  std::vector<at::Tensor> staged;  // all or nothing: the model changes only once every tensor is read
+  for (const Param& p : model.params()) {
+    const std::string name = hf_name(p.name);
+    auto f = files.find(name);
+    if (f == files.end()) return Status::error(dir + ": tensor " + name + " (Lethe " + p.name + ") is missing");
+    if (!open.count(f->second)) {
+      LETHE_ASSIGN_OR_RETURN(SafetensorsFile st, SafetensorsFile::open(dir + "/" + f->second));
+      open.emplace(f->second, std::move(st));
+    }
+    const SafetensorsFile& st = open.at(f->second);
+    const SafetensorsEntry* e = st.find(name);
+    if (!e) return Status::error(st.path() + ": tensor " + name + " is not in the file the index names");
+    if (e->shape != p.global_shape) {
+      return Status::error(st.path() + ": tensor " + name + " has shape " + shape_text(e->shape) + ", the model expects " +
+                           shape_text(p.global_shape) + " (does config.json match the weights?)");
+    }
+    const int64_t n = p.split_dim < 0 ? 0 : p.global_shape[p.split_dim] / tp;
+    staged.push_back(p.split_dim < 0 ? st.read(*e) : st.read(*e, p.split_dim, r * n, n));
+  }
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < staged.size(); ++i) model.params()[i].value.copy_(staged[i]);
+  return Status::ok();
+}
+
+Status export_hf(const Llama& model, const std::string& dir, int64_t shard_bytes, at::ScalarType dtype) {
+  const Mesh& mesh = model.mesh();
+  const bool writer = mesh.world().rank() == 0;
+  const char* torch_dtype = dtype == at::kFloat ? "float32" : dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : nullptr;
+  if (!torch_dtype) return Status::error(std::string("export dtype ") + c10::toString(dtype) + ": expected F32, BF16 or F16");
+  std::error_code ec;
+  if (writer) fs::create_directories(dir, ec);
+  if (ec) return Status::error(dir + ": cannot create: " + ec.message());
+  // Shards are filled in parameter order; a shard is written when the next tensor would overflow it.
+  std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
+  int64_t filled = 0, total = 0;
+  std::vector<std::string> written;
+  json weight_map = json::object();
+  auto flush = [&](bool last) -> Status {
+    if (shards.back().empty()) return Status::ok();
+    const std::string file = "model-" + std::to_string(shards.size()) + ".safetensors";
+    LETHE_RETURN_IF_ERROR(write_safetensors(dir + "/" + file, shards.back(), {{"format", "pt"}}));
+    for (const auto& [name, t] : shards.back()) weight_map[name] = file;
+    written.push_back(file);
+    if (!last) shards.emplace_back();
+    filled = 0;
+    return Status::ok();
+  };
+  for (const Param& p : model.params()) {
+    at::Tensor full = p.value.detach();
+    if (p.split_dim >= 0 && mesh.tp_size() > 1) {
+      at::Tensor front = full.movedim(p.split_dim, 0).contiguous();
+      std::vector<int64_t> shape = front.sizes().vec();
+      shape[0] *= mesh.tp_size();
+      at::Tensor all = at::empty(shape, front.options());
+      mesh.tp().all_gather(all, front);
+      full = all.movedim(0, p.split_dim);
+    }
+    if (!writer) continue;
+    at::Tensor t = full.to(dtype).contiguous();
+    const auto bytes = static_cast<int64_t>(t.nbytes());
+    if (filled > 0 && filled + bytes > shard_bytes) LETHE_RETURN_IF_ERROR(flush(false));
+    shards.back().emplace_back(hf_name(p.name), t);
+    filled += bytes;
+    total += bytes;
+  }
+  if (!writer) return Status::ok();
+  LETHE_RETURN_IF_ERROR(flush(true));
+  // Hugging Face names shards model-0000k-of-0000n.safetensors: renamed once n is known.
+  auto hf_file = [&](size_t k) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", k + 1, written.size());
+    return std::string(buf);
+  };
+  for (size_t k = 0; k < written.size(); ++k) {
+    fs::rename(dir + "/" + written[k], dir + "/" + hf_file(k), ec);
+    if (ec) return Status::error(dir + "/" + written[k] + ": rename failed: " + ec.message());
+  }
+  for (auto& [name, file] : weight_map.items()) {
+    const auto k = static_cast<size_t>(std::find(written.begin(), written.end(), file.get<std::string>()) - written.begin());
+    file = hf_file(k);
+  }
+  const json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+  LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/model.safetensors.index.json", index.dump(2) + "\n"));
+  return write_file_atomic(dir + "/config.json", hf_config_json(model.config(), torch_dtype));
+}
+
+}  // namespace lethe

@@ -1,0 +1,96 @@
+// Hugging Face interop: the tiny Llama fixture in tests/data/hf-tiny-llama (two BF16 shards and an
+// index, made by scripts/make_hf_fixture.py with expected logits from an independent NumPy
+// transcription of transformers' LlamaForCausalLM) loads and gives those logits; export → import
+// round-trips bit-exactly; bad folders are clear errors. The tp 2 case is Distributed.HfFixture*.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "collectives/local_communicator.h"
+#include "io/safetensors.h"
+#include "runtime/hf_checkpoint.h"
+#include "tests/helpers.h"
+
+namespace lethe {
+namespace {
+
+TEST(HfInterop, NamesFollowTransformersLlama) {
+  EXPECT_EQ(hf_name("embed"), "model.embed_tokens.weight");
+  EXPECT_EQ(hf_name("layers.11.attn.wk"), "model.layers.11.self_attn.k_proj.weight");
+  EXPECT_EQ(hf_name("layers.0.mlp_norm"), "model.layers.0.post_attention_layernorm.weight");
+  EXPECT_EQ(hf_name("layers.3.mlp.w_down"), "model.layers.3.mlp.down_proj.weight");
+  EXPECT_EQ(hf_name("lm_head"), "lm_head.weight");
+}
+
+TEST(HfInterop, FixtureGivesTheExpectedLogits) {
+  LocalCommunicator local;
+  auto mesh = Mesh::create(local, MeshConfig{});
+  ASSERT_TRUE(mesh.is_ok());
+  auto model = test::load_hf_fixture(*mesh);
+  ASSERT_NE(model, nullptr);
+  test::expect_fixture_logits(*model);
+}
+
+TEST(HfInterop, ExportThenImportRoundTripsBitExactly) {
+  LocalCommunicator local;
+  auto mesh = Mesh::create(local, MeshConfig{});
+  ASSERT_TRUE(mesh.is_ok());
+  auto model = test::load_hf_fixture(*mesh);
+  ASSERT_NE(model, nullptr);
+  const std::string dir = test::scratch_dir("hf");
+  for (auto [dtype, name] : {std::pair{at::kBFloat16, "bf16"}, {at::kFloat, "f32"}}) {
+    SCOPED_TRACE(name);
+    const std::string out = dir + "/" + name;
+    // 20 kB shards: the fixture's 52 kB (bf16) become several files and an index.
+    ASSERT_TRUE(export_hf(*model, out, 20'000, dtype).is_ok());
+    ASSERT_TRUE(is_hf_dir(out));
+    int shards = 0;
+    for (const auto& e : std::filesystem::directory_iterator(out)) shards += e.path().extension() == ".safetensors";
+    EXPECT_GE(shards, 3);
+    ModelConfig cfg;
+    ASSERT_TRUE(read_hf_config(out + "/config.json", cfg).is_ok());
+    EXPECT_EQ(cfg.num_key_value_heads, model->config().num_key_value_heads);
+    Llama back(cfg, *mesh, /*seed=*/99);
+    Status s = load_hf_weights(out, back);
+    ASSERT_TRUE(s.is_ok()) << s.message();
+    for (size_t i = 0; i < back.params().size(); ++i) {
+      EXPECT_TRUE(at::equal(back.params()[i].value, model->params()[i].value)) << back.params()[i].name;
+    }
+  }
+  // Bit-exact at the file level too: the bf16 export holds the fixture's bytes.
+  auto ours = SafetensorsFile::open(dir + "/bf16/model-00001-of-00003.safetensors");
+  auto theirs = SafetensorsFile::open(test::hf_fixture_dir() + "/model-00001-of-00002.safetensors");
+  ASSERT_TRUE(ours.is_ok() && theirs.is_ok());
+  const SafetensorsEntry* a = ours->find("model.embed_tokens.weight");
+  const SafetensorsEntry* b = theirs->find("model.embed_tokens.weight");
+  ASSERT_TRUE(a && b);
+  EXPECT_TRUE(at::equal(ours->read(*a), theirs->read(*b)));
+}
+
+TEST(HfInterop, BadFoldersAreClearErrors) {
+  LocalCommunicator local;
+  auto mesh = Mesh::create(local, MeshConfig{});
+  ASSERT_TRUE(mesh.is_ok());
+  ModelConfig cfg;
+  ASSERT_TRUE(read_hf_config(test::hf_fixture_dir() + "/config.json", cfg).is_ok());
+  cfg.intermediate_size = 128;  // not what the files hold
+  Llama wrong(cfg, *mesh, 1);
+  Status s = load_hf_weights(test::hf_fixture_dir(), wrong);
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("model.layers.0.mlp.gate_proj.weight has shape [64, 32], the model expects [128, 32]"),
+            std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("model-00001-of-00002.safetensors"), std::string::npos) << s.message();
+
+  const std::string dir = test::scratch_dir("hf");
+  std::filesystem::copy(test::hf_fixture_dir(), dir, std::filesystem::copy_options::recursive);
+  std::filesystem::remove(dir + "/model-00002-of-00002.safetensors");
+  cfg.intermediate_size = 64;
+  Llama model(cfg, *mesh, 1);
+  s = load_hf_weights(dir, model);
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("model-00002-of-00002.safetensors: cannot open"), std::string::npos) << s.message();
+}
+
+}  // namespace
+}  // namespace lethe
