@@ -307,7 +307,8 @@ Result<at::Tensor> H5File::read_box(const std::string& name, const Box& want) co
     }
     at::Tensor t = *full;
     for (size_t d = 0; d < nd; ++d) t = t.narrow(static_cast<int64_t>(d), want.start[d], want.count[d]);
-    return t.contiguous();
+    // A slice is copied so that it does not keep the whole dataset's storage alive.
+    return t.numel() == full->numel() ? t : t.clone(at::MemoryFormat::Contiguous);
   }
   std::vector<int64_t> starts, counts;
   std::vector<uint64_t> sums;

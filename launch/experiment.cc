@@ -88,11 +88,12 @@ Metrics Experiment::evaluate(const Llama& model) {
   return lethe::evaluate(model, tok, *eval_set_, cfg.eval);
 }
 
-json cost_json(const Cost& c, double flops_per_token) {
+json cost_json(const Cost& c, double flops_per_token, int devices) {
   const double flops = c.flops(flops_per_token);
   return {{"train_tokens", c.train_tokens},
           {"forward_tokens", c.forward_tokens},
           {"seconds", c.seconds},
+          {"devices", devices},
           {"flops", flops},
           {"tokens_per_s", c.tokens_per_second()},
           {"flops_per_s", c.seconds > 0 ? flops / c.seconds : 0.0}};

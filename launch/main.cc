@@ -9,6 +9,7 @@
 #include "collectives/world.h"
 #include "io/config.h"
 #include "launch/convert.h"
+#include "launch/plan_command.h"
 #include "launch/train_phase.h"
 #include "launch/unlearn_phase.h"
 
@@ -88,6 +89,27 @@ int main(int argc, char** argv) {
   to_hf->add_option("--dtype", dtype, "float32, bfloat16 (default) or float16");
   to_hf->add_option("--shard-mb", shard_mb, "largest shard in MB (default 5000)");
   to_hf->add_option("--set", overrides, "override a key: section.key=value");
+  CLI::App* plan = app.add_subcommand("plan", "memory per GPU, the fewest GPUs, and unlearning vs retraining cost");
+  lethe::PlanInput pin;
+  std::string plan_model, measured;
+  bool fp32 = false, no_ckpt = false;
+  plan->add_option("--model", plan_model, "a preset (llama-2-7b, llama-2-13b, llama-2-70b, llama-3-8b, llama-3-70b), "
+                                          "or a Hugging Face config.json or its folder")->required();
+  plan->add_option("--tp", pin.tp, "tensor-parallel size (default 1)");
+  plan->add_option("--dp", pin.dp, "data-parallel size (default 1)");
+  plan->add_flag("--zero1", pin.zero1, "shard fp32 master weights and AdamW moments over dp");
+  plan->add_flag("--reference", pin.reference, "a frozen reference model (NPO, KL, ICU)");
+  plan->add_flag("--fp32", fp32, "fp32 throughout (default: bf16 with fp32 master weights)");
+  plan->add_flag("--no-checkpointing", no_ckpt, "keep every layer's activations");
+  plan->add_option("--seq", pin.seq_len, "sequence length (default 4096)");
+  plan->add_option("--batch", pin.micro_batch, "micro-batch per dp rank (default 1)");
+  plan->add_option("--gpu-gb", pin.gpu_gb, "memory per GPU in GB (default 80)");
+  plan->add_option("--unlearn-tokens", pin.unlearn_tokens, "tokens an unlearning run processes (all cycles)");
+  plan->add_option("--retrain-tokens", pin.retrain_tokens, "tokens of a retrain on the remaining data");
+  plan->add_option("--tokens-per-s", pin.tokens_per_s_per_gpu, "measured training tokens/s per GPU for this model");
+  plan->add_option("--measured", measured, "a summary.json of a lethe run: its FLOP/s per device sets the throughput");
+  plan->add_option("--mfu", pin.mfu, "model FLOP utilisation when no throughput is given (default 0.4)");
+  plan->add_option("--peak-tflops", pin.peak_tflops, "dense peak per GPU (default 989, H100 bf16)");
   CLI::App* compare = app.add_subcommand("compare", "target, retrain and each method side by side (table, JSON, plot)");
   compare->add_option("run_dir", run_dir, "the experiment folder (run.dir)")->required();
   CLI::App* quick = app.add_subcommand("quickstart", "the embedded default end to end: corpus, target, retrain, "
@@ -100,6 +122,11 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (compare->parsed()) return finish(lethe::run_compare(run_dir));
+    if (plan->parsed()) {
+      pin.bf16 = !fp32;
+      pin.checkpointing = !no_ckpt;
+      return finish(lethe::run_plan(pin, plan_model, measured));
+    }
     if (from_hf->parsed()) {
       auto cfg = lethe::parse_config("", "<convert>", overrides);
       if (!cfg) return finish(cfg.status());

@@ -21,7 +21,9 @@ Param make_param(const std::string& name, std::vector<int64_t> global_shape, int
   at::Tensor shard = full;
   if (split_dim >= 0) {
     const int64_t n = global_shape[split_dim] / tp.size();
-    shard = full.narrow(split_dim, tp.rank() * n, n).contiguous();
+    // A copy, not contiguous(): a slice along dim 0 is already contiguous and would keep the whole
+    // tensor's storage alive on every rank.
+    shard = full.narrow(split_dim, tp.rank() * n, n).clone(at::MemoryFormat::Contiguous);
   }
   shard.set_requires_grad(true);
   const bool decay = global_shape.size() > 1;

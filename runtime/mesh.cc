@@ -18,8 +18,9 @@ Result<Mesh> Mesh::create(Communicator& world, const MeshConfig& cfg) {
   return m;
 }
 
-Status Mesh::check_model(const ModelConfig& m) const {
-  const int64_t tp = tp_size();
+Status Mesh::check_model(const ModelConfig& m) const { return check_model_for_tp(m, tp_size()); }
+
+Status check_model_for_tp(const ModelConfig& m, int64_t tp) {
   const std::pair<const char*, int64_t> sizes[] = {{"num_attention_heads", m.num_attention_heads},
                                                    {"num_key_value_heads", m.num_key_value_heads},
                                                    {"vocab_size", m.vocab_size},

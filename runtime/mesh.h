@@ -36,4 +36,7 @@ class Mesh {
   std::unique_ptr<Communicator> tp_, dp_;
 };
 
+// Mesh::check_model for a tp size alone (planning layouts without ranks).
+Status check_model_for_tp(const ModelConfig& m, int64_t tp);
+
 }  // namespace lethe

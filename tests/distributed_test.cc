@@ -14,6 +14,7 @@
 #include "launch/train_phase.h"
 #include "launch/unlearn_phase.h"
 #include "runtime/checkpoint.h"
+#include "runtime/plan.h"
 #include "runtime/trainer.h"
 #include "tests/helpers.h"
 
@@ -308,6 +309,50 @@ TEST(Distributed, UnlearningAtTp2Dp2MatchesOneProcess) {
     ASSERT_EQ(a.size(), b.size()) << method;
     ASSERT_FALSE(a.empty()) << method;
     for (size_t i = 0; i < a.size(); ++i) same(a[i], b[i], method + "[" + std::to_string(i) + "]");
+  }
+}
+
+// One real Llama-2-70B layer (d 8192, 64 heads over 8 KV heads, FFN 28672; the vocabulary cut to
+// 1024) at tp 8, each rank holding its 1/8 of it, against the same layer at tp 1 on rank 0 alone:
+// logits, loss and every parameter's gradient norm. Run by ctest as mpi8.SeventyBLayer.
+TEST(Distributed, SeventyBLayerAtTp8MatchesOneProcess) {
+  Communicator& world = test_world();
+  if (world.size() != 8) GTEST_SKIP() << "needs mpirun -np 8";
+  ModelConfig cfg = *model_preset("llama-2-70b");
+  cfg.num_hidden_layers = 1;
+  cfg.vocab_size = 1024;
+  const TokenDataset ds = random_dataset();
+  const Batch b = make_batch(ds, {0});
+  Mesh mesh = make_mesh(world, 8, 1);
+  at::Tensor logits;
+  double loss = 0;
+  std::vector<double> norms;  // squared gradient norm of each whole parameter
+  {  // the shards are freed before rank 0 builds the whole layer
+    Llama model(cfg, mesh, 5);
+    EXPECT_EQ(model.params()[1].value.sizes(), (std::vector<int64_t>{8192}));  // attention norm: replicated
+    EXPECT_EQ(model.params()[2].value.sizes(), (std::vector<int64_t>{1024, 8192}));  // wq: 8 of 64 heads
+    logits = model.full_logits(b.input_BT, b.positions_BT, b.segments_BT).detach();
+    at::Tensor l = -model.token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT).mean();
+    torch::autograd::backward({l});
+    loss = l.item<double>();
+    for (const Param& p : model.params()) {
+      at::Tensor sq = p.value.grad().pow(2).sum().to(at::kDouble);
+      if (p.split_dim >= 0) mesh.tp().all_reduce(sq, ReduceOp::kSum);
+      norms.push_back(sq.item<double>());
+    }
+  }
+  world.barrier();
+  if (world.rank() != 0) return;
+  LocalCommunicator local;
+  Mesh one = make_mesh(local, 1, 1);
+  Llama ref(cfg, one, 5);
+  EXPECT_LT(max_rel_diff(logits, ref.full_logits(b.input_BT, b.positions_BT, b.segments_BT)), kRel);
+  at::Tensor ref_loss = -ref.token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT).mean();
+  EXPECT_NEAR(loss, ref_loss.item<double>(), kAbs * std::max(1.0, ref_loss.item<double>()));
+  torch::autograd::backward({ref_loss});
+  for (size_t i = 0; i < norms.size(); ++i) {
+    const Param& p = ref.params()[i];
+    EXPECT_NEAR(norms[i], p.value.grad().pow(2).sum().item<double>(), kRel * norms[i]) << p.name;
   }
 }
 
