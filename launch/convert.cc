@@ -2,7 +2,10 @@
 
 #include <ATen/ATen.h>
 
+#include <filesystem>
+
 #include "base/log.h"
+#include "io/tokenizer.h"
 #include "launch/experiment.h"
 #include "runtime/checkpoint.h"
 #include "runtime/hf_checkpoint.h"
@@ -34,12 +37,28 @@ Status run_convert_from_hf(RunConfig cfg, const std::string& hf_dir, const std::
     return Status::error(hf_dir + ": not a Hugging Face model folder (config.json and model.safetensors or its index)");
   }
   LETHE_RETURN_IF_ERROR(read_hf_config(hf_dir + "/config.json", cfg.model));
+  // The tokenizer comes along: copied next to the checkpoint and named in its embedded config.
+  const std::string tokenizer = hf_dir + "/tokenizer.model";
+  const bool has_tokenizer = std::filesystem::exists(tokenizer);
+  if (has_tokenizer) {
+    LETHE_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::load(tokenizer));
+    if (tok.vocab_size() > cfg.model.vocab_size) {
+      return Status::error(fmt::format("{}: {} pieces, more than config.json's vocab_size {}", tokenizer, tok.vocab_size(),
+                                       cfg.model.vocab_size));
+    }
+    cfg.tokenizer.model = std::filesystem::absolute(out_dir + "/tokenizer.model").string();
+  }
   LETHE_ASSIGN_OR_RETURN(auto ex, open_mesh(cfg));
   auto model = ex->new_model();
   LETHE_RETURN_IF_ERROR(load_hf_weights(hf_dir, *model));
   WeightsOnly w(*model, *ex->mesh);
   LETHE_ASSIGN_OR_RETURN(std::string path, save_checkpoint(out_dir, w, CheckpointMeta{"hf-import", to_toml(cfg), {}}, 1));
-  log().info("{} ({} parameters) → {}", hf_dir, model->num_params_global(), path);
+  if (has_tokenizer && ex->mesh->world().rank() == 0) {
+    std::error_code ec;
+    std::filesystem::copy_file(tokenizer, cfg.tokenizer.model, std::filesystem::copy_options::overwrite_existing, ec);
+    if (ec) return Status::error(cfg.tokenizer.model + ": cannot copy the tokenizer there: " + ec.message());
+  }
+  log().info("{} ({} parameters{}) → {}", hf_dir, model->num_params_global(), has_tokenizer ? ", tokenizer.model" : "", path);
   return Status::ok();
 }
 

@@ -9,7 +9,8 @@
 namespace lethe {
 
 // Reads a Hugging Face Llama folder (config.json gives the architecture; each rank reads only its
-// tp slice) and saves it as a Lethe checkpoint (step 0, fresh optimizer) in `out_dir`.
+// tp slice) and saves it as a Lethe checkpoint (step 0, fresh optimizer) in `out_dir`, with the
+// folder's tokenizer.model (when it has one) copied beside it and named in the embedded config.
 Status run_convert_from_hf(RunConfig cfg, const std::string& hf_dir, const std::string& out_dir);
 
 // Loads a Lethe checkpoint (saved at any tp × dp) and writes a Hugging Face folder: sharded

@@ -8,7 +8,10 @@
 #include <filesystem>
 
 #include "collectives/local_communicator.h"
+#include "io/corpus.h"
 #include "io/safetensors.h"
+#include "io/tokenizer.h"
+#include "launch/convert.h"
 #include "runtime/hf_checkpoint.h"
 #include "tests/helpers.h"
 
@@ -66,6 +69,36 @@ TEST(HfInterop, ExportThenImportRoundTripsBitExactly) {
   const SafetensorsEntry* b = theirs->find("model.embed_tokens.weight");
   ASSERT_TRUE(a && b);
   EXPECT_TRUE(at::equal(ours->read(*a), theirs->read(*b)));
+}
+
+// `lethe convert hf-to-lethe` brings the folder's tokenizer.model along, and refuses one with more
+// pieces than the model's vocabulary.
+TEST(HfInterop, ImportBringsTheTokenizer) {
+  const std::string dir = test::scratch_dir("hf-tok");
+  LocalCommunicator local;
+  auto mesh = Mesh::create(local, MeshConfig{});
+  ASSERT_TRUE(mesh.is_ok());
+  auto cfg = parse_config("", "<test>", {"run.dir=" + dir + "/run"});
+  ASSERT_TRUE(cfg.is_ok());
+  ASSERT_TRUE(export_hf(Llama(cfg->model, *mesh, 1), dir + "/hf", 1 << 30, at::kFloat).is_ok());
+  CorpusConfig people;
+  people.people = 30;
+  std::vector<std::string> texts;
+  for (const auto& d : generate_corpus(people).training_documents(true, true)) texts.push_back(d.text);
+  auto tok = Tokenizer::train(texts, 400, dir + "/hf/tokenizer.model");
+  ASSERT_TRUE(tok.is_ok()) << tok.status().message();
+  const Status ok = run_convert_from_hf(*cfg, dir + "/hf", dir + "/out");
+  ASSERT_TRUE(ok.is_ok()) << ok.message();
+  auto copied = Tokenizer::load(dir + "/out/tokenizer.model");
+  ASSERT_TRUE(copied.is_ok()) << copied.status().message();
+  EXPECT_EQ(copied->encode(texts[0]), tok->encode(texts[0]));
+
+  cfg->model.vocab_size = 384;
+  ASSERT_TRUE(export_hf(Llama(cfg->model, *mesh, 1), dir + "/small", 1 << 30, at::kFloat).is_ok());
+  std::filesystem::copy_file(dir + "/hf/tokenizer.model", dir + "/small/tokenizer.model");
+  const Status s = run_convert_from_hf(*cfg, dir + "/small", dir + "/out2");
+  EXPECT_NE(s.message().find(dir + "/small/tokenizer.model: 400 pieces, more than config.json's vocab_size 384"),
+            std::string::npos) << s.message();
 }
 
 TEST(HfInterop, BadFoldersAreClearErrors) {
