@@ -439,6 +439,11 @@ Status read_hf_config(const std::string& path, ModelConfig& m) {
   if (j.contains("hidden_act") && j["hidden_act"] != "silu") {
     return Status::error(path + ": hidden_act " + j["hidden_act"].dump() + " is not supported (silu)");
   }
+  for (const char* bias : {"attention_bias", "mlp_bias"}) {
+    if (j.contains(bias) && j[bias] != false) {
+      return Status::error(path + ": " + bias + " " + j[bias].dump() + " is not supported (Llama has no biases)");
+    }
+  }
   if (j.contains("head_dim") && j["head_dim"].is_number() && j["head_dim"].get<int64_t>() != m.head_dim()) {
     return Status::error(path + ": head_dim " + j["head_dim"].dump() + " differs from hidden_size / num_attention_heads = " +
                          std::to_string(m.head_dim()));

@@ -13,12 +13,12 @@
 #include <filesystem>
 #include <fstream>
 
-#include "runtime/hf_checkpoint.h"
 #include "base/check.h"
 #include "base/log.h"
 #include "base/torch_compat.h"
 #include "collectives/mpi_communicator.h"
 #include "io/hdf5_store.h"
+#include "runtime/hf_checkpoint.h"
 
 namespace lethe {
 

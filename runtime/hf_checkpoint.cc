@@ -89,7 +89,10 @@ Status load_hf_weights(const std::string& dir, Llama& model) {
   LETHE_ASSIGN_OR_RETURN(auto files, weight_map(dir));
   std::map<std::string, SafetensorsFile> open;
   const int tp = model.mesh().tp_size(), r = model.mesh().tp_rank();
-  std::vector<at::Tensor> staged;  // all or nothing: the model changes only once every tensor is read
+  // All or nothing: every name, file and shape is checked (and every file's header validated by
+  // open) before the first parameter changes; then each slice is read and copied in turn, so the
+  // import needs this rank's shard plus one slice, never the file.
+  std::vector<std::pair<const SafetensorsFile*, const SafetensorsEntry*>> found;
   for (const Param& p : model.params()) {
     const std::string name = hf_name(p.name);
     auto f = files.find(name);
@@ -105,11 +108,15 @@ Status load_hf_weights(const std::string& dir, Llama& model) {
       return Status::error(st.path() + ": tensor " + name + " has shape " + shape_text(e->shape) + ", the model expects " +
                            shape_text(p.global_shape) + " (does config.json match the weights?)");
     }
-    const int64_t n = p.split_dim < 0 ? 0 : p.global_shape[p.split_dim] / tp;
-    staged.push_back(p.split_dim < 0 ? st.read(*e) : st.read(*e, p.split_dim, r * n, n));
+    found.emplace_back(&st, e);
   }
   at::NoGradGuard no_grad;
-  for (size_t i = 0; i < staged.size(); ++i) model.params()[i].value.copy_(staged[i]);
+  for (size_t i = 0; i < found.size(); ++i) {
+    Param& p = model.params()[i];
+    const auto [st, e] = found[i];
+    const int64_t n = p.split_dim < 0 ? 0 : p.global_shape[p.split_dim] / tp;
+    p.value.copy_(p.split_dim < 0 ? st->read(*e) : st->read(*e, p.split_dim, r * n, n));
+  }
   return Status::ok();
 }
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "collectives/local_communicator.h"
 #include "io/corpus.h"
@@ -99,6 +100,27 @@ TEST(HfInterop, ImportBringsTheTokenizer) {
   const Status s = run_convert_from_hf(*cfg, dir + "/small", dir + "/out2");
   EXPECT_NE(s.message().find(dir + "/small/tokenizer.model: 400 pieces, more than config.json's vocab_size 384"),
             std::string::npos) << s.message();
+}
+
+// config.json variants Lethe does not implement are refused by key, never silently mis-loaded.
+TEST(HfInterop, UnsupportedConfigVariantsAreRefused) {
+  std::ifstream in(test::hf_fixture_dir() + "/config.json");
+  const nlohmann::json base = nlohmann::json::parse(in);
+  const std::string path = test::scratch_dir("hf-config") + "/config.json";
+  const std::pair<nlohmann::json, std::string> cases[] = {
+      {{{"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}}}}, "rope_scaling"},
+      {{{"hidden_act", "gelu"}}, "hidden_act \"gelu\" is not supported"},
+      {{{"head_dim", 16}}, "head_dim 16 differs from hidden_size / num_attention_heads = 8"},
+      {{{"attention_bias", true}}, "attention_bias true is not supported"},
+      {{{"mlp_bias", true}}, "mlp_bias true is not supported"}};
+  for (const auto& [change, message] : cases) {
+    nlohmann::json j = base;
+    j.update(change);
+    std::ofstream(path) << j.dump();
+    ModelConfig m;
+    const Status s = read_hf_config(path, m);
+    EXPECT_NE(s.message().find(path + ": " + message), std::string::npos) << s.message();
+  }
 }
 
 TEST(HfInterop, BadFoldersAreClearErrors) {
