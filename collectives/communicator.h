@@ -18,6 +18,16 @@ namespace lethe {
 
 enum class ReduceOp { kSum, kAvg, kMax };
 
+// A collective started by an *_async call. wait() completes it (with the deadline of a blocking
+// call); poll() lets the backend make progress without blocking (MPI progresses only inside its
+// calls). The tensor must stay alive and untouched until wait() returns.
+class PendingCollective {
+ public:
+  virtual ~PendingCollective() = default;
+  virtual void wait() = 0;
+  virtual void poll() {}
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -26,6 +36,9 @@ class Communicator {
   virtual std::string backend() const = 0;
 
   virtual void all_reduce(at::Tensor& t, ReduceOp op) = 0;
+  // all_reduce started now and finished by the handle's wait(), in the order of the calls. Backends
+  // without asynchrony complete it here.
+  virtual std::unique_ptr<PendingCollective> all_reduce_async(at::Tensor& t, ReduceOp op);
   virtual void all_gather(at::Tensor& out, const at::Tensor& in) = 0;
   virtual void reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) = 0;
   virtual void broadcast(at::Tensor& t, int root) = 0;
@@ -35,5 +48,13 @@ class Communicator {
   // The same ranks' communicator for CPU tensors: itself for CPU backends, MPI under NCCL.
   virtual Communicator& host() { return *this; }
 };
+
+inline std::unique_ptr<PendingCollective> Communicator::all_reduce_async(at::Tensor& t, ReduceOp op) {
+  struct Done final : PendingCollective {
+    void wait() override {}
+  };
+  all_reduce(t, op);
+  return std::make_unique<Done>();
+}
 
 }  // namespace lethe

@@ -137,6 +137,42 @@ void MpiCommunicator::all_reduce(at::Tensor& t, ReduceOp op) {
   if (op == ReduceOp::kAvg) t.div_(size_);
 }
 
+// An MPI_Iallreduce in flight: polled with MPI_Test, completed with MPI_Wait under the watchdog.
+class MpiPending final : public PendingCollective {
+ public:
+  MpiPending(const MpiCommunicator& c, at::Tensor t, ReduceOp op) : c_(c), t_(std::move(t)), op_(op) {
+    c_.check(MPI_Iallreduce(MPI_IN_PLACE, t_.data_ptr(), static_cast<int>(t_.numel()), mpi_type(t_.scalar_type()),
+                            mpi_op(op_), c_.comm_, &req_),
+             "MPI_Iallreduce");
+  }
+  ~MpiPending() override { wait(); }
+  void poll() override {
+    int done = 0;
+    if (req_ != MPI_REQUEST_NULL) c_.check(MPI_Test(&req_, &done, MPI_STATUS_IGNORE), "MPI_Test");
+  }
+  void wait() override {
+    if (finished_) return;
+    c_.run(std::string("all_reduce(") + op_name(op_) + ", started early)", t_.numel() * t_.element_size(),
+           [&] { return MPI_Wait(&req_, MPI_STATUS_IGNORE); });
+    if (op_ == ReduceOp::kAvg) t_.div_(c_.size_);
+    finished_ = true;
+  }
+
+ private:
+  const MpiCommunicator& c_;
+  at::Tensor t_;
+  ReduceOp op_;
+  MPI_Request req_ = MPI_REQUEST_NULL;
+  bool finished_ = false;
+};
+
+std::unique_ptr<PendingCollective> MpiCommunicator::all_reduce_async(at::Tensor& t, ReduceOp op) {
+  LETHE_CHECK(t.is_contiguous() && t.device().is_cpu());
+  const bool direct = (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble) && t.numel() <= chunk_;
+  if (!direct) return Communicator::all_reduce_async(t, op);
+  return std::make_unique<MpiPending>(*this, t, op);
+}
+
 void MpiCommunicator::all_gather(at::Tensor& out, const at::Tensor& in) {
   LETHE_CHECK(out.is_contiguous() && in.is_contiguous() && out.scalar_type() == in.scalar_type());
   LETHE_CHECK_MSG(out.numel() == in.numel() * size_, "all_gather: out must hold size() × in");

@@ -30,6 +30,8 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
   std::string backend() const override { return "mpi"; }
   void all_reduce(at::Tensor& t, ReduceOp op) override;
+  // MPI_Iallreduce for fp32/fp64 buffers of at most one chunk; others complete in the call.
+  std::unique_ptr<PendingCollective> all_reduce_async(at::Tensor& t, ReduceOp op) override;
   void all_gather(at::Tensor& out, const at::Tensor& in) override;
   void reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) override;
   void broadcast(at::Tensor& t, int root) override;
@@ -42,6 +44,7 @@ class MpiCommunicator final : public Communicator {
   double timeout_s() const { return timeout_s_; }
 
  private:
+  friend class MpiPending;
   // Runs the blocking MPI `call` under the watchdog (Note [Collective deadline]).
   void run(const std::string& op, int64_t bytes, const std::function<int()>& call) const;
   void check(int rc, const char* op) const;

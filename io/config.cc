@@ -125,6 +125,7 @@ void visit(V& v, RunConfig& c) {
   v.field("dp", c.mesh.dp, 1, 1 << 20);
   v.field("zero1", c.mesh.zero1);
   v.field("bucket_mb", c.mesh.bucket_mb, 1e-3, 1e6);
+  v.field("overlap_grad_reduce", c.mesh.overlap_grad_reduce);
 }
 
 std::string where(const toml::source_region& src, const std::string& fallback) {

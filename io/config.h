@@ -130,6 +130,7 @@ struct MeshConfig {
   int64_t dp = 1;
   bool zero1 = false;       // shard AdamW moments across dp (ZeRO stage 1)
   double bucket_mb = 25;    // data-parallel gradient all-reduce bucket size
+  bool overlap_grad_reduce = true;  // start each bucket's all-reduce during backward
 };
 
 struct RunConfig {

@@ -25,6 +25,7 @@ class Mesh {
   int dp_size() const { return dp_->size(); }
   bool zero1() const { return cfg_.zero1; }
   double bucket_mb() const { return cfg_.bucket_mb; }
+  bool overlap_grad_reduce() const { return cfg_.overlap_grad_reduce; }
 
   // Heads, KV heads, vocabulary and FFN sizes must divide by tp; the error names the field.
   Status check_model(const ModelConfig& m) const;

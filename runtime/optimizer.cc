@@ -22,6 +22,78 @@ AdamW::AdamW(std::vector<Param>& params, const AdamHyper& hyper, const Mesh& mes
     m_.push_back(at::zeros_like(chunk, at::kFloat));
     v_.push_back(at::zeros_like(chunk, at::kFloat));
   }
+  if (!zero1_ && mesh.dp_size() > 1) make_buckets();
+}
+
+AdamW::~AdamW() {
+  for (size_t i = 0; i < hooks_.size(); ++i) (*params_)[i].value.remove_hook(hooks_[i]);
+}
+
+// Note [Overlapped gradient reduction]: buckets are filled in reverse parameter order, roughly the
+// order in which backward produces gradients. Each parameter has a hook that, when armed, copies
+// its complete gradient (what AccumulateGrad is about to store: the earlier micro-batches' sum plus
+// this one) into its bucket; a bucket whose gradients are all in starts its all-reduce at once,
+// and buckets start strictly in order, so every rank issues the same collectives in the same order
+// even if hooks ran in another. step() fills and starts what is left (parameters without a
+// gradient, or tensors replaced since the hooks were set), waits for all, and copies the sums back
+// into .grad. Hooks run on the thread that called backward (CPU autograd), so MPI is still called
+// from one thread. On MPI a bucket progresses only inside MPI calls: every hook polls the buckets
+// in flight.
+void AdamW::make_buckets() {
+  const size_t n = params_->size();
+  bucket_of_.resize(n);
+  offset_of_.resize(n);
+  filled_.assign(n, false);
+  int64_t filled = 0;
+  for (size_t r = 0; r < n; ++r) {
+    const size_t i = n - 1 - r;
+    const int64_t numel = (*params_)[i].value.numel();
+    if (buckets_.empty() || (filled > 0 && filled + numel > bucket_elements_)) {
+      buckets_.emplace_back();
+      filled = 0;
+    }
+    buckets_.back().params.push_back(i);
+    bucket_of_[i] = buckets_.size() - 1;
+    offset_of_[i] = filled;
+    filled += numel;
+  }
+  for (Bucket& b : buckets_) {
+    int64_t total = 0;
+    for (size_t i : b.params) total += (*params_)[i].value.numel();
+    b.flat = at::zeros({total}, (*params_)[b.params.front()].value.options().requires_grad(false));
+  }
+  for (size_t i = 0; i < n; ++i) {
+    hooks_.push_back((*params_)[i].value.register_hook([this, i](const at::Tensor& g) { on_grad(i, g); }));
+  }
+}
+
+void AdamW::overlap_next_backward() { armed_ = !buckets_.empty() && mesh_->overlap_grad_reduce(); }
+
+void AdamW::on_grad(size_t i, const at::Tensor& g) {
+  if (!armed_ || filled_[i]) return;
+  at::NoGradGuard no_grad;
+  const Param& p = (*params_)[i];
+  Bucket& b = buckets_[bucket_of_[i]];
+  at::Tensor dst = b.flat.narrow(0, offset_of_[i], p.value.numel()).view(p.value.sizes());
+  const at::Tensor& earlier = p.value.grad();
+  if (earlier.defined()) {
+    at::add_out(dst, earlier, g);
+  } else {
+    dst.copy_(g);
+  }
+  filled_[i] = true;
+  ++b.ready;
+  launch_ready_buckets();
+  for (Bucket& other : buckets_) {
+    if (other.pending) other.pending->poll();
+  }
+}
+
+void AdamW::launch_ready_buckets() {
+  while (next_launch_ < buckets_.size() && buckets_[next_launch_].ready == buckets_[next_launch_].params.size()) {
+    Bucket& b = buckets_[next_launch_++];
+    b.pending = mesh_->dp().all_reduce_async(b.flat, ReduceOp::kSum);
+  }
 }
 
 void AdamW::update(Param& p, const at::Tensor& value, const at::Tensor& g, size_t i, double lr) {
@@ -35,33 +107,36 @@ void AdamW::update(Param& p, const at::Tensor& value, const at::Tensor& g, size_
   w.addcdiv_(m_[i], denom, -lr / bc1);
 }
 
-// Gradients are summed over dp in flat buffers of at most bucket_elements_ (one parameter larger
-// than a bucket goes alone), in parameter order, then copied back.
+// Completes the dp sum of every gradient (Note [Overlapped gradient reduction]).
 void AdamW::all_reduce_buckets() {
-  std::vector<at::Tensor> bucket;
-  int64_t filled = 0;
-  auto flush = [&] {
-    if (bucket.empty()) return;
-    std::vector<at::Tensor> flat_parts;
-    for (const at::Tensor& g : bucket) flat_parts.push_back(g.reshape({-1}));
-    at::Tensor flat = at::cat(flat_parts);
-    mesh_->dp().all_reduce(flat, ReduceOp::kSum);
-    int64_t off = 0;
-    for (at::Tensor& g : bucket) {
-      g.view({-1}).copy_(flat.narrow(0, off, g.numel()));
-      off += g.numel();
+  started_in_backward_ = next_launch_;
+  for (Bucket& b : buckets_) {
+    for (size_t i : b.params) {
+      if (filled_[i]) continue;
+      const at::Tensor& g = (*params_)[i].value.grad();
+      at::Tensor dst = b.flat.narrow(0, offset_of_[i], (*params_)[i].value.numel());
+      if (g.defined()) {
+        dst.copy_(g.reshape({-1}));
+      } else {
+        dst.zero_();
+      }
+      filled_[i] = true;
+      ++b.ready;
     }
-    bucket.clear();
-    filled = 0;
-  };
-  for (Param& p : *params_) {
-    at::Tensor& g = p.value.mutable_grad();
-    if (!g.defined()) continue;
-    if (filled + g.numel() > bucket_elements_) flush();
-    bucket.push_back(g);
-    filled += g.numel();
   }
-  flush();
+  launch_ready_buckets();
+  for (Bucket& b : buckets_) {
+    b.pending->wait();
+    b.pending.reset();
+    for (size_t i : b.params) {
+      at::Tensor& g = (*params_)[i].value.mutable_grad();
+      if (g.defined()) g.copy_(b.flat.narrow(0, offset_of_[i], g.numel()).view(g.sizes()));
+    }
+    b.ready = 0;
+  }
+  filled_.assign(filled_.size(), false);
+  next_launch_ = 0;
+  armed_ = false;
 }
 
 double AdamW::step(double lr, double max_norm) {

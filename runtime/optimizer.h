@@ -5,7 +5,10 @@
 // gradients is the gradient of the global-batch mean (the trainer divides by the step's global
 // token count). step() then
 //  - plain: all-reduces the gradients in flat buckets of mesh.bucket_mb, clips, and updates every
-//    parameter with full AdamW moments (identical on every dp rank);
+//    parameter with full AdamW moments (identical on every dp rank). Buckets hold parameters in
+//    reverse order, the order backward produces their gradients; after overlap_next_backward()
+//    (mesh.overlap_grad_reduce) each bucket's all-reduce starts from gradient hooks as soon as its
+//    last gradient is in, while backward goes on (Note [Overlapped gradient reduction]);
 //  - ZeRO-1 (mesh.zero1): reduce-scatters the gradients so each dp rank holds the summed gradient
 //    of its chunk of every parameter — rows [row_start, row_start + rows) along dim 0 of the tp
 //    shard — keeps AdamW moments for that chunk only, updates it, and all-gathers the updated
@@ -16,6 +19,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <memory>
 #include <vector>
 
 #include "io/config.h"
@@ -32,6 +36,17 @@ class AdamW {
  public:
   // Keeps pointers into `params`, which must outlive the optimizer and not be resized.
   AdamW(std::vector<Param>& params, const AdamHyper& hyper, const Mesh& mesh);
+  ~AdamW();
+  AdamW(const AdamW&) = delete;  // its gradient hooks point at it
+  AdamW& operator=(const AdamW&) = delete;
+
+  // The next backward completes this step's gradients (the last micro-batch): with plain dp and
+  // mesh.overlap_grad_reduce, buckets start reducing during it. Without this call step() reduces
+  // everything itself; the result is the same.
+  void overlap_next_backward();
+  // Of the last step's gradient buckets: how many there were, and how many started during backward.
+  size_t buckets() const { return buckets_.size(); }
+  size_t buckets_started_in_backward() const { return started_in_backward_; }
 
   // Synchronises gradients over dp, clips their global norm to `max_norm` (0: no clipping), and
   // updates with learning rate `lr`; returns the norm before clipping and clears the gradients.
@@ -48,6 +63,15 @@ class AdamW {
   bool zero1() const { return zero1_; }
 
  private:
+  struct Bucket {
+    std::vector<size_t> params;  // indices into params_, in reverse parameter order
+    at::Tensor flat;             // their gradients, one after another
+    size_t ready = 0;            // gradients copied in during this backward
+    std::unique_ptr<PendingCollective> pending;
+  };
+  void make_buckets();
+  void on_grad(size_t i, const at::Tensor& g);
+  void launch_ready_buckets();
   void all_reduce_buckets();
   double zero1_step(double lr, double max_norm);
   void update(Param& p, const at::Tensor& value, const at::Tensor& grad, size_t i, double lr);
@@ -59,6 +83,13 @@ class AdamW {
   int64_t bucket_elements_;
   std::vector<at::Tensor> m_, v_;
   std::vector<std::pair<int64_t, int64_t>> rows_;  // per parameter: this rank's [start, count)
+  std::vector<Bucket> buckets_;                     // plain dp only
+  std::vector<size_t> bucket_of_;
+  std::vector<int64_t> offset_of_;                  // per parameter: where in its bucket's flat
+  std::vector<bool> filled_;                        // per parameter: copied in by a hook
+  std::vector<unsigned> hooks_;
+  size_t next_launch_ = 0, started_in_backward_ = 0;
+  bool armed_ = false;
   int64_t step_ = 0;
 };
 

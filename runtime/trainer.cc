@@ -52,6 +52,7 @@ StepStats Trainer::step() {
 
   at::Tensor loss_sum = at::zeros({1}, at::kDouble);
   for (const Batch& b : micro_batches) {
+    if (&b == &micro_batches.back()) opt_.overlap_next_backward();
     at::Tensor lp = model_.token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT);
     at::Tensor loss = -(lp * b.loss_mask_BT).sum() / std::max(tokens, 1.0);
     torch::autograd::backward({loss});

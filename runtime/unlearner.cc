@@ -62,6 +62,7 @@ std::vector<int64_t> Unlearner::my_rows(const std::vector<int64_t>& global) cons
 void Unlearner::optimizer_step(const at::Tensor& loss) {
   // Each dp rank's loss is a mean over its rows (token means: Note [Token means under dp]);
   // dividing by dp and summing the gradients over dp gives the gradient of the global-batch mean.
+  opt_.overlap_next_backward();
   torch::autograd::backward({loss / static_cast<double>(mesh_.dp_size())});
   for (Param& p : model_.params()) {
     if (!strategy_.trains(p)) p.value.mutable_grad() = at::Tensor();

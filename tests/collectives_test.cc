@@ -45,6 +45,27 @@ TEST_P(Collectives, AllReduceSumAvgMax) {
   }
 }
 
+// Several all-reduces in flight at once, polled, completed in any order: each gives its own sum
+// (MPI_Iallreduce for fp32/fp64, the blocking call for the other dtypes and backends).
+TEST_P(Collectives, AsyncAllReducesInFlightTogether) {
+  Communicator& w = test_world();
+  const int n = w.size();
+  const at::ScalarType t = GetParam();
+  at::Tensor base = at::arange(37, at::kDouble).remainder(7);
+  std::vector<at::Tensor> bufs;
+  std::vector<std::unique_ptr<PendingCollective>> pending;
+  for (int k = 0; k < 3; ++k) {
+    bufs.push_back(pattern(37, w.rank() + k, t));
+    pending.push_back(w.all_reduce_async(bufs.back(), k == 2 && at::isFloatingType(t) ? ReduceOp::kAvg : ReduceOp::kSum));
+  }
+  for (auto& p : pending) p->poll();
+  for (int k : {2, 0, 1}) pending[k]->wait();
+  for (int k = 0; k < 2; ++k) EXPECT_TRUE(same(bufs[k], (base * n + n * (n + 1) / 2 + k * n).to(t))) << k;
+  if (at::isFloatingType(t)) {
+    EXPECT_TRUE(at::allclose(bufs[2].cpu().to(at::kDouble), base + (n + 1) / 2.0 + 2, 0, 1e-2));
+  }
+}
+
 TEST_P(Collectives, AllGatherPutsRankRAtSliceR) {
   Communicator& w = test_world();
   const at::ScalarType t = GetParam();

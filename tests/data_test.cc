@@ -78,7 +78,9 @@ TEST(Corpus, ForgetIdsMustExist) {
   auto c = load_corpus(cfg, "");
   ASSERT_TRUE(c.is_ok());
   for (const auto& d : c->docs) {
-    if (d.group == "p0003") EXPECT_EQ(d.split, Split::kForget);
+    if (d.group == "p0003") {
+      EXPECT_EQ(d.split, Split::kForget);
+    }
   }
   cfg.forget_ids = {"p9999"};
   auto bad = load_corpus(cfg, "");
