@@ -26,7 +26,7 @@ AdamW::AdamW(std::vector<Param>& params, const AdamHyper& hyper, const Mesh& mes
 }
 
 AdamW::~AdamW() {
-  for (size_t i = 0; i < hooks_.size(); ++i) (*params_)[i].value.remove_hook(hooks_[i]);
+  for (auto& [tensor, id] : hooks_) tensor.remove_hook(id);
 }
 
 // Note [Overlapped gradient reduction]: buckets are filled in reverse parameter order, roughly the
@@ -63,7 +63,8 @@ void AdamW::make_buckets() {
     b.flat = at::zeros({total}, (*params_)[b.params.front()].value.options().requires_grad(false));
   }
   for (size_t i = 0; i < n; ++i) {
-    hooks_.push_back((*params_)[i].value.register_hook([this, i](const at::Tensor& g) { on_grad(i, g); }));
+    const at::Tensor& t = (*params_)[i].value;
+    hooks_.emplace_back(t, t.register_hook([this, i](const at::Tensor& g) { on_grad(i, g); }));
   }
 }
 

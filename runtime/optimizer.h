@@ -87,7 +87,7 @@ class AdamW {
   std::vector<size_t> bucket_of_;
   std::vector<int64_t> offset_of_;                  // per parameter: where in its bucket's flat
   std::vector<bool> filled_;                        // per parameter: copied in by a hook
-  std::vector<unsigned> hooks_;
+  std::vector<std::pair<at::Tensor, unsigned>> hooks_;  // (tensor, hook id) to remove when done
   size_t next_launch_ = 0, started_in_backward_ = 0;
   bool armed_ = false;
   int64_t step_ = 0;
