@@ -77,6 +77,7 @@ void visit(V& v, RunConfig& c) {
   v.field("eps", c.train.eps, 0.0, 1.0);
   v.field("grad_clip", c.train.grad_clip, 0.0, kInf);
   v.field("dtype", c.train.dtype, {"fp32", "bf16"});
+  v.field("activation_checkpointing", c.train.activation_checkpointing);
   v.field("checkpoint_every", c.train.checkpoint_every, 0, kMaxInt);
   v.field("keep_checkpoints", c.train.keep_checkpoints, 1, kMaxInt);
 

@@ -76,6 +76,7 @@ struct TrainConfig {
   double eps = 1e-8;
   double grad_clip = 1.0;  // max global L2 norm; 0 disables
   std::string dtype = "fp32";  // compute dtype: "fp32" | "bf16" (fp32 master weights either way)
+  bool activation_checkpointing = false;  // keep each block's input only; recompute in backward
   int64_t checkpoint_every = 100;
   int64_t keep_checkpoints = 3;
 };

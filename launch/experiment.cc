@@ -79,8 +79,10 @@ Result<TokenDataset> Experiment::dataset(const std::string& name, const std::vec
 }
 
 std::unique_ptr<Llama> Experiment::new_model() const {
-  return std::make_unique<Llama>(cfg.model, *mesh, static_cast<uint64_t>(cfg.run.seed),
-                                 cfg.train.dtype == "bf16" ? at::kBFloat16 : at::kFloat);
+  auto m = std::make_unique<Llama>(cfg.model, *mesh, static_cast<uint64_t>(cfg.run.seed),
+                                   cfg.train.dtype == "bf16" ? at::kBFloat16 : at::kFloat);
+  m->set_activation_checkpointing(cfg.train.activation_checkpointing);
+  return m;
 }
 
 Metrics Experiment::evaluate(const Llama& model) {

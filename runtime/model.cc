@@ -1,6 +1,8 @@
 #include "runtime/model.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include "base/check.h"
 #include "base/torch_compat.h"
@@ -9,6 +11,41 @@
 namespace lethe {
 
 namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Note [Activation checkpointing]: a block run through this function records no graph in forward;
+// it saves its input, and backward reruns the block with the graph on and differentiates it with
+// respect to the input and the block's parameters (inputs of the function, so their gradients reach
+// AccumulateGrad as usual). Per block only the input stays alive between forward and backward. The
+// rerun issues the block's tp collectives again, in the same order on every tp rank.
+struct CheckpointedBlock : torch::autograd::Function<CheckpointedBlock> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList params, const Llama* model,
+                            int64_t i, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask) {
+    ctx->save_for_backward({x, cos, sin, mask});
+    ctx->saved_data["model"] = reinterpret_cast<int64_t>(model);
+    ctx->saved_data["block"] = i;
+    return model->block(static_cast<size_t>(i), x, cos, sin, mask, nullptr);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const auto* model = reinterpret_cast<const Llama*>(ctx->saved_data["model"].toInt());
+    const auto i = static_cast<size_t>(ctx->saved_data["block"].toInt());
+    at::Tensor x = saved[0].detach().requires_grad_(true);
+    variable_list inputs = {x};
+    for (const at::Tensor& p : model->block_params(i)) inputs.push_back(p);
+    at::Tensor out;
+    {
+      at::AutoGradMode grad(true);
+      out = model->block(i, x, saved[1], saved[2], saved[3], nullptr);
+    }
+    variable_list grads = torch::autograd::grad({out}, inputs, {grad_out[0]}, /*retain_graph=*/false,
+                                                /*create_graph=*/false, /*allow_unused=*/true);
+    grads.resize(grads.size() + 5);  // model, block index, cos, sin, mask: no gradient
+    return grads;
+  }
+};
 
 at::Tensor rotate_half(const at::Tensor& x) {
   const int64_t h = x.size(-1) / 2;
@@ -131,14 +168,27 @@ at::Tensor Llama::hidden(const at::Tensor& input_BT, const at::Tensor& positions
   auto [cos, sin] = rope_tables(positions_BT, inv_freq_);
 
   at::Tensor x = embed_(input_BT, compute_, tp);
+  const bool recompute = checkpointing_ && !cache && at::GradMode::is_enabled();
   for (size_t i = 0; i < blocks_.size(); ++i) {
-    const Block& b = blocks_[i];
-    x = x + attention(b, rms_norm(x, b.attn_norm, cfg_.rms_norm_eps), cos, sin, mask, cache, i);
-    at::Tensor hn = rms_norm(x, b.mlp_norm, cfg_.rms_norm_eps);
-    x = x + b.w_down(at::silu(b.w_gate(hn, compute_, tp)) * b.w_up(hn, compute_, tp), compute_, tp);
+    x = recompute ? CheckpointedBlock::apply(x, at::TensorList(block_params(i)), this, static_cast<int64_t>(i), cos, sin, mask)
+                  : block(i, x, cos, sin, mask, cache);
   }
   if (cache) cache->segments_BS = keys_seg_BS;
   return rms_norm(x, norm_, cfg_.rms_norm_eps);
+}
+
+at::Tensor Llama::block(size_t i, const at::Tensor& x_in, const at::Tensor& cos, const at::Tensor& sin,
+                         const at::Tensor& mask, KVCache* cache) const {
+  Communicator& tp = mesh_->tp();
+  const Block& b = blocks_[i];
+  at::Tensor x = x_in + attention(b, rms_norm(x_in, b.attn_norm, cfg_.rms_norm_eps), cos, sin, mask, cache, i);
+  at::Tensor hn = rms_norm(x, b.mlp_norm, cfg_.rms_norm_eps);
+  return x + b.w_down(at::silu(b.w_gate(hn, compute_, tp)) * b.w_up(hn, compute_, tp), compute_, tp);
+}
+
+std::vector<at::Tensor> Llama::block_params(size_t i) const {
+  const Block& b = blocks_[i];
+  return {b.attn_norm, b.wq.w, b.wk.w, b.wv.w, b.wo.w, b.mlp_norm, b.w_gate.w, b.w_up.w, b.w_down.w};
 }
 
 at::Tensor Llama::logits(const at::Tensor& hidden_BTD) const {

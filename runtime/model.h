@@ -73,6 +73,15 @@ class Llama {
   int64_t vocab_start() const { return embed_.vocab_start; }
   at::ScalarType compute_dtype() const { return compute_; }
   void set_compute_dtype(at::ScalarType t) { compute_ = t; }
+  // Activation checkpointing per block (Note [Activation checkpointing]): when gradients are
+  // recorded, each block keeps only its input and is recomputed in backward.
+  void set_activation_checkpointing(bool on) { checkpointing_ = on; }
+  bool activation_checkpointing() const { return checkpointing_; }
+  // Block `i` of the forward pass: x + attention, then + MLP.
+  at::Tensor block(size_t i, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
+                   KVCache* cache) const;
+  // The tensors of block `i`, in the order of params().
+  std::vector<at::Tensor> block_params(size_t i) const;
   int64_t num_params_global() const;
 
  private:
@@ -88,6 +97,7 @@ class Llama {
   at::Tensor norm_, lm_head_;  // lm_head_ aliases embed_.w when tied
   at::Tensor inv_freq_;        // [d / 2]
   uint64_t seed_;
+  bool checkpointing_ = false;
 };
 
 // RoPE as Hugging Face applies it (rotate-half layout): x [B, heads, T, d], positions [B, T].

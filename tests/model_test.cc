@@ -162,6 +162,29 @@ TEST(Model, Bf16ComputeStaysCloseToFp32) {
   EXPECT_EQ(model.params()[2].value.scalar_type(), at::kFloat);  // master weights stay fp32
 }
 
+// Recomputing each block in backward changes nothing: the same loss and gradients, with or
+// without earlier gradients to accumulate into; with a KV cache or without grad mode the switch is
+// ignored.
+TEST(Model, ActivationCheckpointingGivesTheSameLossAndGradients) {
+  Fixture f;
+  Llama model(small_model(), f.mesh, 8);
+  const at::Tensor ids = at::randint(0, 50, {2, 9}, at::kLong), target = at::randint(0, 50, {2, 9}, at::kLong);
+  std::vector<at::Tensor> grads[2];
+  double losses[2];
+  for (bool on : {false, true}) {
+    model.set_activation_checkpointing(on);
+    for (Param& p : model.params()) p.value.mutable_grad() = at::Tensor();
+    at::Tensor loss = -model.token_logprobs(ids, positions(2, 9), one_segment(2, 9), target).mean();
+    torch::autograd::backward({loss});
+    losses[on] = loss.item<double>();
+    for (const Param& p : model.params()) grads[on].push_back(p.value.grad().clone());
+  }
+  EXPECT_EQ(losses[0], losses[1]);
+  for (size_t i = 0; i < grads[0].size(); ++i) {
+    EXPECT_TRUE(at::allclose(grads[0][i], grads[1][i], 1e-5, 1e-7)) << model.params()[i].name;
+  }
+}
+
 TEST(Model, FlopsFollowMegatronConvention) {
   ModelConfig m = small_model();
   const double gemm = 2 * (32 * 32 * 2 + 32 * 16 * 2 + 3 * 32 * 64) + 50 * 32;
