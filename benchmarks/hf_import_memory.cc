@@ -9,10 +9,10 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <string>
 
+#include "base/memory.h"
 #include "collectives/world.h"
 #include "io/safetensors.h"
 #include "runtime/hf_checkpoint.h"
@@ -21,14 +21,6 @@
 namespace {
 
 using namespace lethe;
-
-double status_gb(const std::string& key) {  // a "VmXXX:  N kB" line of /proc/self/status, in GB
-  std::ifstream f("/proc/self/status");
-  for (std::string line; std::getline(f, line);) {
-    if (line.rfind(key + ":", 0) == 0) return std::stod(line.substr(key.size() + 1)) / 1e6;
-  }
-  return -1;
-}
 
 // Every tensor of every shard read whole, then this rank's slice copied into each parameter.
 Status load_whole(const std::string& dir, Llama& model) {
@@ -77,10 +69,10 @@ Status run(const std::string& mode, const std::string& dir) {
   }
   LETHE_RETURN_IF_ERROR(read_hf_config(dir + "/config.json", cfg));
   Llama model(cfg, mesh, 1);
-  const double before = status_gb("VmRSS");
-  std::ofstream("/proc/self/clear_refs") << "5";  // VmHWM := VmRSS
+  const double before = host_memory_gb("VmRSS");
+  reset_peak_host_memory();
   LETHE_RETURN_IF_ERROR(mode == "slice" ? load_hf_weights(dir, model) : load_whole(dir, model));
-  const double peak = status_gb("VmHWM");
+  const double peak = host_memory_gb("VmHWM");
   at::Tensor mine = at::tensor({peak}, at::kDouble), gathered = at::empty({c.size()}, at::kDouble);
   c.all_gather(gathered, mine);
   if (c.rank() == 0) {

@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "base/log.h"
+#include "base/memory.h"
 
 namespace lethe {
 
@@ -96,6 +97,7 @@ json cost_json(const Cost& c, double flops_per_token, int devices) {
           {"forward_tokens", c.forward_tokens},
           {"seconds", c.seconds},
           {"devices", devices},
+          {"peak_host_gb", host_memory_gb("VmHWM")},
           {"flops", flops},
           {"tokens_per_s", c.tokens_per_second()},
           {"flops_per_s", c.seconds > 0 ? flops / c.seconds : 0.0}};

@@ -50,7 +50,8 @@ Result<std::unique_ptr<Experiment>> open_mesh(const RunConfig& cfg);
 Result<std::unique_ptr<Experiment>> open_experiment(const RunConfig& cfg);
 
 // Cost as JSON: tokens, FLOPs (train_flops_per_token of the run's model and seq_len), seconds,
-// tokens/s, FLOP/s, and the devices (ranks) that did the work: `lethe plan --measured` reads them.
+// tokens/s, FLOP/s, this process's peak host memory, and the devices (ranks) that did the work:
+// `lethe plan --measured` reads them.
 json cost_json(const Cost& cost, double flops_per_token, int devices);
 json metrics_json(const Metrics& m);
 // Writes JSON (pretty) to `path` via a temporary file and rename.

@@ -61,6 +61,8 @@ TEST_F(Trained, LossFallsAndTheTargetMemorisesItsCorpus) {
   // Never-seen people are predicted far worse than trained ones.
   EXPECT_LT(m["ma_holdout"].get<double>(), m["ma_retain"].get<double>() - 0.2);
   EXPECT_GT(target["cost"]["train_tokens"].get<int64_t>(), 0);
+  EXPECT_GT(target["cost"]["peak_host_gb"].get<double>(), 0);  // VmHWM of this process
+  EXPECT_EQ(target["cost"]["devices"], 1);
   EXPECT_TRUE(fs::exists(*dir_ + "/target/config.toml"));
   EXPECT_TRUE(fs::exists(*dir_ + "/tokenizer.model"));
   EXPECT_TRUE(fs::exists(*dir_ + "/corpus/forget.jsonl"));

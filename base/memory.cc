@@ -1,0 +1,17 @@
+#include "base/memory.h"
+
+#include <fstream>
+
+namespace lethe {
+
+double host_memory_gb(const std::string& field) {
+  std::ifstream f("/proc/self/status");
+  for (std::string line; std::getline(f, line);) {
+    if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1)) / 1e6;
+  }
+  return -1;
+}
+
+void reset_peak_host_memory() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
+}  // namespace lethe
