@@ -11,6 +11,7 @@
 #include "base/check.h"
 #include "io/safetensors.h"
 #include "runtime/checkpoint.h"
+#include "runtime/tp_ops.h"
 
 namespace lethe {
 
@@ -145,14 +146,7 @@ Status export_hf(const Llama& model, const std::string& dir, int64_t shard_bytes
   };
   for (const Param& p : model.params()) {
     at::Tensor full = p.value.detach();
-    if (p.split_dim >= 0 && mesh.tp_size() > 1) {
-      at::Tensor front = full.movedim(p.split_dim, 0).contiguous();
-      std::vector<int64_t> shape = front.sizes().vec();
-      shape[0] *= mesh.tp_size();
-      at::Tensor all = at::empty(shape, front.options());
-      mesh.tp().all_gather(all, front);
-      full = all.movedim(0, p.split_dim);
-    }
+    if (p.split_dim >= 0 && mesh.tp_size() > 1) full = all_gather_dim(full, p.split_dim, mesh.tp());
     if (!writer) continue;
     at::Tensor t = full.to(dtype).contiguous();
     const auto bytes = static_cast<int64_t>(t.nbytes());

@@ -5,6 +5,15 @@
 
 namespace lethe {
 
+at::Tensor all_gather_dim(const at::Tensor& x, int64_t dim, Communicator& c) {
+  at::Tensor front = x.movedim(dim, 0).contiguous();  // [n, ...]
+  std::vector<int64_t> shape = front.sizes().vec();
+  shape[0] *= c.size();
+  at::Tensor out = at::empty(shape, front.options());
+  c.all_gather(out, front);
+  return out.movedim(0, dim).contiguous();
+}
+
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -28,14 +37,7 @@ at::Tensor slice_last(const at::Tensor& x, Communicator& c) {
   return x.narrow(-1, c.rank() * n, n).contiguous();
 }
 
-at::Tensor gather_last(const at::Tensor& x, Communicator& c) {
-  at::Tensor front = x.movedim(-1, 0).contiguous();  // [n, ...]
-  std::vector<int64_t> shape = front.sizes().vec();
-  shape[0] *= c.size();
-  at::Tensor out = at::empty(shape, front.options());
-  c.all_gather(out, front);
-  return out.movedim(0, -1).contiguous();
-}
+at::Tensor gather_last(const at::Tensor& x, Communicator& c) { return all_gather_dim(x, -1, c); }
 
 struct CopyToTp : torch::autograd::Function<CopyToTp> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, Communicator* c) {

@@ -20,6 +20,10 @@ at::Tensor scatter_to_tp(const at::Tensor& x, Communicator& tp);
 // forward: all-gather along the last dim (rank order); backward: this rank's slice.
 at::Tensor gather_from_tp(const at::Tensor& x, Communicator& tp);
 
+// Not differentiable: the ranks' `x` concatenated along `dim`, in rank order (whole parameters from
+// their tp shards for export and tests).
+at::Tensor all_gather_dim(const at::Tensor& x, int64_t dim, Communicator& c);
+
 // log p(target) per position from vocab-sharded logits, never materialising the full vocabulary:
 // logits_BTv hold vocabulary ids [vocab_start, vocab_start + v); target_BT are global ids.
 // Returns fp32 [B, T]; differentiable in logits (d/dlogit = onehot − softmax, computed locally).

@@ -15,6 +15,7 @@
 #include "launch/unlearn_phase.h"
 #include "runtime/checkpoint.h"
 #include "runtime/plan.h"
+#include "runtime/tp_ops.h"
 #include "runtime/trainer.h"
 #include "tests/helpers.h"
 
@@ -63,12 +64,7 @@ Mesh make_mesh(Communicator& world, int64_t tp, int64_t dp, bool zero1 = false) 
 // The full tensor of a tp-sharded `shard` of parameter `p` (all-gathered over tp).
 at::Tensor gather_tp(const Param& p, const at::Tensor& shard, const Mesh& mesh) {
   if (p.split_dim < 0 || mesh.tp_size() == 1) return shard.clone();
-  at::Tensor front = shard.movedim(p.split_dim, 0).contiguous();
-  std::vector<int64_t> shape = front.sizes().vec();
-  shape[0] *= mesh.tp_size();
-  at::Tensor out = at::empty(shape, front.options());
-  mesh.tp().all_gather(out, front);
-  return out.movedim(0, p.split_dim).contiguous();
+  return all_gather_dim(shard, p.split_dim, mesh.tp());
 }
 
 double max_rel_diff(const at::Tensor& a, const at::Tensor& b) {

@@ -19,6 +19,12 @@
 namespace lethe {
 namespace {
 
+// A world of one and its tp 1 × dp 1 mesh.
+struct OneProcess {
+  LocalCommunicator world;
+  Mesh mesh = Mesh::create(world, MeshConfig{}).value();
+};
+
 TEST(HfInterop, NamesFollowTransformersLlama) {
   EXPECT_EQ(hf_name("embed"), "model.embed_tokens.weight");
   EXPECT_EQ(hf_name("layers.11.attn.wk"), "model.layers.11.self_attn.k_proj.weight");
@@ -28,19 +34,15 @@ TEST(HfInterop, NamesFollowTransformersLlama) {
 }
 
 TEST(HfInterop, FixtureGivesTheExpectedLogits) {
-  LocalCommunicator local;
-  auto mesh = Mesh::create(local, MeshConfig{});
-  ASSERT_TRUE(mesh.is_ok());
-  auto model = test::load_hf_fixture(*mesh);
+  OneProcess one;
+  auto model = test::load_hf_fixture(one.mesh);
   ASSERT_NE(model, nullptr);
   test::expect_fixture_logits(*model);
 }
 
 TEST(HfInterop, ExportThenImportRoundTripsBitExactly) {
-  LocalCommunicator local;
-  auto mesh = Mesh::create(local, MeshConfig{});
-  ASSERT_TRUE(mesh.is_ok());
-  auto model = test::load_hf_fixture(*mesh);
+  OneProcess one;
+  auto model = test::load_hf_fixture(one.mesh);
   ASSERT_NE(model, nullptr);
   const std::string dir = test::scratch_dir("hf");
   for (auto [dtype, name] : {std::pair{at::kBFloat16, "bf16"}, {at::kFloat, "f32"}}) {
@@ -55,7 +57,7 @@ TEST(HfInterop, ExportThenImportRoundTripsBitExactly) {
     ModelConfig cfg;
     ASSERT_TRUE(read_hf_config(out + "/config.json", cfg).is_ok());
     EXPECT_EQ(cfg.num_key_value_heads, model->config().num_key_value_heads);
-    Llama back(cfg, *mesh, /*seed=*/99);
+    Llama back(cfg, one.mesh, /*seed=*/99);
     Status s = load_hf_weights(out, back);
     ASSERT_TRUE(s.is_ok()) << s.message();
     for (size_t i = 0; i < back.params().size(); ++i) {
@@ -76,12 +78,10 @@ TEST(HfInterop, ExportThenImportRoundTripsBitExactly) {
 // pieces than the model's vocabulary.
 TEST(HfInterop, ImportBringsTheTokenizer) {
   const std::string dir = test::scratch_dir("hf-tok");
-  LocalCommunicator local;
-  auto mesh = Mesh::create(local, MeshConfig{});
-  ASSERT_TRUE(mesh.is_ok());
+  OneProcess one;
   auto cfg = parse_config("", "<test>", {"run.dir=" + dir + "/run"});
   ASSERT_TRUE(cfg.is_ok());
-  ASSERT_TRUE(export_hf(Llama(cfg->model, *mesh, 1), dir + "/hf", 1 << 30, at::kFloat).is_ok());
+  ASSERT_TRUE(export_hf(Llama(cfg->model, one.mesh, 1), dir + "/hf", 1 << 30, at::kFloat).is_ok());
   CorpusConfig people;
   people.people = 30;
   std::vector<std::string> texts;
@@ -95,7 +95,7 @@ TEST(HfInterop, ImportBringsTheTokenizer) {
   EXPECT_EQ(copied->encode(texts[0]), tok->encode(texts[0]));
 
   cfg->model.vocab_size = 384;
-  ASSERT_TRUE(export_hf(Llama(cfg->model, *mesh, 1), dir + "/small", 1 << 30, at::kFloat).is_ok());
+  ASSERT_TRUE(export_hf(Llama(cfg->model, one.mesh, 1), dir + "/small", 1 << 30, at::kFloat).is_ok());
   std::filesystem::copy_file(dir + "/hf/tokenizer.model", dir + "/small/tokenizer.model");
   const Status s = run_convert_from_hf(*cfg, dir + "/small", dir + "/out2");
   EXPECT_NE(s.message().find(dir + "/small/tokenizer.model: 400 pieces, more than config.json's vocab_size 384"),
@@ -124,13 +124,11 @@ TEST(HfInterop, UnsupportedConfigVariantsAreRefused) {
 }
 
 TEST(HfInterop, BadFoldersAreClearErrors) {
-  LocalCommunicator local;
-  auto mesh = Mesh::create(local, MeshConfig{});
-  ASSERT_TRUE(mesh.is_ok());
+  OneProcess one;
   ModelConfig cfg;
   ASSERT_TRUE(read_hf_config(test::hf_fixture_dir() + "/config.json", cfg).is_ok());
   cfg.intermediate_size = 128;  // not what the files hold
-  Llama wrong(cfg, *mesh, 1);
+  Llama wrong(cfg, one.mesh, 1);
   Status s = load_hf_weights(test::hf_fixture_dir(), wrong);
   ASSERT_FALSE(s.is_ok());
   EXPECT_NE(s.message().find("model.layers.0.mlp.gate_proj.weight has shape [64, 32], the model expects [128, 32]"),
@@ -141,7 +139,7 @@ TEST(HfInterop, BadFoldersAreClearErrors) {
   std::filesystem::copy(test::hf_fixture_dir(), dir, std::filesystem::copy_options::recursive);
   std::filesystem::remove(dir + "/model-00002-of-00002.safetensors");
   cfg.intermediate_size = 64;
-  Llama model(cfg, *mesh, 1);
+  Llama model(cfg, one.mesh, 1);
   s = load_hf_weights(dir, model);
   ASSERT_FALSE(s.is_ok());
   EXPECT_NE(s.message().find("model-00002-of-00002.safetensors: cannot open"), std::string::npos) << s.message();
