@@ -38,10 +38,10 @@ struct ExtractionOptions {
   int64_t batch_size = 32;
 };
 
-// EL_n per sample (collective over the mesh, as greedy_generate): for each start t, the greedy continuation of x_<t (as long as the sample's rest,
-// up to max_new) is compared with x_≥t; the fraction of its n-grams found among x_≥t's n-grams,
-// averaged over t. Samples too short for any start score 0. `forward_tokens`, when given, is
-// increased by the tokens the model processed.
+// EL_n per sample (collective over the mesh, as greedy_generate): for each start t, the greedy
+// continuation of x_<t (as long as the sample's rest, up to max_new) is compared with x_≥t; the
+// fraction of its n-grams found among x_≥t's n-grams, averaged over t. Samples too short for any
+// start score 0. `forward_tokens`, when given, is increased by the tokens the model processed.
 std::vector<double> extraction_likelihood(const Llama& model, const std::vector<Tokens>& samples,
                                           const ExtractionOptions& opts, int64_t* forward_tokens = nullptr);
 

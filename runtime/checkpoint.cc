@@ -34,7 +34,6 @@ Status fsync_path(const std::string& path) {
   return rc == 0 ? Status::ok() : Status::error(path + ": fsync failed");
 }
 
-
 // Note [Reserve before HDF5]: a write error (full disk) met inside HDF5 leaves its file state
 // broken — the failed H5Fclose cannot be retried and the library crashes closing it at exit. So the
 // space a checkpoint needs is reserved (and released) first: the common full-disk case becomes a
