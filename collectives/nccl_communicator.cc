@@ -19,12 +19,18 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Note [NCCL stream]: operations are enqueued on the legacy default stream (stream 0), which is
-// the stream LibTorch runs its kernels on unless a caller switches streams (Lethe never does). So a
-// collective starts after the kernels that produced its input and the kernels that read its result
-// start after it, with no host synchronisation; a host read of the result (`.item()`, `.cpu()`)
-// waits for it as for any kernel. An overlap of gradient all-reduce with backward would move
-// collectives to a side stream ordered by events.
+// Note [NCCL stream]: blocking operations are enqueued on the legacy default stream (stream 0), which
+// is the stream LibTorch runs its kernels on unless a caller switches streams (Lethe never does). So
+// a collective starts after the kernels that produced its input and the kernels that read its
+// result start after it, with no host synchronisation; a host read of the result (`.item()`,
+// `.cpu()`) waits for it as for any kernel.
+// all_reduce_async (the gradient buckets that overlap backward) runs on the communicator's own
+// stream instead, created non-blocking so that it has no implicit order with stream 0: an event
+// recorded on stream 0 makes it start after the bucket was filled, and wait() makes stream 0 wait
+// for its completion event, so the host never blocks and backward kernels run alongside it.
+// Between a bucket's start and its wait nothing else is issued on that (dp) communicator, so its
+// operations are never outstanding on both streams at once; tp collectives during backward use
+// another communicator.
 cudaStream_t stream() { return nullptr; }
 
 void check_cuda(cudaError_t e, const std::string& what) {
@@ -66,10 +72,10 @@ class Watch {
     thread_.join();
     for (const Pending& p : pending_) cudaEventDestroy(p.event);
   }
-  void add(std::string what, double timeout_s) {
+  void add(std::string what, double timeout_s, cudaStream_t on) {
     cudaEvent_t ev;
     check_cuda(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate");
-    check_cuda(cudaEventRecord(ev, stream()), "cudaEventRecord");
+    check_cuda(cudaEventRecord(ev, on), "cudaEventRecord");
     std::lock_guard<std::mutex> lock(mu_);
     pending_.push_back({ev, std::move(what), Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                                                  std::chrono::duration<double>(timeout_s))});
@@ -116,14 +122,35 @@ class Watch {
   std::thread thread_;
 };
 
+// Completion of an all_reduce_async: stream 0 waits for the event recorded after it on the
+// communication stream (Note [NCCL stream]).
+class StreamPending final : public PendingCollective {
+ public:
+  explicit StreamPending(cudaEvent_t done) : done_(done) {}
+  ~StreamPending() override { wait(); }
+  void wait() override {
+    if (!done_) return;
+    check_cuda(cudaStreamWaitEvent(stream(), done_, 0), "cudaStreamWaitEvent");
+    cudaEventDestroy(done_);
+    done_ = nullptr;
+  }
+
+ private:
+  cudaEvent_t done_;
+};
+
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(std::unique_ptr<Communicator> host, ncclComm_t comm, int device, double timeout_s)
       : host_(std::move(host)), comm_(comm), device_(device), timeout_s_(timeout_s),
-        watch_(std::make_unique<Watch>(comm, device, prefix())) {}
+        watch_(std::make_unique<Watch>(comm, device, prefix())) {
+    check_cuda(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), prefix() + "cudaStreamCreate");
+  }
   ~NcclCommunicator() override {
+    cudaStreamSynchronize(side_);
     cudaStreamSynchronize(stream());
     watch_.reset();
+    cudaStreamDestroy(side_);
     ncclCommDestroy(comm_);
   }
   NcclCommunicator(const NcclCommunicator&) = delete;
@@ -147,6 +174,23 @@ class NcclCommunicator final : public Communicator {
     const std::string what = std::string("all_reduce(") + op_name(op) + ")";
     check(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), nccl_op(op), comm_, stream()),
           what, t.nbytes());
+  }
+
+  std::unique_ptr<PendingCollective> all_reduce_async(at::Tensor& t, ReduceOp op) override {
+    if (t.is_cpu() || is_16bit_float(t)) return Communicator::all_reduce_async(t, op);  // completes now
+    LETHE_CHECK(t.is_contiguous());
+    LETHE_CHECK_MSG(op != ReduceOp::kAvg || at::isFloatingType(t.scalar_type()), "all_reduce(avg) needs a float tensor");
+    cudaEvent_t ready, done;
+    check_cuda(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), prefix() + "cudaEventCreate");
+    check_cuda(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), prefix() + "cudaEventCreate");
+    check_cuda(cudaEventRecord(ready, stream()), prefix() + "cudaEventRecord");
+    check_cuda(cudaStreamWaitEvent(side_, ready, 0), prefix() + "cudaStreamWaitEvent");
+    cudaEventDestroy(ready);
+    const std::string what = std::string("all_reduce_async(") + op_name(op) + ")";
+    check(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), nccl_op(op), comm_, side_),
+          what, t.nbytes(), side_);
+    check_cuda(cudaEventRecord(done, side_), prefix() + "cudaEventRecord");
+    return std::make_unique<StreamPending>(done);
   }
 
   void all_gather(at::Tensor& out, const at::Tensor& in) override {
@@ -185,6 +229,7 @@ class NcclCommunicator final : public Communicator {
   // Device work enqueued before the barrier completes first (the watchdog bounds the wait), then
   // the ranks meet on the host.
   void barrier() override {
+    check_cuda(cudaStreamSynchronize(side_), prefix() + "barrier");
     check_cuda(cudaStreamSynchronize(stream()), prefix() + "barrier");
     host_->barrier();
   }
@@ -202,10 +247,10 @@ class NcclCommunicator final : public Communicator {
            std::to_string(device_) + "): ";
   }
   // An enqueue error is fatal at once; a completed enqueue is handed to the watchdog.
-  void check(ncclResult_t r, const std::string& op, size_t bytes) {
+  void check(ncclResult_t r, const std::string& op, size_t bytes, cudaStream_t on = stream()) {
     const std::string what = prefix() + op + " of " + std::to_string(bytes) + " bytes";
     if (r != ncclSuccess) fatal(__FILE__, __LINE__, what + " failed: " + ncclGetErrorString(r) + " (" + ncclGetLastError(comm_) + ")");
-    watch_->add(what, timeout_s_);
+    watch_->add(what, timeout_s_, on);
   }
 
   std::unique_ptr<Communicator> host_;
@@ -213,6 +258,7 @@ class NcclCommunicator final : public Communicator {
   int device_;
   double timeout_s_;
   std::unique_ptr<Watch> watch_;
+  cudaStream_t side_ = nullptr;  // all_reduce_async's stream (Note [NCCL stream])
 };
 
 }  // namespace

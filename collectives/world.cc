@@ -1,5 +1,7 @@
 #include "collectives/world.h"
 
+#include <ATen/Context.h>
+#include <torch/version.h>
 #include <mpi.h>
 
 #include <cstdio>
@@ -100,6 +102,20 @@ Result<World> init_world(double timeout_s) {
     w.comm = std::move(mpi);
   }
   return w;
+}
+
+Result<at::Device> resolve_device(const std::string& choice, const World& w) {
+  if (choice == "cpu") return at::Device(at::kCPU);
+  if (choice != "auto" && choice != "cuda") return Status::error("run.device = \"" + choice + "\": expected auto, cpu or cuda");
+  const bool nccl_or_one = w.comm->size() == 1 || w.comm->backend() == "nccl";
+  if (choice == "auto" && !(at::hasCUDA() && w.device >= 0 && nccl_or_one)) return at::Device(at::kCPU);
+  if (!at::hasCUDA()) return Status::error("run.device = \"cuda\": this build's LibTorch (" TORCH_VERSION ") has no CUDA");
+  if (w.device < 0) return Status::error("run.device = \"cuda\": rank " + std::to_string(w.comm->rank()) + " sees no CUDA device");
+  if (!nccl_or_one) {
+    return Status::error("run.device = \"cuda\" with " + std::to_string(w.comm->size()) + " ranks needs the NCCL "
+                         "backend, and this world is " + w.comm->backend() + " (LETHE_COMM, or a rank without a GPU)");
+  }
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(w.device));
 }
 
 }  // namespace lethe

@@ -35,6 +35,12 @@ LaunchEnv read_launch_env();
 // `timeout_s`: how long any collective may wait for its peers before the job is aborted.
 Result<World> init_world(double timeout_s = 600);
 
+// The device this rank's tensors live on for run.device = `choice` ("auto" | "cpu" | "cuda"):
+// cuda:<world.device> needs a LibTorch with CUDA, a visible GPU and, with more than one rank, the
+// NCCL backend (MPI moves host memory only); "auto" takes it when all three hold, else the CPU.
+// The error for "cuda" names run.device and what is missing.
+Result<at::Device> resolve_device(const std::string& choice, const World& world);
+
 // True once MPI was started by init_world: errors must then end the whole job (abort_job).
 bool multi_process();
 // Prints `message` and ends every rank of the job (MPI_Abort), or this process when MPI is not running.

@@ -44,7 +44,7 @@ std::vector<Tokens> generate_batch(const Llama& model, const std::vector<Tokens>
   at::Tensor step_seg = at::zeros({B, 1}, at::kLong);
   at::Tensor step_pos = at::tensor(len, at::kLong).unsqueeze(1);
   for (int64_t i = 0; i < max_new; ++i) {
-    auto ids = next.contiguous();
+    auto ids = next.cpu().contiguous();  // the host decides which rows stop
     const int64_t* p = ids.data_ptr<int64_t>();
     bool all_done = true;
     for (int64_t b = 0; b < B; ++b) {

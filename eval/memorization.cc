@@ -86,8 +86,9 @@ TeacherForced teacher_forced(const Llama& model, const std::vector<Tokens>& samp
     const size_t last = std::min(mine.last, first + static_cast<size_t>(batch_size));
     Padded p = pad_samples(samples, first, last);
     at::Tensor logits = model.full_logits(p.input_BT, p.positions_BT, p.segments_BT);
-    at::Tensor lp = at::log_softmax(logits, -1).gather(-1, p.target_BT.unsqueeze(-1)).squeeze(-1).contiguous();
-    at::Tensor hit = logits.argmax(-1).eq(p.target_BT).to(at::kByte).contiguous();
+    const at::Tensor target_BT = p.target_BT.to(logits.device());
+    at::Tensor lp = at::log_softmax(logits, -1).gather(-1, target_BT.unsqueeze(-1)).squeeze(-1).cpu().contiguous();
+    at::Tensor hit = logits.argmax(-1).eq(target_BT).to(at::kByte).cpu().contiguous();
     for (size_t b = 0; b < p.targets.size(); ++b) {
       const int64_t n = p.targets[b];
       const float* lpb = lp[static_cast<int64_t>(b)].data_ptr<float>();

@@ -26,6 +26,7 @@ void visit(V& v, RunConfig& c) {
   v.field("threads", c.run.threads, 0, 4096);
   v.field("log_every", c.run.log_every, 1, kMaxInt);
   v.field("collective_timeout_s", c.run.collective_timeout_s, 1e-3, kInf);
+  v.field("device", c.run.device, {"auto", "cpu", "cuda"});
 
   v.section("model");
   v.field("config_json", c.model.config_json);

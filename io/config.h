@@ -18,6 +18,7 @@ struct RunSection {
   int64_t threads = 0;             // intra-op threads per rank; 0 = cores / ranks on the node
   int64_t log_every = 10;          // steps between progress lines and metrics.jsonl records
   double collective_timeout_s = 600;  // a collective waiting longer than this aborts the job
+  std::string device = "auto";        // "auto" | "cpu" | "cuda": where tensors live (local rank → GPU)
 };
 
 // Field names and meanings as in a Hugging Face Llama config.json.

@@ -125,7 +125,7 @@ int64_t Box::numel() const {
 }
 
 uint64_t tensor_checksum(const at::Tensor& t) {
-  at::Tensor c = t.contiguous();
+  at::Tensor c = t.cpu().contiguous();
   return XXH3_64bits(c.data_ptr(), c.numel() * c.element_size());
 }
 

@@ -63,11 +63,11 @@ Result<TokenDataset> pack_documents(const std::string& name, const std::vector<D
   return ds;
 }
 
-Batch make_batch(const TokenDataset& ds, const std::vector<int64_t>& rows) {
+Batch make_batch(const TokenDataset& ds, const std::vector<int64_t>& rows, at::Device device) {
   at::Tensor idx = at::tensor(rows, at::kLong);
-  at::Tensor tok = ds.tokens.index_select(0, idx);
-  at::Tensor seg = ds.segments.index_select(0, idx);
-  at::Tensor pos = ds.positions.index_select(0, idx);
+  at::Tensor tok = ds.tokens.index_select(0, idx).to(device);
+  at::Tensor seg = ds.segments.index_select(0, idx).to(device);
+  at::Tensor pos = ds.positions.index_select(0, idx).to(device);
   const int64_t T = ds.seq_len;
   Batch b;
   b.input_BT = tok.narrow(1, 0, T);

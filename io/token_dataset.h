@@ -48,11 +48,11 @@ struct Batch {
   at::Tensor positions_BT;         // int64, of the inputs
   at::Tensor segments_BT;          // int64, of the inputs (-1 padding)
   at::Tensor loss_mask_BT;         // float: 1 where target is the same sample's next token
-  at::Tensor rows_B;               // int64 row indices into the dataset
+  at::Tensor rows_B;               // int64 row indices into the dataset (always on the host)
 };
 
-// Gathers `rows` (int64 indices) of `ds` into a batch.
-Batch make_batch(const TokenDataset& ds, const std::vector<int64_t>& rows);
+// Gathers `rows` (int64 indices) of `ds` into a batch whose token tensors live on `device`.
+Batch make_batch(const TokenDataset& ds, const std::vector<int64_t>& rows, at::Device device = at::kCPU);
 
 struct DataCursor {
   int64_t epoch = 0;   // permutation in use

@@ -11,6 +11,7 @@
 
 #include "base/log.h"
 #include "base/memory.h"
+#include "base/torch_compat.h"
 
 namespace lethe {
 
@@ -60,7 +61,10 @@ Result<std::unique_ptr<Experiment>> open_mesh(const RunConfig& cfg) {
   init_logging(e->world.comm->rank());
   e->threads = cfg.run.threads > 0 ? static_cast<int>(cfg.run.threads) : default_threads(e->world.local_size);
   at::set_num_threads(e->threads);
-  LETHE_ASSIGN_OR_RETURN(Mesh mesh, Mesh::create(*e->world.comm, cfg.mesh));
+  LETHE_ASSIGN_OR_RETURN(const at::Device device, resolve_device(cfg.run.device, e->world));
+  LETHE_ASSIGN_OR_RETURN(Mesh mesh, Mesh::create(*e->world.comm, cfg.mesh, device));
+  log().info("device {} (run.device = {}), {} backend over {} ranks", device.str(), cfg.run.device,
+             e->world.comm->backend(), e->world.comm->size());
   e->mesh.emplace(std::move(mesh));
   LETHE_RETURN_IF_ERROR(e->mesh->check_model(cfg.model));
   return e;
@@ -91,13 +95,15 @@ Metrics Experiment::evaluate(const Llama& model) {
   return lethe::evaluate(model, tok, *eval_set_, cfg.eval);
 }
 
-json cost_json(const Cost& c, double flops_per_token, int devices) {
+json cost_json(const Cost& c, double flops_per_token, const Mesh& mesh) {
   const double flops = c.flops(flops_per_token);
   return {{"train_tokens", c.train_tokens},
           {"forward_tokens", c.forward_tokens},
           {"seconds", c.seconds},
-          {"devices", devices},
+          {"devices", mesh.world().size()},
+          {"device", mesh.device().is_cuda() ? "cuda" : "cpu"},
           {"peak_host_gb", host_memory_gb("VmHWM")},
+          {"peak_device_gb", compat::peak_device_memory_gb(mesh.device())},
           {"flops", flops},
           {"tokens_per_s", c.tokens_per_second()},
           {"flops_per_s", c.seconds > 0 ? flops / c.seconds : 0.0}};

@@ -50,9 +50,9 @@ Result<std::unique_ptr<Experiment>> open_mesh(const RunConfig& cfg);
 Result<std::unique_ptr<Experiment>> open_experiment(const RunConfig& cfg);
 
 // Cost as JSON: tokens, FLOPs (train_flops_per_token of the run's model and seq_len), seconds,
-// tokens/s, FLOP/s, this process's peak host memory, and the devices (ranks) that did the work:
-// `lethe plan --measured` reads them.
-json cost_json(const Cost& cost, double flops_per_token, int devices);
+// tokens/s, FLOP/s, this process's peak host memory and (on a GPU) peak device memory, the device
+// kind and the devices (ranks) that did the work: `lethe plan --measured` reads them.
+json cost_json(const Cost& cost, double flops_per_token, const Mesh& mesh);
 json metrics_json(const Metrics& m);
 // Writes JSON (pretty) to `path` via a temporary file and rename.
 Status write_json(const std::string& path, const json& j);

@@ -94,7 +94,7 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
   log().info("{} trained in {:.1f}s; evaluating", phase, cost.seconds);
   const Metrics m = ex->evaluate(*model);
   json summary = {{"phase", phase},           {"steps", trainer.steps_taken()}, {"parameters", model->num_params_global()},
-                  {"flops_per_token", flops_per_token}, {"metrics", metrics_json(m)},   {"cost", cost_json(cost, flops_per_token, mesh.world().size())}};
+                  {"flops_per_token", flops_per_token}, {"metrics", metrics_json(m)},   {"cost", cost_json(cost, flops_per_token, mesh)}};
   log().info("{}: VerbMem {:.1f}  KnowMem forget {:.1f}  KnowMem retain {:.1f}  MA forget {:.3f}  ppl holdout {:.2f}", phase,
              m.at("verbmem_forget"), m.at("knowmem_forget"), m.at("knowmem_retain"), m.at("ma_forget"), m.at("ppl_holdout"));
   return write_json(dir + "/summary.json", summary);

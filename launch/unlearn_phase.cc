@@ -157,7 +157,7 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   hooks.report = [&](const CycleReport& r) {
     json j = {{"request", r.request}, {"cycle", r.cycle}, {"step", r.step}, {"forget_samples", r.forget_samples},
               {"losses", metrics_json(r.losses)}, {"metrics", metrics_json(r.metrics)},
-              {"cost", cost_json(r.cost, flops_per_token, ex.mesh->world().size())}, {"stop", r.stop_reason}};
+              {"cost", cost_json(r.cost, flops_per_token, *ex.mesh)}, {"stop", r.stop_reason}};
     metrics << j.dump() << std::endl;
     const auto& m = r.metrics;
     log().info("{} request {} cycle {}: {} samples  VerbMem {:.1f}  KnowMem f {:.1f} r {:.1f}  MA f {:.3f}  {:.1f}s{}", method,
@@ -177,7 +177,7 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   const Metrics final_metrics = last ? last->metrics : evaluate_with_privleak(ex, *model, auc_retrain);
   json summary = {{"phase", "unlearn-" + method}, {"method", method}, {"from", source},
                   {"steps", engine.optimizer().steps_taken()}, {"flops_per_token", flops_per_token},
-                  {"metrics", metrics_json(final_metrics)}, {"cost", cost_json(engine.cost(), flops_per_token, ex.mesh->world().size())}};
+                  {"metrics", metrics_json(final_metrics)}, {"cost", cost_json(engine.cost(), flops_per_token, *ex.mesh)}};
   return write_json(dir + "/summary.json", summary);
 }
 

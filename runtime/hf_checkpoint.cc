@@ -148,7 +148,7 @@ Status export_hf(const Llama& model, const std::string& dir, int64_t shard_bytes
     at::Tensor full = p.value.detach();
     if (p.split_dim >= 0 && mesh.tp_size() > 1) full = all_gather_dim(full, p.split_dim, mesh.tp());
     if (!writer) continue;
-    at::Tensor t = full.to(dtype).contiguous();
+    at::Tensor t = full.to(at::kCPU, dtype).contiguous();
     const auto bytes = static_cast<int64_t>(t.nbytes());
     if (filled > 0 && filled + bytes > shard_bytes) LETHE_RETURN_IF_ERROR(flush(false));
     shards.back().emplace_back(hf_name(p.name), t);

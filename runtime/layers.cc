@@ -8,7 +8,7 @@
 namespace lethe {
 
 Param make_param(const std::string& name, std::vector<int64_t> global_shape, int split_dim, double std,
-                 uint64_t seed, Communicator& tp) {
+                 uint64_t seed, Communicator& tp, at::Device device) {
   at::Tensor full;
   if (std == 0.0) {
     full = at::ones(global_shape, at::kFloat);
@@ -25,6 +25,7 @@ Param make_param(const std::string& name, std::vector<int64_t> global_shape, int
     // tensor's storage alive on every rank.
     shard = full.narrow(split_dim, tp.rank() * n, n).clone(at::MemoryFormat::Contiguous);
   }
+  shard = shard.to(device);
   shard.set_requires_grad(true);
   const bool decay = global_shape.size() > 1;
   return Param{name, shard, std::move(global_shape), split_dim, decay};

@@ -26,10 +26,10 @@ struct Param {
 };
 
 // Creates a parameter: the full tensor drawn from N(0, std) (or ones when std == 0) with a
-// generator seeded from (seed, name), then this rank's slice. Same seed → same global values at
-// any tp.
+// generator seeded from (seed, name), then this rank's slice, moved to `device`. Same seed → same
+// global values at any tp and on any device (drawn on the CPU).
 Param make_param(const std::string& name, std::vector<int64_t> global_shape, int split_dim, double std,
-                 uint64_t seed, Communicator& tp);
+                 uint64_t seed, Communicator& tp, at::Device device = at::kCPU);
 
 // y = x Wᵀ with W split over output features: x [.., in] → y [.., out / tp] (not gathered).
 struct ColumnParallelLinear {

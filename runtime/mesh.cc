@@ -4,7 +4,7 @@
 
 namespace lethe {
 
-Result<Mesh> Mesh::create(Communicator& world, const MeshConfig& cfg) {
+Result<Mesh> Mesh::create(Communicator& world, const MeshConfig& cfg, at::Device device) {
   if (cfg.tp * cfg.dp != world.size()) {
     return Status::error("mesh.tp (" + std::to_string(cfg.tp) + ") × mesh.dp (" + std::to_string(cfg.dp) +
                          ") must equal the number of ranks (" + std::to_string(world.size()) + ")");
@@ -13,6 +13,7 @@ Result<Mesh> Mesh::create(Communicator& world, const MeshConfig& cfg) {
   Mesh m;
   m.world_ = &world;
   m.cfg_ = cfg;
+  m.device_ = device;
   m.tp_ = world.split(/*color=*/world.rank() / tp, /*key=*/world.rank() % tp);
   m.dp_ = world.split(/*color=*/world.rank() % tp, /*key=*/world.rank() / tp);
   return m;

@@ -3,6 +3,8 @@
 // axis owned here too.
 #pragma once
 
+#include <c10/core/Device.h>
+
 #include <memory>
 
 #include "base/status.h"
@@ -14,7 +16,8 @@ namespace lethe {
 class Mesh {
  public:
   // Collective over `world`. Fails when tp × dp != world.size(). `world` must outlive the Mesh.
-  static Result<Mesh> create(Communicator& world, const MeshConfig& cfg);
+  // `device`: where this rank's parameters and batches live (resolve_device).
+  static Result<Mesh> create(Communicator& world, const MeshConfig& cfg, at::Device device = at::kCPU);
 
   Communicator& world() const { return *world_; }
   Communicator& tp() const { return *tp_; }
@@ -26,6 +29,7 @@ class Mesh {
   bool zero1() const { return cfg_.zero1; }
   double bucket_mb() const { return cfg_.bucket_mb; }
   bool overlap_grad_reduce() const { return cfg_.overlap_grad_reduce; }
+  at::Device device() const { return device_; }
 
   // Heads, KV heads, vocabulary and FFN sizes must divide by tp; the error names the field.
   Status check_model(const ModelConfig& m) const;
@@ -34,6 +38,7 @@ class Mesh {
   Mesh() = default;
   Communicator* world_ = nullptr;
   MeshConfig cfg_;
+  at::Device device_ = at::kCPU;
   std::unique_ptr<Communicator> tp_, dp_;
 };
 

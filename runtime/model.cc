@@ -4,6 +4,8 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <optional>
+
 #include "base/check.h"
 #include "base/torch_compat.h"
 #include "runtime/tp_ops.h"
@@ -22,8 +24,11 @@ using torch::autograd::variable_list;
 // rerun issues the block's tp collectives again, in the same order on every tp rank.
 struct CheckpointedBlock : torch::autograd::Function<CheckpointedBlock> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList params, const Llama* model,
-                            int64_t i, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask) {
-    ctx->save_for_backward({x, cos, sin, mask});
+                            int64_t i, const at::Tensor& cos, const at::Tensor& sin, std::optional<at::Tensor> mask_or) {
+    // The mask is absent for plain causal attention; it needs no gradient, so it is kept aside.
+    const at::Tensor mask = mask_or.value_or(at::Tensor());
+    if (mask.defined()) ctx->saved_data["mask"] = mask;
+    ctx->save_for_backward({x, cos, sin});
     ctx->saved_data["model"] = reinterpret_cast<int64_t>(model);
     ctx->saved_data["block"] = i;
     return model->block(static_cast<size_t>(i), x, cos, sin, mask, nullptr);
@@ -35,10 +40,12 @@ struct CheckpointedBlock : torch::autograd::Function<CheckpointedBlock> {
     at::Tensor x = saved[0].detach().requires_grad_(true);
     variable_list inputs = {x};
     for (const at::Tensor& p : model->block_params(i)) inputs.push_back(p);
+    const auto kept = ctx->saved_data.find("mask");
+    const at::Tensor mask = kept == ctx->saved_data.end() ? at::Tensor() : kept->second.toTensor();
     at::Tensor out;
     {
       at::AutoGradMode grad(true);
-      out = model->block(i, x, saved[1], saved[2], saved[3], nullptr);
+      out = model->block(i, x, saved[1], saved[2], mask, nullptr);
     }
     variable_list grads = torch::autograd::grad({out}, inputs, {grad_out[0]}, /*retain_graph=*/false,
                                                 /*create_graph=*/false, /*allow_unused=*/true);
@@ -102,7 +109,7 @@ Llama::Llama(const ModelConfig& cfg, const Mesh& mesh, uint64_t seed, at::Scalar
   // Norms start at ones, matrices from N(0, initializer_range).
   for (const ParamSpec& p : llama_param_specs(cfg)) {
     params_.push_back(make_param(p.name, p.global_shape, p.split_dim, p.global_shape.size() == 1 ? 0.0 : cfg.initializer_range,
-                                 seed_, mesh_->tp()));
+                                 seed_, mesh_->tp(), mesh.device()));
   }
   size_t i = 0;
   auto next = [&]() -> at::Tensor& { return params_[i++].value; };
@@ -117,7 +124,7 @@ Llama::Llama(const ModelConfig& cfg, const Mesh& mesh, uint64_t seed, at::Scalar
   }
   norm_ = next();
   lm_head_ = cfg.tie_word_embeddings ? embed_.w : next();
-  inv_freq_ = inverse_frequencies(cfg.head_dim(), cfg.rope_theta);
+  inv_freq_ = inverse_frequencies(cfg.head_dim(), cfg.rope_theta).to(mesh.device());
 }
 
 int64_t Llama::num_params_global() const {
@@ -155,22 +162,32 @@ at::Tensor Llama::attention(const Block& b, const at::Tensor& x, const at::Tenso
   return b.wo(o.transpose(1, 2).reshape({B, T, h * d}), compute_, tp);
 }
 
-at::Tensor Llama::hidden(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,
+at::Tensor Llama::hidden(const at::Tensor& input_in, const at::Tensor& positions_in, const at::Tensor& segments_in,
                          KVCache* cache) const {
   Communicator& tp = mesh_->tp();
+  const at::Device dev = mesh_->device();  // inputs may come from the host (a no-op when already there)
+  const at::Tensor input_BT = input_in.to(dev), positions_BT = positions_in.to(dev), segments_BT = segments_in.to(dev);
   const int64_t T = input_BT.size(1);
   const int64_t past = cache ? cache->length() : 0;
   at::Tensor keys_seg_BS = past ? at::cat({cache->segments_BS, segments_BT}, 1) : segments_BT;
   const int64_t S = keys_seg_BS.size(1);
-  // mask [B, 1, T, S]: same segment and not in the future.
-  at::Tensor causal = at::arange(S, at::kLong).unsqueeze(0).le(at::arange(past, past + T, at::kLong).unsqueeze(1));
-  at::Tensor mask = (segments_BT.unsqueeze(2).eq(keys_seg_BS.unsqueeze(1)) & causal).unsqueeze(1);
+  // mask [B, 1, T, S]: same segment and not in the future. Rows that are one sample each (no
+  // packing, no padding) need none: plain causal attention, the fused kernels' fastest case.
+  at::Tensor mask;
+  const bool one_sample_per_row =
+      !cache && segments_BT.eq(segments_BT.narrow(1, 0, 1)).logical_and(segments_BT.ge(0)).all().item<bool>();
+  if (!one_sample_per_row) {
+    const auto idx = at::TensorOptions(dev).dtype(at::kLong);
+    at::Tensor causal = at::arange(S, idx).unsqueeze(0).le(at::arange(past, past + T, idx).unsqueeze(1));
+    mask = (segments_BT.unsqueeze(2).eq(keys_seg_BS.unsqueeze(1)) & causal).unsqueeze(1);
+  }
   auto [cos, sin] = rope_tables(positions_BT, inv_freq_);
 
   at::Tensor x = embed_(input_BT, compute_, tp);
   const bool recompute = checkpointing_ && !cache && at::GradMode::is_enabled();
   for (size_t i = 0; i < blocks_.size(); ++i) {
-    x = recompute ? CheckpointedBlock::apply(x, at::TensorList(block_params(i)), this, static_cast<int64_t>(i), cos, sin, mask)
+    x = recompute ? CheckpointedBlock::apply(x, at::TensorList(block_params(i)), this, static_cast<int64_t>(i), cos, sin,
+                                             std::optional<at::Tensor>(mask))
                   : block(i, x, cos, sin, mask, cache);
   }
   if (cache) cache->segments_BS = keys_seg_BS;
@@ -198,7 +215,7 @@ at::Tensor Llama::logits(const at::Tensor& hidden_BTD) const {
 at::Tensor Llama::token_logprobs(const at::Tensor& input_BT, const at::Tensor& positions_BT,
                                  const at::Tensor& segments_BT, const at::Tensor& target_BT) const {
   at::Tensor logits_BTv = logits(hidden(input_BT, positions_BT, segments_BT));
-  return vocab_parallel_logprobs(logits_BTv, target_BT, vocab_start(), mesh_->tp());
+  return vocab_parallel_logprobs(logits_BTv, target_BT.to(mesh_->device()), vocab_start(), mesh_->tp());
 }
 
 at::Tensor Llama::full_logits(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,

@@ -70,6 +70,7 @@ class Llama {
   const ModelConfig& config() const { return cfg_; }
   Communicator& tp() const { return mesh_->tp(); }
   const Mesh& mesh() const { return *mesh_; }
+  at::Device device() const { return mesh_->device(); }
   int64_t vocab_start() const { return embed_.vocab_start; }
   at::ScalarType compute_dtype() const { return compute_; }
   void set_compute_dtype(at::ScalarType t) { compute_ = t; }

@@ -178,7 +178,8 @@ double AdamW::zero1_step(double lr, double max_norm) {
     for (size_t i : active) n += chunk((*params_)[i].value, k).numel();
     seg = std::max(seg, n);
   }
-  at::Tensor send = at::zeros({dp * seg}, at::kFloat);
+  const auto f32 = at::TensorOptions(mesh_->device()).dtype(at::kFloat);
+  at::Tensor send = at::zeros({dp * seg}, f32);
   for (int k = 0; k < dp; ++k) {
     int64_t off = k * seg;
     for (size_t i : active) {
@@ -187,7 +188,7 @@ double AdamW::zero1_step(double lr, double max_norm) {
       off += g.numel();
     }
   }
-  at::Tensor mine = at::empty({seg}, at::kFloat);
+  at::Tensor mine = at::empty({seg}, f32);
   mesh_->dp().reduce_scatter(mine, send, ReduceOp::kSum);
 
   std::vector<at::Tensor> grads(params_->size());
@@ -211,7 +212,7 @@ double AdamW::zero1_step(double lr, double max_norm) {
     off += w.numel();
     p.value.mutable_grad() = at::Tensor();
   }
-  at::Tensor gathered = at::empty({dp * seg}, at::kFloat);
+  at::Tensor gathered = at::empty({dp * seg}, f32);
   mesh_->dp().all_gather(gathered, mine);
   for (int k = 0; k < dp; ++k) {
     if (k == me) continue;
@@ -236,7 +237,7 @@ double lr_at(const TrainConfig& cfg, int64_t step) {
 
 double grad_norm(const std::vector<Param>& params, const std::vector<at::Tensor>& grads, const Mesh& mesh,
                  bool dp_sharded) {
-  at::Tensor sq = at::zeros({2}, at::kDouble);  // [tp-sharded, replicated]
+  at::Tensor sq = at::zeros({2}, at::TensorOptions(mesh.device()).dtype(at::kDouble));  // [tp-sharded, replicated]
   for (size_t i = 0; i < params.size(); ++i) {
     if (!grads[i].defined()) continue;
     sq[params[i].split_dim >= 0 ? 0 : 1] += grads[i].to(at::kDouble).pow(2).sum();
@@ -244,7 +245,7 @@ double grad_norm(const std::vector<Param>& params, const std::vector<at::Tensor>
   if (dp_sharded) mesh.dp().all_reduce(sq, ReduceOp::kSum);
   at::Tensor sharded = sq.narrow(0, 0, 1).contiguous();
   mesh.tp().all_reduce(sharded, ReduceOp::kSum);
-  return std::sqrt(sharded.item<double>() + sq[1].item<double>());
+  return std::sqrt(sharded.item<double>() + sq[1].item<double>());  // one host sync per step
 }
 
 }  // namespace lethe

@@ -41,16 +41,17 @@ StepStats Trainer::step() {
   // Each micro-batch is gathered once; the step's token count (over all micro-batches and dp ranks)
   // is needed before the first backward.
   std::vector<Batch> micro_batches;
-  at::Tensor count = at::zeros({1}, at::kDouble);
+  const auto f64 = at::TensorOptions(model_.device()).dtype(at::kDouble);
+  at::Tensor count = at::zeros({1}, f64);
   for (int64_t m = 0; m < cfg_.grad_accum; ++m) {
     auto first = rows.begin() + m * micro + mesh_.dp_rank() * per_rank;
-    micro_batches.push_back(make_batch(data_, std::vector<int64_t>(first, first + per_rank)));
+    micro_batches.push_back(make_batch(data_, std::vector<int64_t>(first, first + per_rank), model_.device()));
     count += micro_batches.back().loss_mask_BT.sum().to(at::kDouble);
   }
   mesh_.dp().all_reduce(count, ReduceOp::kSum);
   const double tokens = count.item<double>();
 
-  at::Tensor loss_sum = at::zeros({1}, at::kDouble);
+  at::Tensor loss_sum = at::zeros({1}, f64);
   for (const Batch& b : micro_batches) {
     if (&b == &micro_batches.back()) opt_.overlap_next_backward();
     at::Tensor lp = model_.token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT);

@@ -78,10 +78,10 @@ std::map<std::string, double> Unlearner::unlearn_step(DataLoader& order, const s
   for (int64_t i : order.next_rows(n)) rows.push_back(active[static_cast<size_t>(i)]);
   const TokenDataset& forget = requests_[static_cast<size_t>(request_)].forget;
   UnlearnBatch b;
-  b.forget = make_batch(forget, my_rows(rows));
+  b.forget = make_batch(forget, my_rows(rows), model_.device());
   int64_t processed = n * forget.seq_len;
   if (strategy_.retain_batch()) {
-    b.retain = make_batch(*retain_, my_rows(retain_loader_.next_rows(cfg_.retain_batch)));
+    b.retain = make_batch(*retain_, my_rows(retain_loader_.next_rows(cfg_.retain_batch)), model_.device());
     processed += cfg_.retain_batch * retain_->seq_len;
   }
   LossTerms terms = strategy_.loss(model_, b);
@@ -97,7 +97,7 @@ std::map<std::string, double> Unlearner::unlearn_step(DataLoader& order, const s
 }
 
 double Unlearner::learn_step() {
-  Batch b = make_batch(*retain_, my_rows(retain_loader_.next_rows(cfg_.retain_batch)));
+  Batch b = make_batch(*retain_, my_rows(retain_loader_.next_rows(cfg_.retain_batch)), model_.device());
   at::Tensor loss = mean_nll(model_, b);
   at::Tensor value_t = loss.detach().to(at::kDouble).reshape({1});
   mesh_.dp().all_reduce(value_t, ReduceOp::kAvg);

@@ -34,11 +34,11 @@ constexpr ExtractionOptions kStopRuleEl{10, 8, 32, 32};
 at::Tensor embeddings(const Llama& model, const TokenDataset& ds, Cost& cost) {
   at::NoGradGuard no_grad;
   const DpBlock mine = dp_block(model.mesh(), static_cast<size_t>(ds.rows()));
-  std::vector<at::Tensor> parts{at::empty({0, model.config().hidden_size}, at::kFloat)};
+  std::vector<at::Tensor> parts{at::empty({0, model.config().hidden_size}, at::TensorOptions(model.device()).dtype(at::kFloat))};
   for (auto r = static_cast<int64_t>(mine.first); r < static_cast<int64_t>(mine.last); r += 32) {
     std::vector<int64_t> idx = all_rows(std::min<int64_t>(32, static_cast<int64_t>(mine.last) - r));
     for (int64_t& i : idx) i += r;
-    Batch rows = make_batch(ds, idx);
+    Batch rows = make_batch(ds, idx, model.device());
     at::Tensor h = model.hidden(rows.input_BT, rows.positions_BT, rows.segments_BT).to(at::kFloat);
     at::Tensor mask = rows.segments_BT.ge(0).to(at::kFloat).unsqueeze(-1);
     parts.push_back((h * mask).sum(1) / mask.sum(1).clamp_min(1));
@@ -84,7 +84,7 @@ class Icu : public BasicStrategy {
                                 embeddings(*ctx.reference, *ctx.data.retain, *ctx.cost).t());
     // Compared at 1e-4 resolution (ties to the lowest row): near-duplicate retain samples would
     // otherwise be picked by float rounding, which differs between tp/dp layouts.
-    pair_ = (sim * 1e4).round().argmax(1);
+    pair_ = (sim * 1e4).round().argmax(1).cpu();
     remaining_ = at::ones({f.rows()}, at::kLong);
     forget_samples_ = row_samples(f);
     holdout_samples_ = row_samples(*ctx.data.holdout);
@@ -101,7 +101,8 @@ class Icu : public BasicStrategy {
   LossTerms loss(const Llama& model, const UnlearnBatch& b) override {
     at::Tensor pair_rows = pair_.index_select(0, b.forget.rows_B);
     Batch pairs = make_batch(*ctx_.data.retain,
-                             std::vector<int64_t>(pair_rows.data_ptr<int64_t>(), pair_rows.data_ptr<int64_t>() + pair_rows.numel()));
+                             std::vector<int64_t>(pair_rows.data_ptr<int64_t>(), pair_rows.data_ptr<int64_t>() + pair_rows.numel()),
+                             model.device());
     ctx_.cost->train_tokens += pairs.input_BT.numel() * model.mesh().dp_size();  // every dp rank's pairs
     NllKl p = nll_and_kl(model, *ctx_.reference, pairs, *ctx_.cost);
     LossTerms t;
@@ -150,7 +151,7 @@ class Icu : public BasicStrategy {
   }
 
  private:
-  at::Tensor pair_;       // forget row → retain row
+  at::Tensor pair_;       // forget row → retain row (host)
   at::Tensor remaining_;  // forget row → 1 while still being unlearned
   std::vector<Tokens> forget_samples_, holdout_samples_;
 };

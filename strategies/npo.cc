@@ -26,7 +26,8 @@ class Npo : public BasicStrategy {
     std::vector<at::Tensor> parts;
     const std::vector<int64_t> rows = all_rows(f.rows());
     for (size_t i = 0; i < rows.size(); i += 32) {
-      Batch b = make_batch(f, std::vector<int64_t>(rows.begin() + i, rows.begin() + std::min(rows.size(), i + 32)));
+      Batch b = make_batch(f, std::vector<int64_t>(rows.begin() + i, rows.begin() + std::min(rows.size(), i + 32)),
+                           ctx.reference->device());
       parts.push_back(sequence_logprobs(batch_logprobs(*ctx.reference, b), b));
     }
     ref_logprobs_ = at::cat(parts);
@@ -36,7 +37,7 @@ class Npo : public BasicStrategy {
 
   LossTerms loss(const Llama& model, const UnlearnBatch& b) override {
     at::Tensor lp = sequence_logprobs(batch_logprobs(model, b.forget), b.forget);
-    at::Tensor ratio = lp - ref_logprobs_.index_select(0, b.forget.rows_B);
+    at::Tensor ratio = lp - ref_logprobs_.index_select(0, b.forget.rows_B.to(lp.device()));
     const double beta = cfg_.npo_beta;
     LossTerms t;
     t.add("forget_npo", cfg_.forget_weight * (-2.0 / beta) * at::log_sigmoid(-beta * ratio).mean());

@@ -123,6 +123,8 @@ TEST(Model, KvCacheDecodingMatchesFullForward) {
   EXPECT_EQ(cache.length(), 10);
 }
 
+// Also the two attention paths against each other: a row that is one sample takes plain causal
+// attention (no mask), a packed row the segment mask.
 TEST(Model, PackedSamplesDoNotSeeEachOther) {
   Fixture f;
   Llama model(small_model(), f.mesh, 7);
