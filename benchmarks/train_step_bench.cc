@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "benchmarks/random_tokens.h"
 #include "collectives/local_communicator.h"
 #include "runtime/trainer.h"
 
@@ -24,17 +25,6 @@ ModelConfig model_of_size(int64_t size) {
   }
   m.max_position_embeddings = 128;
   return m;
-}
-
-TokenDataset random_tokens(int64_t rows, int64_t seq_len, int64_t vocab) {
-  TokenDataset ds;
-  ds.name = "random";
-  ds.seq_len = seq_len;
-  ds.tokens = at::randint(4, vocab, {rows, seq_len + 1}, at::kLong);
-  ds.segments = at::zeros({rows, seq_len + 1}, at::kLong);
-  ds.positions = at::arange(seq_len + 1, at::kLong).unsqueeze(0).expand({rows, seq_len + 1}).contiguous();
-  ds.sample_ids.assign(rows, "s");
-  return ds;
 }
 
 void BM_TrainStep(benchmark::State& state) {

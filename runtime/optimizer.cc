@@ -245,7 +245,7 @@ double grad_norm(const std::vector<Param>& params, const std::vector<at::Tensor>
   if (dp_sharded) mesh.dp().all_reduce(sq, ReduceOp::kSum);
   at::Tensor sharded = sq.narrow(0, 0, 1).contiguous();
   mesh.tp().all_reduce(sharded, ReduceOp::kSum);
-  return std::sqrt(sharded.item<double>() + sq[1].item<double>());  // one host sync per step
+  return std::sqrt(sharded.item<double>() + sq[1].item<double>());  // host reads: wait for the device
 }
 
 }  // namespace lethe

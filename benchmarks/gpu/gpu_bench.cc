@@ -21,6 +21,7 @@
 #include "base/check.h"
 #include "base/memory.h"
 #include "base/torch_compat.h"
+#include "benchmarks/random_tokens.h"
 #include "collectives/local_communicator.h"
 #include "collectives/nccl_communicator.h"
 #include "collectives/world.h"
@@ -60,17 +61,6 @@ std::vector<Size> sizes_named(const std::string& name, int64_t seq) {
   if (name == "7b") return {{name, llama(4096, 32, 32, 32, 11008, seq), 2, true}};
   if (name == "max") return {sizes_named("7b", seq)[0], sizes_named("3b", seq)[0]};
   return {};
-}
-
-TokenDataset random_tokens(int64_t rows, int64_t seq_len, int64_t vocab) {
-  TokenDataset ds;
-  ds.name = "random";
-  ds.seq_len = seq_len;
-  ds.tokens = at::randint(4, vocab, {rows, seq_len + 1}, at::kLong);
-  ds.segments = at::zeros({rows, seq_len + 1}, at::kLong);
-  ds.positions = at::arange(seq_len + 1, at::kLong).unsqueeze(0).expand({rows, seq_len + 1}).contiguous();
-  ds.sample_ids.assign(static_cast<size_t>(rows), "s");
-  return ds;
 }
 
 double median(std::vector<double> v) {

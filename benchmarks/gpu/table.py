@@ -23,7 +23,7 @@ def main():
     lethe = json.load(open(sys.argv[1]))
     hf = {s["name"]: s for s in json.load(open(sys.argv[2]))["sizes"]} if len(sys.argv) > 2 else {}
     print(f"Device {lethe['device']}, LibTorch {lethe['torch']}; bf16 matmul measured in the same run: "
-          f"{lethe['matmul_bf16_flops'] / 1e12:.0f} TFLOP/s (MFU against {lethe['peak_bf16_flops'] / 1e12:.0f} "
+          f"{lethe['matmul_bf16_flops'] / 1e12:.3g} TFLOP/s (MFU against {lethe['peak_bf16_flops'] / 1e12:.0f} "
           f"TFLOP/s peak and against it).\n")
     print("GB: peak device memory (on a CPU dry run: peak host memory).\n")
     print("| size | params | rows × seq | Lethe tok/s | MFU peak | MFU matmul | Lethe GB | HF eager tok/s | "
