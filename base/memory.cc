@@ -7,7 +7,8 @@ namespace lethe {
 double host_memory_gb(const std::string& field) {
   std::ifstream f("/proc/self/status");
   for (std::string line; std::getline(f, line);) {
-    if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1)) / 1e6;
+    // The kernel's "kB" are KiB.
+    if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1)) * 1024 / 1e9;
   }
   return -1;
 }

@@ -44,17 +44,7 @@ Status load_whole(const std::string& dir, Llama& model) {
   return Status::ok();
 }
 
-ModelConfig bench_model() {
-  ModelConfig m;
-  m.vocab_size = 32000;
-  m.hidden_size = 2048;
-  m.intermediate_size = 5632;
-  m.num_hidden_layers = 8;
-  m.num_attention_heads = 16;
-  m.num_key_value_heads = 4;
-  m.max_position_embeddings = 2048;
-  return m;
-}
+ModelConfig bench_model() { return llama_shape(32000, 2048, 5632, 8, 16, 4, 2048); }
 
 Status run(const std::string& mode, const std::string& dir) {
   LETHE_ASSIGN_OR_RETURN(World world, init_world(600));

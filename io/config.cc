@@ -125,7 +125,10 @@ void visit(V& v, RunConfig& c) {
   v.section("mesh");
   v.field("tp", c.mesh.tp, 1, 4096);
   v.field("dp", c.mesh.dp, 1, 1 << 20);
-  v.field("zero1", c.mesh.zero1);
+  v.field("optimizer", c.mesh.optimizer, {"replicated", "zero1", "distributed"});
+  v.field("grad_dtype", c.mesh.grad_dtype, {"fp32", "bf16"});
+  v.retired("zero1", "replaced by mesh.optimizer = \"zero1\" (moments sharded over dp) or \"distributed\" (moments "
+                     "and fp32 master weights sharded)");
   v.field("bucket_mb", c.mesh.bucket_mb, 1e-3, 1e6);
   v.field("overlap_grad_reduce", c.mesh.overlap_grad_reduce);
 }
@@ -212,6 +215,11 @@ class Reader {
     out = std::move(v);
   }
 
+  // A key that no longer exists: an error saying what replaced it.
+  void retired(const char* key, const std::string& why) {
+    if (const toml::node* n = find(key)) fail(n, key, why);
+  }
+
   // Unknown sections and keys, after every known one was visited.
   void finish() {
     for (auto&& [k, n] : root_) {
@@ -287,6 +295,7 @@ class Writer {
     for (const auto& s : v) a.push_back(s);
     table_->insert(key, a);
   }
+  void retired(const char*, const std::string&) {}
   const toml::table& root() const { return root_; }
 
  private:
@@ -324,6 +333,8 @@ void validate(Reader& r, RunConfig& c, const std::string& dir) {
   if (c.data.seq_len > m.max_position_embeddings)
     r.problem("data", "seq_len", std::to_string(c.data.seq_len) + " is longer than the model's context (model.max_position_embeddings = " +
                                      std::to_string(m.max_position_embeddings) + ")");
+  if (c.mesh.grad_dtype == "bf16" && c.train.dtype != "bf16")
+    r.problem("mesh", "grad_dtype", "bf16 gradients need bf16 weights (train.dtype = \"bf16\")");
   if (c.train.batch_size % c.train.grad_accum != 0)
     r.problem("train", "grad_accum", "must divide train.batch_size (" + std::to_string(c.train.batch_size) + ")");
   if (c.corpus.forget_fraction + c.corpus.holdout_fraction >= 1.0)
@@ -452,6 +463,19 @@ Status read_hf_config(const std::string& path, ModelConfig& m) {
                          std::to_string(m.head_dim()));
   }
   return Status::ok();
+}
+
+ModelConfig llama_shape(int64_t vocab, int64_t hidden, int64_t ffn, int64_t layers, int64_t heads, int64_t kv_heads,
+                        int64_t context) {
+  ModelConfig m;
+  m.vocab_size = vocab;
+  m.hidden_size = hidden;
+  m.intermediate_size = ffn;
+  m.num_hidden_layers = layers;
+  m.num_attention_heads = heads;
+  m.num_key_value_heads = kv_heads;
+  m.max_position_embeddings = context;
+  return m;
 }
 
 std::string hf_config_json(const ModelConfig& m, const std::string& torch_dtype) {

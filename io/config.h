@@ -39,6 +39,11 @@ struct ModelConfig {
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
 };
 
+// A Llama shape in one line: vocabulary, hidden size, FFN width, layers, heads, KV heads and
+// context; every other field at its default.
+ModelConfig llama_shape(int64_t vocab, int64_t hidden, int64_t ffn, int64_t layers, int64_t heads, int64_t kv_heads,
+                        int64_t context);
+
 struct CorpusConfig {
   std::string source = "generated";  // "generated" | "jsonl"
   // generated
@@ -76,7 +81,7 @@ struct TrainConfig {
   double beta2 = 0.95;
   double eps = 1e-8;
   double grad_clip = 1.0;  // max global L2 norm; 0 disables
-  std::string dtype = "fp32";  // compute dtype: "fp32" | "bf16" (fp32 master weights either way)
+  std::string dtype = "fp32";  // weights and compute: "fp32" | "bf16" (bf16: fp32 master weights in the optimizer)
   bool activation_checkpointing = false;  // keep each block's input only; recompute in backward
   int64_t checkpoint_every = 100;
   int64_t keep_checkpoints = 3;
@@ -130,7 +135,11 @@ struct EvalConfig {
 struct MeshConfig {
   int64_t tp = 1;
   int64_t dp = 1;
-  bool zero1 = false;       // shard AdamW moments across dp (ZeRO stage 1)
+  // Where AdamW's state lives (docs/distributed.md): "replicated" on every dp rank; "zero1" the
+  // moments sharded over dp; "distributed" the moments and the fp32 master weights sharded over dp
+  // (with fp32 weights the weights are the masters, so it is the same as "zero1").
+  std::string optimizer = "replicated";
+  std::string grad_dtype = "fp32";  // bf16 runs: dtype of the gradient buffer and its reduction
   double bucket_mb = 25;    // data-parallel gradient all-reduce bucket size
   bool overlap_grad_reduce = true;  // start each bucket's all-reduce during backward
 };

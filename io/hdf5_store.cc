@@ -213,7 +213,7 @@ Status H5File::write_tensor(const std::string& name, const at::Tensor& tensor) {
 }
 
 Status H5File::write_sharded(const std::string& name, const std::vector<int64_t>& global_shape, at::ScalarType dtype,
-                             const std::vector<Piece>& pieces, int mine, const at::Tensor& data) {
+                             const std::vector<Piece>& pieces, const std::vector<int>& mine, const at::Tensor& data) {
   const TypeInfo* type = type_of(dtype);
   if (!type) return error(name + ": unsupported dtype " + std::string(c10::toString(dtype)));
   const int nd = static_cast<int>(global_shape.size());
@@ -235,21 +235,27 @@ Status H5File::write_sharded(const std::string& name, const std::vector<int64_t>
       write_array_attr(ds.get(), "piece_count", H5T_NATIVE_INT64, table, counts.data()) < 0 ||
       write_array_attr(ds.get(), "piece_xxh3", H5T_NATIVE_UINT64, {pieces.size()}, sums.data()) < 0)
     return error(name + ": cannot write attributes");
-  at::Tensor t = mine >= 0 ? data.detach().cpu().contiguous() : at::Tensor();
-  std::vector<hsize_t> start(static_cast<size_t>(nd), 0), count(static_cast<size_t>(nd), 0);
-  if (mine >= 0) {
-    const Box& box = pieces[static_cast<size_t>(mine)].box;
-    start.assign(box.start.begin(), box.start.end());
-    count.assign(box.count.begin(), box.count.end());
-    H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
-  } else {
-    H5Sselect_none(space.get());
+  // This rank's boxes as one selection (a union of hyperslabs is traversed in row-major order,
+  // the order of `data`), read from a 1-D memory space.
+  at::Tensor t = mine.empty() ? at::Tensor() : data.detach().cpu().to(dtype).contiguous();
+  int64_t total = 0;
+  H5Sselect_none(space.get());
+  for (int i : mine) {
+    const Box& box = pieces[static_cast<size_t>(i)].box;
+    std::vector<hsize_t> start(box.start.begin(), box.start.end()), count(box.count.begin(), box.count.end());
+    if (box.numel() == 0) continue;
+    H5Sselect_hyperslab(space.get(), H5S_SELECT_OR, start.data(), nullptr, count.data(), nullptr);
+    total += box.numel();
   }
-  Handle mem(mine >= 0 ? H5Screate_simple(nd, count.data(), nullptr) : H5Screate(H5S_SCALAR), H5Sclose);
-  if (mine < 0) H5Sselect_none(mem.get());
+  if (t.defined() && t.numel() != total) {
+    return error(name + ": " + std::to_string(t.numel()) + " elements given for pieces of " + std::to_string(total));
+  }
+  const hsize_t mem_count = static_cast<hsize_t>(total);
+  Handle mem(total > 0 ? H5Screate_simple(1, &mem_count, nullptr) : H5Screate(H5S_SCALAR), H5Sclose);
+  if (total == 0) H5Sselect_none(mem.get());
   Handle xfer = parallel_ ? collective_xfer() : Handle(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
-  if ((parallel_ || mine >= 0) &&
-      H5Dwrite(ds.get(), type->h5(), mem.get(), space.get(), xfer.get(), t.defined() ? t.data_ptr() : nullptr) < 0)
+  if ((parallel_ || total > 0) &&
+      H5Dwrite(ds.get(), type->h5(), mem.get(), space.get(), xfer.get(), total > 0 ? t.data_ptr() : nullptr) < 0)
     return error(name + ": write failed (disk full?)");
   return Status::ok();
 }

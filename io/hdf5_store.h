@@ -49,10 +49,11 @@ class H5File {
 
   Status write_tensor(const std::string& name, const at::Tensor& t);
   // A dataset of `global_shape` tiled by `pieces` (every rank passes the same list, checksums
-  // included); this rank writes pieces[mine] from `data` (mine < 0: nothing). The pieces' boxes and
-  // checksums are stored as attributes, so any region can be read back and verified.
+  // included); this rank writes the pieces indexed by `mine` (none: nothing), in increasing
+  // row-major order, from `data`: their elements one after another (any shape, `dtype`). The
+  // pieces' boxes and checksums are stored as attributes, so any region can be read back and verified.
   Status write_sharded(const std::string& name, const std::vector<int64_t>& global_shape, at::ScalarType dtype,
-                       const std::vector<Piece>& pieces, int mine, const at::Tensor& data);
+                       const std::vector<Piece>& pieces, const std::vector<int>& mine, const at::Tensor& data);
   // The region `box` of a dataset written by write_sharded (or write_tensor), verifying the
   // checksum of every stored piece it overlaps (reading those pieces whole).
   Result<at::Tensor> read_box(const std::string& name, const Box& box) const;

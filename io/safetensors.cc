@@ -182,37 +182,83 @@ at::Tensor SafetensorsFile::read(const SafetensorsEntry& e, int dim, int64_t sta
   return out;
 }
 
-Status write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                         const std::map<std::string, std::string>& metadata) {
+Result<SafetensorsWriter> SafetensorsWriter::create(const std::string& path, std::vector<SafetensorsLayout> layouts,
+                                                    const std::map<std::string, std::string>& metadata) {
   json h = json::object();
   if (!metadata.empty()) h["__metadata__"] = metadata;
   uint64_t offset = 0;
-  std::vector<at::Tensor> data;
-  for (const auto& [name, t] : tensors) {
-    const char* dt = dtype_name(t.scalar_type());
-    if (!dt) return Status::error(path + ": tensor '" + name + "' has dtype " + c10::toString(t.scalar_type()) + " (F32, F16 or BF16 expected)");
-    data.push_back(t.detach().cpu().contiguous());
-    const uint64_t bytes = data.back().nbytes();
-    h[name] = {{"dtype", dt}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
+  for (const SafetensorsLayout& l : layouts) {
+    const char* dt = dtype_name(l.dtype);
+    if (!dt) return Status::error(path + ": tensor '" + l.name + "' has dtype " + c10::toString(l.dtype) + " (F32, F16 or BF16 expected)");
+    uint64_t bytes = c10::elementSize(l.dtype);
+    for (int64_t d : l.shape) bytes *= static_cast<uint64_t>(d);
+    h[l.name] = {{"dtype", dt}, {"shape", l.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string header = h.dump();
   header.append((8 - header.size() % 8) % 8, ' ');  // data 8-byte aligned
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    uint8_t len[8];
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(header.size() >> (8 * i));
-    out.write(reinterpret_cast<const char*>(len), 8);
-    out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    for (const at::Tensor& t : data) out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
-    out.flush();
-    if (!out) return Status::error(path + ": write failed");
-  }
+  SafetensorsWriter w;
+  w.path_ = path;
+  w.layouts_ = std::move(layouts);
+  w.out_ = std::make_unique<std::ofstream>(path + ".tmp", std::ios::binary | std::ios::trunc);
+  uint8_t len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(header.size() >> (8 * i));
+  w.out_->write(reinterpret_cast<const char*>(len), 8);
+  w.out_->write(header.data(), static_cast<std::streamsize>(header.size()));
+  if (!*w.out_) return Status::error(path + ".tmp: cannot write (disk full, or no such folder?)");
+  return w;
+}
+
+SafetensorsWriter::SafetensorsWriter(SafetensorsWriter&&) noexcept = default;
+SafetensorsWriter& SafetensorsWriter::operator=(SafetensorsWriter&&) noexcept = default;
+
+SafetensorsWriter::~SafetensorsWriter() {
+  if (!out_) return;
+  out_.reset();
   std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return Status::error(path + ": rename failed: " + ec.message());
+  std::filesystem::remove(path_ + ".tmp", ec);
+}
+
+Status SafetensorsWriter::append(const at::Tensor& t) {
+  if (!out_ || next_ >= layouts_.size()) return Status::error(path_ + ": more tensors appended than declared");
+  const SafetensorsLayout& l = layouts_[next_];
+  if (t.scalar_type() != l.dtype || t.sizes().vec() != l.shape) {
+    return Status::error(path_ + ": tensor '" + l.name + "' appended as " + c10::toString(t.scalar_type()) +
+                         c10::str(t.sizes()) + ", declared " + c10::toString(l.dtype) + c10::str(at::IntArrayRef(l.shape)));
+  }
+  const at::Tensor c = t.detach().cpu().contiguous();
+  out_->write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.nbytes()));
+  if (!*out_) return Status::error(path_ + ": write failed (disk full?)");
+  ++next_;
   return Status::ok();
+}
+
+Status SafetensorsWriter::close() {
+  if (!out_) return Status::error(path_ + ": already closed");
+  if (next_ != layouts_.size()) {
+    return Status::error(path_ + ": " + std::to_string(next_) + " of " + std::to_string(layouts_.size()) + " tensors written");
+  }
+  out_->flush();
+  const bool ok = static_cast<bool>(*out_);
+  out_.reset();
+  const std::string tmp = path_ + ".tmp";
+  std::error_code ec;
+  if (!ok) {
+    std::filesystem::remove(tmp, ec);
+    return Status::error(path_ + ": write failed (disk full?)");
+  }
+  std::filesystem::rename(tmp, path_, ec);
+  if (ec) return Status::error(path_ + ": rename failed: " + ec.message());
+  return Status::ok();
+}
+
+Status write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                         const std::map<std::string, std::string>& metadata) {
+  std::vector<SafetensorsLayout> layouts;
+  for (const auto& [name, t] : tensors) layouts.push_back({name, t.scalar_type(), t.sizes().vec()});
+  LETHE_ASSIGN_OR_RETURN(SafetensorsWriter w, SafetensorsWriter::create(path, std::move(layouts), metadata));
+  for (const auto& [name, t] : tensors) LETHE_RETURN_IF_ERROR(w.append(t));
+  return w.close();
 }
 
 }  // namespace lethe

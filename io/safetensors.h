@@ -12,6 +12,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -57,6 +58,36 @@ class SafetensorsFile {
   uint64_t data_start_ = 0;
   std::vector<SafetensorsEntry> entries_;
   std::map<std::string, std::string> metadata_;
+};
+
+// One tensor a SafetensorsWriter will write: its name, dtype (F32, F16 or BF16) and shape.
+struct SafetensorsLayout {
+  std::string name;
+  at::ScalarType dtype;
+  std::vector<int64_t> shape;
+};
+
+// A safetensors file written one tensor at a time: the header is written first from the layouts,
+// then each tensor's bytes as it is appended, so the writer holds no tensor. The file is made
+// under a temporary name and renamed onto `path` by close(); destroyed before, it is removed.
+class SafetensorsWriter {
+ public:
+  static Result<SafetensorsWriter> create(const std::string& path, std::vector<SafetensorsLayout> layouts,
+                                          const std::map<std::string, std::string>& metadata = {});
+  SafetensorsWriter(SafetensorsWriter&&) noexcept;
+  SafetensorsWriter& operator=(SafetensorsWriter&&) noexcept;
+  ~SafetensorsWriter();
+  // The next tensor, of the next layout's dtype and shape.
+  Status append(const at::Tensor& t);
+  // After the last tensor: flushes and renames onto the path.
+  Status close();
+
+ private:
+  SafetensorsWriter() = default;
+  std::string path_;
+  std::vector<SafetensorsLayout> layouts_;
+  size_t next_ = 0;
+  std::unique_ptr<std::ofstream> out_;
 };
 
 // Writes `tensors` (contiguous or not; F32, F16 or BF16) in order, to a temporary name renamed onto

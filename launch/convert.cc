@@ -17,7 +17,7 @@ namespace {
 // A checkpoint of weights alone: a fresh optimizer and no loop state.
 class WeightsOnly : public Checkpointable {
  public:
-  WeightsOnly(Llama& model, const Mesh& mesh) : model_(model), mesh_(mesh), opt_(model.params(), AdamHyper{}, mesh) {}
+  WeightsOnly(Llama& model, const Mesh& mesh) : model_(model), mesh_(mesh), opt_(model, AdamHyper{}, mesh) {}
   Llama& model() override { return model_; }
   AdamW& optimizer() override { return opt_; }
   const Mesh& mesh() const override { return mesh_; }
@@ -49,7 +49,7 @@ Status run_convert_from_hf(RunConfig cfg, const std::string& hf_dir, const std::
     cfg.tokenizer.model = std::filesystem::absolute(out_dir + "/tokenizer.model").string();
   }
   LETHE_ASSIGN_OR_RETURN(auto ex, open_mesh(cfg));
-  auto model = ex->new_model();
+  auto model = ex->new_model(Experiment::Use::kTrainLoaded);  // checkpointed with a fresh optimizer
   LETHE_RETURN_IF_ERROR(load_hf_weights(hf_dir, *model));
   WeightsOnly w(*model, *ex->mesh);
   LETHE_ASSIGN_OR_RETURN(std::string path, save_checkpoint(out_dir, w, CheckpointMeta{"hf-import", to_toml(cfg), {}}, 1));
@@ -67,7 +67,7 @@ Status run_convert_to_hf(const RunConfig& cfg, const std::string& checkpoint, co
   const at::ScalarType t = dtype == "float32" ? at::kFloat : dtype == "bfloat16" ? at::kBFloat16 : dtype == "float16" ? at::kHalf : at::kByte;
   if (t == at::kByte) return Status::error("--dtype " + dtype + ": expected float32, bfloat16 or float16");
   LETHE_ASSIGN_OR_RETURN(auto ex, open_mesh(cfg));
-  auto model = ex->new_model();
+  auto model = ex->new_model(Experiment::Use::kReference);  // read only: no gradients, nothing drawn
   LETHE_RETURN_IF_ERROR(load_weights(checkpoint, *model, *ex->mesh));
   LETHE_RETURN_IF_ERROR(export_hf(*model, out_dir, static_cast<int64_t>(shard_mb * 1e6), t));
   log().info("{} → {} ({}, shards of at most {} MB)", checkpoint, out_dir, dtype, shard_mb);

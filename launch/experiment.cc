@@ -83,9 +83,12 @@ Result<TokenDataset> Experiment::dataset(const std::string& name, const std::vec
   return pack_documents(name, docs, tok, cfg.data.seq_len, cfg.model.vocab_size, packing);
 }
 
-std::unique_ptr<Llama> Experiment::new_model() const {
-  auto m = std::make_unique<Llama>(cfg.model, *mesh, static_cast<uint64_t>(cfg.run.seed),
-                                   cfg.train.dtype == "bf16" ? at::kBFloat16 : at::kFloat);
+std::unique_ptr<Llama> Experiment::new_model(Use use) const {
+  ModelOptions o;
+  o.dtype = cfg.train.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  o.random_init = use == Use::kTrainFromInit;
+  o.trainable = use != Use::kReference;
+  auto m = std::make_unique<Llama>(cfg.model, *mesh, static_cast<uint64_t>(cfg.run.seed), o);
   m->set_activation_checkpointing(cfg.train.activation_checkpointing);
   return m;
 }

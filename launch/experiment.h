@@ -34,8 +34,11 @@ struct Experiment {
   // Packs documents for this run's seq_len, checking the tokenizer against the model vocabulary.
   Result<TokenDataset> dataset(const std::string& name, const std::vector<Document>& docs,
                                Packing packing = Packing::kPacked) const;
-  // A freshly initialised model of the configured architecture and compute dtype.
-  std::unique_ptr<Llama> new_model() const;
+  // What a model is made for: training from its random init, training from weights loaded right
+  // after (nothing is drawn), or a frozen reference (loaded after; no gradients, no master copy).
+  enum class Use { kTrainFromInit, kTrainLoaded, kReference };
+  // A model of the configured architecture and dtype.
+  std::unique_ptr<Llama> new_model(Use use = Use::kTrainFromInit) const;
   // The evaluation every model of the run gets (eval.max_samples per list).
   Metrics evaluate(const Llama& model);
 

@@ -92,17 +92,27 @@ int main(int argc, char** argv) {
   CLI::App* plan = app.add_subcommand("plan", "memory per GPU, the fewest GPUs, and unlearning vs retraining cost");
   lethe::PlanInput pin;
   std::string plan_model, measured;
-  bool fp32 = false, no_ckpt = false;
+  bool fp32 = false, no_ckpt = false, explicit_attention = false;
+  lethe::PlanFlags plan_flags;
   plan->add_option("--model", plan_model, "a preset (llama-2-7b, llama-2-13b, llama-2-70b, llama-3-8b, llama-3-70b), "
                                           "or a Hugging Face config.json or its folder")->required();
   plan->add_option("--tp", pin.tp, "tensor-parallel size (default 1)");
   plan->add_option("--dp", pin.dp, "data-parallel size (default 1)");
-  plan->add_flag("--zero1", pin.zero1, "shard fp32 master weights and AdamW moments over dp");
-  plan->add_flag("--reference", pin.reference, "a frozen reference model (NPO, KL, ICU)");
-  plan->add_flag("--fp32", fp32, "fp32 throughout (default: bf16 with fp32 master weights)");
+  plan->add_option("--optimizer", pin.optimizer, "replicated, zero1 (moments ÷ dp) or distributed (moments and fp32 "
+                                                "master weights ÷ dp; the default)");
+  plan->add_option("--grad-dtype", plan_flags.grad_dtype, "fp32 (default) or bf16 gradient buffers");
+  plan->add_option("--reference", plan_flags.reference, "none (default), cached (NPO: freed after caching) or resident "
+                                                        "(KL, ICU)");
+  plan->add_option("--method", plan_flags.method, "an unlearning method: sets --reference from its use of the reference");
+  plan->add_flag("--zero1", plan_flags.zero1, "(replaced by --optimizer zero1)");
+  plan->add_flag("--fp32", fp32, "fp32 weights and compute (default: bf16 weights, fp32 master weights)");
   plan->add_flag("--no-checkpointing", no_ckpt, "keep every layer's activations");
+  plan->add_flag("--explicit-attention", explicit_attention, "attention as LibTorch 1.13 runs it (softmax kept), not SDPA");
   plan->add_option("--seq", pin.seq_len, "sequence length (default 4096)");
-  plan->add_option("--batch", pin.micro_batch, "micro-batch per dp rank (default 1)");
+  plan->add_option("--batch", pin.micro_batch, "rows per dp rank in each forward (default 1)");
+  plan->add_option("--forwards", pin.forwards, "forwards per backward: 2 for unlearning with a retain term (the "
+                                               "default; 1 with --method ga), 1 for a training step");
+  plan->add_option("--bucket-mb", pin.bucket_mb, "mesh.bucket_mb (default 25)");
   plan->add_option("--gpu-gb", pin.gpu_gb, "memory per GPU in GB (default 80)");
   plan->add_option("--unlearn-tokens", pin.unlearn_tokens, "tokens an unlearning run processes (all cycles)");
   plan->add_option("--retrain-tokens", pin.retrain_tokens, "tokens of a retrain on the remaining data");
@@ -123,9 +133,11 @@ int main(int argc, char** argv) {
   try {
     if (compare->parsed()) return finish(lethe::run_compare(run_dir));
     if (plan->parsed()) {
+      if (plan->count("--forwards") == 0) pin.forwards = 0;  // from --method
       pin.bf16 = !fp32;
       pin.checkpointing = !no_ckpt;
-      return finish(lethe::run_plan(pin, plan_model, measured));
+      pin.fused_attention = !explicit_attention;
+      return finish(lethe::run_plan(pin, plan_model, measured, plan_flags));
     }
     if (from_hf->parsed()) {
       auto cfg = lethe::parse_config("", "<convert>", overrides);

@@ -45,7 +45,21 @@ Result<double> measured_flops_per_device(const std::string& path) {
 
 }  // namespace
 
-Status run_plan(PlanInput in, const std::string& model, const std::string& measured) {
+Status run_plan(PlanInput in, const std::string& model, const std::string& measured, const PlanFlags& flags) {
+  if (flags.zero1) return Status::error("--zero1: replaced by --optimizer zero1 (or distributed)");
+  if (flags.grad_dtype != "fp32" && flags.grad_dtype != "bf16") {
+    return Status::error("--grad-dtype " + flags.grad_dtype + ": expected fp32 or bf16");
+  }
+  in.bf16_grads = flags.grad_dtype == "bf16";
+  if (!flags.method.empty()) {
+    LETHE_ASSIGN_OR_RETURN(in.reference, reference_use_of(flags.method));
+  } else if (flags.reference == "none" || flags.reference == "cached" || flags.reference == "resident") {
+    in.reference = flags.reference == "none" ? ReferenceUse::kNone
+                   : flags.reference == "cached" ? ReferenceUse::kCached : ReferenceUse::kResident;
+  } else {
+    return Status::error("--reference " + flags.reference + ": expected none, cached or resident");
+  }
+  if (in.forwards == 0) in.forwards = flags.method == "ga" ? 1 : 2;  // GA's step has no retain forward
   LETHE_ASSIGN_OR_RETURN(in.model, plan_model(model));
   std::string source;
   if (!measured.empty()) {
@@ -55,6 +69,7 @@ Status run_plan(PlanInput in, const std::string& model, const std::string& measu
   }
   LETHE_ASSIGN_OR_RETURN(Plan p, make_plan(in));
   std::cout << source << format_plan(in, p);
+  if (!p.fits) return Status::error("plan: " + over_budget(in, p));
   return Status::ok();
 }
 

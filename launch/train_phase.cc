@@ -39,9 +39,12 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
   LETHE_ASSIGN_OR_RETURN(TokenDataset train,
                          ex->dataset("train", ex->corpus.training_documents(opts.include_forget, cfg.corpus.qa_in_training)));
 
-  std::unique_ptr<Llama> model = ex->new_model();
-  Trainer trainer(*model, mesh, cfg.train, train, static_cast<uint64_t>(cfg.run.seed));
   const std::string dir = cfg.run.dir + "/" + phase, ckpt_dir = dir + "/checkpoints";
+  // A resumed run takes every weight from its checkpoint: nothing is drawn.
+  std::unique_ptr<Llama> model = ex->new_model(opts.resume && !list_checkpoints(ckpt_dir).empty()
+                                                   ? Experiment::Use::kTrainLoaded
+                                                   : Experiment::Use::kTrainFromInit);
+  Trainer trainer(*model, mesh, cfg.train, train, static_cast<uint64_t>(cfg.run.seed));
   fs::create_directories(dir);
   std::ofstream(report_path(dir + "/config.toml")) << to_toml(cfg);
   const CheckpointMeta meta{phase, to_toml(cfg), {{"train", train.checksum()}}};

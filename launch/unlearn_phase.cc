@@ -117,12 +117,23 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
     return Status::ok();
   }
   LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, make_strategy(method, cfg.unlearn));
-  std::unique_ptr<Llama> model = ex.new_model(), reference;
-  LETHE_RETURN_IF_ERROR(load_weights(source, *model, *ex.mesh));
-  if (strategy->needs_reference()) {
-    reference = ex.new_model();
+  const bool resuming = opts.resume && !list_checkpoints(ckpt_dir).empty();
+  // The frozen reference, in the run's dtype without gradients. A method that only caches from it
+  // does so before the trained model and its optimizer exist, then frees it; a resume needs it
+  // only when the method keeps it (what was cached is in the checkpoint).
+  std::unique_ptr<Llama> reference;
+  Cost caching;
+  if (strategy->needs_reference() && (!resuming || strategy->keeps_reference())) {
+    reference = ex.new_model(Experiment::Use::kReference);
     LETHE_RETURN_IF_ERROR(load_weights(source, *reference, *ex.mesh));
   }
+  if (!resuming) LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, data.requests, reference.get(), caching));
+  if (reference && !strategy->keeps_reference()) {
+    reference.reset();
+    log().info("{}: reference model freed after caching what the method needs of it", method);
+  }
+  std::unique_ptr<Llama> model = ex.new_model(Experiment::Use::kTrainLoaded);
+  LETHE_RETURN_IF_ERROR(load_weights(source, *model, *ex.mesh));
   LETHE_RETURN_IF_ERROR(Unlearner::check(*strategy, cfg.unlearn, data.requests, ptr(data.retain), ptr(data.holdout),
                                          reference.get()));
   Unlearner engine(*model, *ex.mesh, *strategy, cfg.unlearn, data.requests, ptr(data.retain), ptr(data.holdout),
@@ -133,13 +144,13 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
 
   fs::create_directories(dir);
   std::ofstream(report_path(dir + "/config.toml")) << to_toml(cfg);
-  const bool resuming = opts.resume && !list_checkpoints(ckpt_dir).empty();
   if (resuming) {
     LETHE_ASSIGN_OR_RETURN(std::string from, resume_latest(ckpt_dir, engine, meta));
     log().info("{}: resumed from {}", method, from);
   } else {
     std::error_code ec;
     fs::remove_all(ckpt_dir, ec);
+    engine.add_cost(caching);
   }
   std::ofstream metrics(report_path(dir + "/metrics.jsonl"), resuming ? std::ios::app : std::ios::trunc);
   const double flops_per_token = train_flops_per_token(cfg.model, cfg.data.seq_len);
@@ -202,7 +213,7 @@ Status run_unlearn_phase(const RunConfig& cfg, const UnlearnOptions& opts) {
 
 Status run_eval(const RunConfig& cfg, const std::string& checkpoint, const std::string& out) {
   LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Experiment> ex, open_experiment(cfg));
-  std::unique_ptr<Llama> model = ex->new_model();
+  std::unique_ptr<Llama> model = ex->new_model(Experiment::Use::kReference);  // evaluated only
   LETHE_RETURN_IF_ERROR(load_weights(checkpoint, *model, *ex->mesh));
   if (ex->tok.vocab_size() > cfg.model.vocab_size) {
     return Status::error(ex->tok.path() + ": tokenizer vocabulary " + std::to_string(ex->tok.vocab_size()) +

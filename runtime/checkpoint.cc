@@ -12,6 +12,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
 
 #include "base/check.h"
 #include "base/log.h"
@@ -53,45 +55,98 @@ Status reserve_space(const std::string& path, int64_t bytes) {
 
 int64_t checkpoint_bytes(Checkpointable& t, const StateTensors& state, const CheckpointMeta& meta) {
   int64_t bytes = 1 << 20;  // metadata, attributes, RNG state
+  const int64_t states = t.optimizer().mixed_precision() ? 3 : 2;  // moments, and masters apart from the weights
   for (const Param& p : t.model().params()) {
     int64_t n = 1;
     for (int64_t d : p.global_shape) n *= d;
-    bytes += 3 * n * 4;  // weights + two moments, fp32
+    bytes += n * (static_cast<int64_t>(p.value.element_size()) + 4 * states);
   }
   for (const auto& [name, x] : state) bytes += static_cast<int64_t>(x.nbytes()) + 4096;
   return bytes + static_cast<int64_t>(meta.config_toml.size());
 }
 
+// The boxes of the flat elements [start, start + count) of a row-major tensor of `shape`, in
+// row-major order: at most a partial row, whole rows, and a partial row per dimension.
+void flat_boxes(const std::vector<int64_t>& shape, size_t dim, std::vector<int64_t> prefix, int64_t start, int64_t count,
+                std::vector<Box>& out) {
+  if (count <= 0) return;
+  int64_t inner = 1;
+  for (size_t d = dim + 1; d < shape.size(); ++d) inner *= shape[d];
+  auto box = [&](int64_t first, int64_t rows) {  // rows [first, first + rows) of dim, all of the rest
+    Box b{prefix, std::vector<int64_t>(dim, 1)};
+    b.start.push_back(first);
+    b.count.push_back(rows);
+    for (size_t d = dim + 1; d < shape.size(); ++d) {
+      b.start.push_back(0);
+      b.count.push_back(shape[d]);
+    }
+    out.push_back(b);
+  };
+  const int64_t end = start + count;
+  if (start % inner == 0 && end % inner == 0) return box(start / inner, count / inner);
+  const int64_t first_row = start / inner, last_row = (end - 1) / inner;
+  std::vector<int64_t> row_prefix = prefix;
+  auto partial = [&](int64_t row, int64_t from, int64_t to) {
+    row_prefix.resize(prefix.size());
+    row_prefix.push_back(row);
+    flat_boxes(shape, dim + 1, row_prefix, from, to - from, out);
+  };
+  if (first_row == last_row) return partial(first_row, start - first_row * inner, end - first_row * inner);
+  int64_t full_from = first_row;
+  if (start % inner != 0) {
+    partial(first_row, start - first_row * inner, inner);
+    ++full_from;
+  }
+  const int64_t full_to = end % inner == 0 ? last_row + 1 : last_row;
+  if (full_to > full_from) box(full_from, full_to - full_from);
+  if (end % inner != 0) partial(last_row, 0, end - last_row * inner);
+}
+
+// Tp rank r's shard of parameter p as a box of its global shape.
+Box tp_box(const Param& p, const Mesh& mesh, int r) {
+  Box box{std::vector<int64_t>(p.global_shape.size(), 0), p.global_shape};
+  if (p.split_dim >= 0) {
+    box.count[p.split_dim] /= mesh.tp_size();
+    box.start[p.split_dim] = r * box.count[p.split_dim];
+  }
+  return box;
+}
+
+// The boxes (global coordinates) of elements [start, + count) of tp shard `shard`, row-major.
+std::vector<Box> shard_boxes(const Box& shard, std::pair<int64_t, int64_t> range) {
+  std::vector<Box> out;
+  flat_boxes(shard.count, 0, {}, range.first, range.second, out);
+  if (shard.count.empty() && range.second > 0) out.push_back(shard);  // a scalar
+  for (Box& b : out) {
+    for (size_t d = 0; d < b.start.size(); ++d) b.start[d] += shard.start[d];
+  }
+  return out;
+}
+
 // Note [Checkpoint pieces]: every parameter-shaped dataset is written by the ranks holding its
-// slices. Parameters: one piece per tp rank (one for a replicated tensor), written by dp rank 0.
-// Moments: the same, or with ZeRO-1 one piece per (tp, dp) rank — the rows that rank's optimizer
-// owns. A piece's writer is world rank dp · tp + tp_rank (Mesh: tp innermost).
+// slices. Weights, and optimizer state held whole by every dp rank: one piece per tp rank (one for
+// a replicated tensor), written by dp rank 0. Optimizer state sharded over dp: each (tp, dp) rank
+// writes the elements it owns, a flat range of its tp shard, as up to a few boxes (flat_boxes).
+// A piece's writer is world rank dp · tp + tp_rank (Mesh: tp innermost).
 struct Placed {
   std::vector<Piece> pieces;
   std::vector<int> writers;
-  int mine = -1;
+  std::vector<int> mine;
 };
 
-Placed place(const Param& p, const Mesh& mesh, bool by_dp) {
+// `range(k)`: the elements of a tp shard dp rank k owns; null: the whole shard, by dp rank 0.
+Placed place(const Param& p, const Mesh& mesh, const std::function<std::pair<int64_t, int64_t>(int)>& range) {
   Placed out;
-  const int tp = p.split_dim >= 0 ? mesh.tp_size() : 1, dp = by_dp ? mesh.dp_size() : 1;
+  const int tp = p.split_dim >= 0 ? mesh.tp_size() : 1, dp = range ? mesh.dp_size() : 1;
   for (int k = 0; k < dp; ++k) {
     for (int r = 0; r < tp; ++r) {
-      Box box{std::vector<int64_t>(p.global_shape.size(), 0), p.global_shape};
-      if (p.split_dim >= 0) {
-        box.count[p.split_dim] /= mesh.tp_size();
-        box.start[p.split_dim] = r * box.count[p.split_dim];
-      }
-      if (by_dp) {
-        auto [start, count] = zero1_rows(box.count[0], k, dp);
-        box.start[0] += start;
-        box.count[0] = count;
-        if (count == 0) continue;
-      }
+      const Box shard = tp_box(p, mesh, r);
       const int writer = k * mesh.tp_size() + r;
-      if (writer == mesh.world().rank()) out.mine = static_cast<int>(out.pieces.size());
-      out.pieces.push_back(Piece{box, 0});
-      out.writers.push_back(writer);
+      for (const Box& box : range ? shard_boxes(shard, range(k)) : std::vector<Box>{shard}) {
+        if (writer == mesh.world().rank()) out.mine.push_back(static_cast<int>(out.pieces.size()));
+        out.pieces.push_back(Piece{box, 0});
+        out.writers.push_back(writer);
+      }
     }
   }
   return out;
@@ -100,7 +155,7 @@ Placed place(const Param& p, const Mesh& mesh, bool by_dp) {
 struct ShardedWrite {
   std::string name;
   const Param* param;
-  at::Tensor data;  // this rank's slice (for its piece, if any)
+  at::Tensor data;  // this rank's elements of its pieces, one after another
   Placed placed;
 };
 
@@ -111,17 +166,26 @@ std::vector<ShardedWrite> sharded_writes(Checkpointable& t) {
   const auto& params = t.model().params();
   for (size_t i = 0; i < params.size(); ++i) {
     const Param& p = params[i];
-    w.push_back({"model/" + p.name, &p, p.value.detach(), place(p, mesh, false)});
-    w.push_back({"optim/exp_avg/" + p.name, &p, opt.exp_avg()[i], place(p, mesh, opt.zero1())});
-    w.push_back({"optim/exp_avg_sq/" + p.name, &p, opt.exp_avg_sq()[i], place(p, mesh, opt.zero1())});
+    w.push_back({"model/" + p.name, &p, p.value.detach(), place(p, mesh, nullptr)});
+    for (const StateSlice& s : opt.state_of(i)) {
+      std::function<std::pair<int64_t, int64_t>(int)> range;
+      if (s.dp_sharded) range = [&opt, i](int k) { return opt.owned_range(i, k); };
+      w.push_back({"optim/" + s.name + "/" + p.name, &p, s.data, place(p, mesh, range)});
+    }
   }
-  // Each writer hashes its piece; one all-reduce gives every rank every checksum.
+  // Each writer hashes its pieces; one all-reduce gives every rank every checksum.
   int64_t n = 0;
   for (const auto& x : w) n += static_cast<int64_t>(x.placed.pieces.size());
   at::Tensor sums = at::zeros({n}, at::kLong);
   int64_t k = 0;
   for (auto& x : w) {
-    if (x.placed.mine >= 0) sums[k + x.placed.mine] = static_cast<int64_t>(tensor_checksum(x.data));
+    at::Tensor flat = x.placed.mine.empty() ? at::Tensor() : x.data.cpu().contiguous().view({-1});
+    int64_t off = 0;
+    for (int m : x.placed.mine) {
+      const int64_t count = x.placed.pieces[static_cast<size_t>(m)].box.numel();
+      sums[k + m] = static_cast<int64_t>(tensor_checksum(flat.narrow(0, off, count)));
+      off += count;
+    }
     k += static_cast<int64_t>(x.placed.pieces.size());
   }
   mesh.world().all_reduce(sums, ReduceOp::kSum);
@@ -141,7 +205,7 @@ Status write_all(H5File& f, Checkpointable& t, const StateTensors& state, const 
   LETHE_RETURN_IF_ERROR(f.set_attr("saved_dp", t.mesh().dp_size()));
   for (const ShardedWrite& x : sharded_writes(t)) {
     LETHE_RETURN_IF_ERROR(
-        f.write_sharded(x.name, x.param->global_shape, at::kFloat, x.placed.pieces, x.placed.mine, x.data));
+        f.write_sharded(x.name, x.param->global_shape, x.data.scalar_type(), x.placed.pieces, x.placed.mine, x.data));
   }
   LETHE_RETURN_IF_ERROR(f.write_tensor("step", at::scalar_tensor(t.optimizer().steps_taken(), at::kLong)));
   LETHE_RETURN_IF_ERROR(f.write_tensor("rng_cpu", at::detail::getDefaultCPUGenerator().get_state()));
@@ -169,10 +233,8 @@ std::string step_name(int64_t step) {
   return buf;
 }
 
-// Reads this rank's region of a parameter-shaped dataset: its tp slice, and of that the rows
-// [row_start, + rows) along dim 0 (all rows: rows < 0).
-Result<at::Tensor> read_shard(const H5File& f, const std::string& key, const Param& p, const Mesh& mesh,
-                              int64_t row_start = 0, int64_t rows = -1) {
+// Checks that `key` has parameter p's shape (naming a vocabulary mismatch as such).
+Status check_shape(const H5File& f, const std::string& key, const Param& p) {
   LETHE_ASSIGN_OR_RETURN(std::vector<int64_t> shape, f.shape(key));
   if ((p.name == "embed" || p.name == "lm_head") && shape.size() == 2 && shape[0] != p.global_shape[0]) {
     return Status::error(f.path() + ": " + key + ": the checkpoint's vocabulary has " + std::to_string(shape[0]) +
@@ -183,20 +245,27 @@ Result<at::Tensor> read_shard(const H5File& f, const std::string& key, const Par
     return Status::error(f.path() + ": " + key + ": shape " + c10::str(at::IntArrayRef(shape)) + ", expected " +
                          c10::str(at::IntArrayRef(p.global_shape)));
   }
-  Box box{std::vector<int64_t>(shape.size(), 0), shape};
-  if (p.split_dim >= 0) {
-    box.count[p.split_dim] /= mesh.tp_size();
-    box.start[p.split_dim] = mesh.tp_rank() * box.count[p.split_dim];
+  return Status::ok();
+}
+
+// This rank's region of a parameter-shaped dataset, 1-D: elements `range` of its tp shard
+// (row-major), or the whole shard (nullopt).
+Result<at::Tensor> read_held(const H5File& f, const std::string& key, const Param& p, const Mesh& mesh,
+                             std::optional<std::pair<int64_t, int64_t>> range = std::nullopt) {
+  LETHE_RETURN_IF_ERROR(check_shape(f, key, p));
+  const Box shard = tp_box(p, mesh, mesh.tp_rank());
+  std::vector<at::Tensor> parts;
+  for (const Box& box : range ? shard_boxes(shard, *range) : std::vector<Box>{shard}) {
+    LETHE_ASSIGN_OR_RETURN(at::Tensor x, f.read_box(key, box));
+    parts.push_back(x.reshape({-1}));
   }
-  if (rows >= 0) {
-    box.start[0] += row_start;
-    box.count[0] = rows;
-  }
-  return f.read_box(key, box);
+  if (parts.empty()) return at::empty({0}, at::kFloat);
+  return parts.size() == 1 ? parts[0] : at::cat(parts);
 }
 
 struct Staged {
-  std::vector<at::Tensor> params, m, v;
+  std::vector<at::Tensor> params;               // flat, per parameter
+  std::vector<std::vector<at::Tensor>> states;  // per parameter, in the order of AdamW::state_of
   int64_t step = 0;
   at::Tensor rng;
   StateTensors state;
@@ -223,29 +292,50 @@ Result<H5File> open_checkpoint(const std::string& path) {
   auto format = f.attr_string("format");
   if (!format || *format != "lethe-checkpoint") return Status::error(path + ": not a Lethe checkpoint");
   LETHE_ASSIGN_OR_RETURN(int64_t version, f.attr_int("version"));
-  if (version != kCheckpointVersion) {
-    return Status::error(path + ": checkpoint format version " + std::to_string(version) + ", this build reads " +
+  if (version != kCheckpointVersion && version != 3) {  // version 3 is version 4 without master weights
+    return Status::error(path + ": checkpoint format version " + std::to_string(version) + ", this build reads 3 and " +
                          std::to_string(kCheckpointVersion));
   }
   return f;
 }
 
-// Reads `prefix + name` for every parameter of `params`, sliced for this rank; with `opt`, the
-// rows of each moment that this rank's optimizer holds.
-Status read_group(const H5File& f, const std::vector<Param>& params, const std::string& prefix, const Mesh& mesh,
-                  std::vector<at::Tensor>& out, AdamW* opt = nullptr) {
-  for (size_t i = 0; i < params.size(); ++i) {
-    const Param& p = params[i];
-    const int64_t start = opt ? opt->row_start(i) : 0, rows = opt ? opt->exp_avg()[i].size(0) : -1;
-    LETHE_ASSIGN_OR_RETURN(at::Tensor x, read_shard(f, prefix + p.name, p, mesh, start, rows));
+// Where a parameter's fp32 value is stored: the master weights of a bf16 checkpoint, else the weights.
+std::string value_key(const H5File& f, const Param& p) {
+  return f.exists("optim/master/" + p.name) ? "optim/master/" + p.name : "model/" + p.name;
+}
+
+// The weights of every parameter, sliced for this rank: the stored weights in their dtype for a
+// bf16 model, the most precise copy (masters, when there are) for an fp32 one.
+Status read_weights(const H5File& f, const std::vector<Param>& params, const Mesh& mesh, std::vector<at::Tensor>& out) {
+  for (const Param& p : params) {
+    const std::string key = p.value.scalar_type() == at::kFloat ? value_key(f, p) : "model/" + p.name;
+    LETHE_ASSIGN_OR_RETURN(at::Tensor x, read_held(f, key, p, mesh));
     out.push_back(x);
   }
   return Status::ok();
 }
 
-void copy_into(const std::vector<at::Tensor>& src, const std::vector<at::Tensor>& dst) {
+// The optimizer state this rank holds, per parameter. Master weights missing from the file (it
+// was saved by an fp32 run) come from its weights.
+Status read_optimizer(const H5File& f, const std::vector<Param>& params, const Mesh& mesh, AdamW& opt,
+                      std::vector<std::vector<at::Tensor>>& out) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Param& p = params[i];
+    out.emplace_back();
+    for (const StateSlice& s : opt.state_of(i)) {
+      const std::string key = s.name == "master" ? value_key(f, p) : "optim/" + s.name + "/" + p.name;
+      std::optional<std::pair<int64_t, int64_t>> range;
+      if (s.dp_sharded) range = opt.owned_range(i, mesh.dp_rank());
+      LETHE_ASSIGN_OR_RETURN(at::Tensor x, read_held(f, key, p, mesh, range));
+      out.back().push_back(x);
+    }
+  }
+  return Status::ok();
+}
+
+void copy_into(const std::vector<at::Tensor>& flat, const std::vector<at::Tensor>& dst) {
   at::NoGradGuard no_grad;
-  for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
+  for (size_t i = 0; i < flat.size(); ++i) dst[i].copy_(flat[i].view(dst[i].sizes()));
 }
 
 std::vector<at::Tensor> values(const std::vector<Param>& params) {
@@ -357,9 +447,8 @@ Status load_checkpoint(const std::string& path, Checkpointable& t, const Checkpo
                              "\" data (token checksum differs): corpus, tokenizer or seq_len changed since");
       }
     }
-    LETHE_RETURN_IF_ERROR(read_group(f, params, "model/", mesh, st.params));
-    LETHE_RETURN_IF_ERROR(read_group(f, params, "optim/exp_avg/", mesh, st.m, &t.optimizer()));
-    LETHE_RETURN_IF_ERROR(read_group(f, params, "optim/exp_avg_sq/", mesh, st.v, &t.optimizer()));
+    LETHE_RETURN_IF_ERROR(read_weights(f, params, mesh, st.params));
+    LETHE_RETURN_IF_ERROR(read_optimizer(f, params, mesh, t.optimizer(), st.states));
     LETHE_ASSIGN_OR_RETURN(step, f.read_tensor("step"));
     LETHE_ASSIGN_OR_RETURN(st.rng, f.read_tensor("rng_cpu"));
     return read_tree(f, "state", "", st.state);
@@ -370,8 +459,11 @@ Status load_checkpoint(const std::string& path, Checkpointable& t, const Checkpo
 
   // Everything read and verified: commit.
   copy_into(st.params, values(params));
-  copy_into(st.m, t.optimizer().exp_avg());
-  copy_into(st.v, t.optimizer().exp_avg_sq());
+  for (size_t i = 0; i < params.size(); ++i) {
+    std::vector<at::Tensor> held;
+    for (const StateSlice& s : t.optimizer().state_of(i)) held.push_back(s.data);
+    copy_into(st.states[i], held);
+  }
   t.optimizer().set_steps_taken(step.item<int64_t>());
   at::Generator gen = at::detail::getDefaultCPUGenerator();  // a handle to the shared generator
   gen.set_state(st.rng);
@@ -382,7 +474,7 @@ Status load_weights(const std::string& path, Llama& model, const Mesh& mesh) {
   if (is_hf_dir(path)) return load_hf_weights(path, model);
   LETHE_ASSIGN_OR_RETURN(H5File f, open_checkpoint(path));
   std::vector<at::Tensor> staged;
-  LETHE_RETURN_IF_ERROR(read_group(f, model.params(), "model/", mesh, staged));
+  LETHE_RETURN_IF_ERROR(read_weights(f, model.params(), mesh, staged));
   copy_into(staged, values(model.params()));
   return Status::ok();
 }

@@ -20,7 +20,7 @@
 
 namespace lethe {
 
-inline constexpr int64_t kCheckpointVersion = 3;
+inline constexpr int64_t kCheckpointVersion = 4;
 
 // Named tensors a loop needs to continue exactly (data cursors, counters, a strategy's state),
 // stored under "state/" next to the model and optimizer. Names may contain '/'.

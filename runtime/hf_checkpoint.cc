@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "base/check.h"
@@ -129,48 +130,54 @@ Status export_hf(const Llama& model, const std::string& dir, int64_t shard_bytes
   std::error_code ec;
   if (writer) fs::create_directories(dir, ec);
   if (ec) return Status::error(dir + ": cannot create: " + ec.message());
-  // Shards are filled in parameter order; a shard is written when the next tensor would overflow it.
-  std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
+  // Note [Streaming export]: shards are planned from the parameters' shapes before any data moves
+  // (filled in parameter order; a new shard when the next tensor would overflow the current one),
+  // so each shard's header is written first and every tensor is gathered, appended and freed in
+  // turn: rank 0 holds one gathered tensor (and its converted copy) at a time.
+  std::vector<std::vector<SafetensorsLayout>> shards(1);
+  std::vector<size_t> shard_of;
   int64_t filled = 0, total = 0;
-  std::vector<std::string> written;
-  json weight_map = json::object();
-  auto flush = [&](bool last) -> Status {
-    if (shards.back().empty()) return Status::ok();
-    const std::string file = "model-" + std::to_string(shards.size()) + ".safetensors";
-    LETHE_RETURN_IF_ERROR(write_safetensors(dir + "/" + file, shards.back(), {{"format", "pt"}}));
-    for (const auto& [name, t] : shards.back()) weight_map[name] = file;
-    written.push_back(file);
-    if (!last) shards.emplace_back();
-    filled = 0;
-    return Status::ok();
-  };
+  const int64_t element = static_cast<int64_t>(c10::elementSize(dtype));
   for (const Param& p : model.params()) {
-    at::Tensor full = p.value.detach();
-    if (p.split_dim >= 0 && mesh.tp_size() > 1) full = all_gather_dim(full, p.split_dim, mesh.tp());
-    if (!writer) continue;
-    at::Tensor t = full.to(at::kCPU, dtype).contiguous();
-    const auto bytes = static_cast<int64_t>(t.nbytes());
-    if (filled > 0 && filled + bytes > shard_bytes) LETHE_RETURN_IF_ERROR(flush(false));
-    shards.back().emplace_back(hf_name(p.name), t);
+    int64_t bytes = element;
+    for (int64_t d : p.global_shape) bytes *= d;
+    if (filled > 0 && filled + bytes > shard_bytes) {
+      shards.emplace_back();
+      filled = 0;
+    }
+    shards.back().push_back({hf_name(p.name), dtype, p.global_shape});
+    shard_of.push_back(shards.size() - 1);
     filled += bytes;
     total += bytes;
   }
-  if (!writer) return Status::ok();
-  LETHE_RETURN_IF_ERROR(flush(true));
-  // Hugging Face names shards model-0000k-of-0000n.safetensors: renamed once n is known.
   auto hf_file = [&](size_t k) {
     char buf[64];
-    std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", k + 1, written.size());
+    std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", k + 1, shards.size());
     return std::string(buf);
   };
-  for (size_t k = 0; k < written.size(); ++k) {
-    fs::rename(dir + "/" + written[k], dir + "/" + hf_file(k), ec);
-    if (ec) return Status::error(dir + "/" + written[k] + ": rename failed: " + ec.message());
+  json weight_map = json::object();
+  std::optional<SafetensorsWriter> out;
+  Status written = Status::ok();
+  const auto& params = model.params();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Param& p = params[i];
+    at::Tensor full = p.value.detach();
+    if (p.split_dim >= 0 && mesh.tp_size() > 1) full = all_gather_dim(full, p.split_dim, mesh.tp());
+    if (!writer || !written) continue;  // after a failed write rank 0 still joins every gather
+    written = [&]() -> Status {
+      const size_t k = shard_of[i];
+      if (i == 0 || k != shard_of[i - 1]) {
+        if (out) LETHE_RETURN_IF_ERROR(out->close());
+        LETHE_ASSIGN_OR_RETURN(SafetensorsWriter w, SafetensorsWriter::create(dir + "/" + hf_file(k), shards[k], {{"format", "pt"}}));
+        out.emplace(std::move(w));
+      }
+      weight_map[hf_name(p.name)] = hf_file(k);
+      return out->append(full.to(at::kCPU, dtype));
+    }();
   }
-  for (auto& [name, file] : weight_map.items()) {
-    const auto k = static_cast<size_t>(std::find(written.begin(), written.end(), file.get<std::string>()) - written.begin());
-    file = hf_file(k);
-  }
+  if (!writer) return Status::ok();
+  LETHE_RETURN_IF_ERROR(written);
+  if (out) LETHE_RETURN_IF_ERROR(out->close());
   const json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
   LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/model.safetensors.index.json", index.dump(2) + "\n"));
   return write_file_atomic(dir + "/config.json", hf_config_json(model.config(), torch_dtype));

@@ -3,29 +3,73 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
+
 #include "runtime/tp_ops.h"
 
 namespace lethe {
 
+namespace {
+
+at::Generator generator_for(const std::string& name, uint64_t seed) {
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a of the name: the same stream on any platform
+  for (unsigned char ch : name) h = (h ^ ch) * 0x100000001b3ull;
+  return at::detail::createCPUGenerator(seed ^ h);
+}
+
+}  // namespace
+
+// Note [Shard-local init]: LibTorch's CPU normal_ for a contiguous float tensor of n ≥ 16 values
+// draws n uniforms in order and turns each aligned group of 16 into normals (Box-Muller within the
+// group); when 16 does not divide n it then draws 16 more uniforms and recomputes the last 16
+// values from them. So drawing the stream in pieces whose sizes are multiples of 16, consuming the
+// n mod 16 unused uniforms and drawing the last 16 apart, gives the whole tensor's values exactly.
+// Each piece is streamed through and only what falls inside this rank's shard is kept: peak memory
+// is the shard plus one piece. Model.ShardLocalInitEqualsTheFullDraw checks it at tp 1, 2 and 4.
+at::Tensor init_shard(const std::string& name, const std::vector<int64_t>& global_shape, int split_dim, double std,
+                      uint64_t seed, const Communicator& tp) {
+  std::vector<int64_t> local = global_shape;
+  if (split_dim >= 0) local[split_dim] /= tp.size();
+  if (std == 0.0) return at::ones(local, at::kFloat);
+  at::Generator gen = generator_for(name, seed);
+  int64_t n = 1;
+  for (int64_t d : global_shape) n *= d;
+  if (split_dim < 0 || tp.size() == 1 || n < 16) {
+    at::Tensor full = at::normal(0.0, std, global_shape, gen, at::kFloat);
+    if (split_dim < 0 || tp.size() == 1) return full;
+    return full.narrow(split_dim, tp.rank() * local[split_dim], local[split_dim]).clone(at::MemoryFormat::Contiguous);
+  }
+  // The whole tensor as [outer, G, inner] with G the split dim; the shard is columns [c0, c0 + c) of G.
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < split_dim; ++d) outer *= global_shape[d];
+  for (size_t d = split_dim + 1; d < global_shape.size(); ++d) inner *= global_shape[d];
+  const int64_t G = global_shape[split_dim], c = local[split_dim], c0 = tp.rank() * c;
+  const int64_t row = G * inner, kept = c * inner;  // one outer row of the whole tensor / of the shard
+  at::Tensor shard = at::empty(local, at::kFloat);
+  float* out = shard.data_ptr<float>();
+  // Copies values of whole-tensor positions [first, first + len) that lie in the shard.
+  auto keep = [&](int64_t first, const at::Tensor& values) {
+    const float* in = values.data_ptr<float>();
+    const int64_t last = first + values.numel();
+    for (int64_t o = first / row; o <= (last - 1) / row && o < outer; ++o) {
+      const int64_t lo = std::max(first, o * row + c0 * inner), hi = std::min(last, o * row + c0 * inner + kept);
+      if (lo < hi) std::copy(in + (lo - first), in + (hi - first), out + o * kept + (lo - o * row - c0 * inner));
+    }
+  };
+  const int64_t aligned = n / 16 * 16, piece = 16 << 16;
+  for (int64_t at = 0; at < aligned; at += piece) {
+    keep(at, at::normal(0.0, std, {std::min(piece, aligned - at)}, gen, at::kFloat));
+  }
+  if (n % 16 != 0) {
+    at::empty({n - aligned}, at::kFloat).uniform_(0, 1, gen);  // the uniforms the tail recompute discards
+    keep(n - 16, at::normal(0.0, std, {16}, gen, at::kFloat));
+  }
+  return shard;
+}
+
 Param make_param(const std::string& name, std::vector<int64_t> global_shape, int split_dim, double std,
                  uint64_t seed, Communicator& tp, at::Device device) {
-  at::Tensor full;
-  if (std == 0.0) {
-    full = at::ones(global_shape, at::kFloat);
-  } else {
-    uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a of the name: the same stream on any platform
-    for (unsigned char ch : name) h = (h ^ ch) * 0x100000001b3ull;
-    at::Generator gen = at::detail::createCPUGenerator(seed ^ h);
-    full = at::normal(0.0, std, global_shape, gen, at::kFloat);
-  }
-  at::Tensor shard = full;
-  if (split_dim >= 0) {
-    const int64_t n = global_shape[split_dim] / tp.size();
-    // A copy, not contiguous(): a slice along dim 0 is already contiguous and would keep the whole
-    // tensor's storage alive on every rank.
-    shard = full.narrow(split_dim, tp.rank() * n, n).clone(at::MemoryFormat::Contiguous);
-  }
-  shard = shard.to(device);
+  at::Tensor shard = init_shard(name, global_shape, split_dim, std, seed, tp).to(device);
   shard.set_requires_grad(true);
   const bool decay = global_shape.size() > 1;
   return Param{name, shard, std::move(global_shape), split_dim, decay};

@@ -2,8 +2,8 @@
 // of the same code. Layers never call a communicator directly: they compose tp_ops.
 //
 // Weights follow Hugging Face's layout ([out, in] for linear layers, [V, D] for embeddings) and
-// live in fp32 (the master copy); `compute` is the dtype matmuls run in (fp32 or bf16), gradients
-// arrive in fp32 through the cast.
+// live in the run's dtype (fp32, or bf16 with fp32 master weights in the optimizer); `compute` is
+// the dtype matmuls run in, so a bf16 weight is used as it is, with no cast.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -19,15 +19,19 @@ namespace lethe {
 // One named parameter and how it is sharded across tp.
 struct Param {
   std::string name;                   // stable: "layers.3.attn.wq"
-  at::Tensor value;                   // this rank's shard, fp32, requires grad
+  at::Tensor value;                   // this rank's shard (fp32 or bf16); requires grad when trained
   std::vector<int64_t> global_shape;  // the full logical shape (checkpoints store this)
   int split_dim = -1;                 // dim split across tp; -1 = replicated
   bool decay = true;                  // AdamW weight decay applies (matrices yes, norms no)
 };
 
-// Creates a parameter: the full tensor drawn from N(0, std) (or ones when std == 0) with a
-// generator seeded from (seed, name), then this rank's slice, moved to `device`. Same seed → same
-// global values at any tp and on any device (drawn on the CPU).
+// This rank's tp shard of a parameter's initial value, fp32 on the CPU: N(0, std) (ones when
+// std == 0) from a generator seeded by (seed, name). Only the shard is held (Note [Shard-local
+// init]): the values equal the same slice of the whole tensor drawn at once, at any tp.
+at::Tensor init_shard(const std::string& name, const std::vector<int64_t>& global_shape, int split_dim, double std,
+                      uint64_t seed, const Communicator& tp);
+
+// A parameter whose value is init_shard's, moved to `device`, requiring grad.
 Param make_param(const std::string& name, std::vector<int64_t> global_shape, int split_dim, double std,
                  uint64_t seed, Communicator& tp, at::Device device = at::kCPU);
 

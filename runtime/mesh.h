@@ -4,6 +4,7 @@
 #pragma once
 
 #include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
 
 #include <memory>
 
@@ -26,7 +27,11 @@ class Mesh {
   int tp_size() const { return tp_->size(); }
   int dp_rank() const { return dp_->rank(); }
   int dp_size() const { return dp_->size(); }
-  bool zero1() const { return cfg_.zero1; }
+  // mesh.optimizer: AdamW moments sharded over dp ("zero1" or "distributed"), and the fp32 master
+  // weights too ("distributed"; they exist apart from the weights only in bf16 runs).
+  bool shard_moments() const { return cfg_.optimizer != "replicated" && dp_size() > 1; }
+  bool shard_master() const { return cfg_.optimizer == "distributed" && dp_size() > 1; }
+  at::ScalarType grad_dtype() const { return cfg_.grad_dtype == "bf16" ? at::kBFloat16 : at::kFloat; }
   double bucket_mb() const { return cfg_.bucket_mb; }
   bool overlap_grad_reduce() const { return cfg_.overlap_grad_reduce; }
   at::Device device() const { return device_; }

@@ -103,19 +103,60 @@ std::vector<ParamSpec> llama_param_specs(const ModelConfig& cfg) {
   return s;
 }
 
-Llama::Llama(const ModelConfig& cfg, const Mesh& mesh, uint64_t seed, at::ScalarType compute)
-    : cfg_(cfg), mesh_(&mesh), compute_(compute), seed_(seed) {
+Llama::Llama(const ModelConfig& cfg, const Mesh& mesh, uint64_t seed, const ModelOptions& opts)
+    : cfg_(cfg), mesh_(&mesh), compute_(opts.dtype), seed_(seed) {
   LETHE_CHECK(mesh.check_model(cfg).is_ok());
-  // Norms start at ones, matrices from N(0, initializer_range).
-  for (const ParamSpec& p : llama_param_specs(cfg)) {
-    params_.push_back(make_param(p.name, p.global_shape, p.split_dim, p.global_shape.size() == 1 ? 0.0 : cfg.initializer_range,
-                                 seed_, mesh_->tp(), mesh.device()));
+  const std::vector<ParamSpec> specs = llama_param_specs(cfg);
+  std::vector<int64_t> numels;
+  std::vector<bool> sharded;
+  for (const ParamSpec& p : specs) {
+    int64_t n = 1;
+    for (int64_t d : p.global_shape) n *= d;
+    numels.push_back(p.split_dim >= 0 ? n / mesh.tp_size() : n);
+    sharded.push_back(p.split_dim >= 0);
   }
+  // Buffers first, so each parameter's fp32 draw is copied in and freed: the peak is one shard.
+  const bool bucketed = opts.trainable && opts.dtype != at::kFloat;
+  if (bucketed) {
+    const auto grad_dtype = mesh.grad_dtype();
+    const auto bucket_elements = std::max<int64_t>(1, static_cast<int64_t>(mesh.bucket_mb() * (1 << 20) / at::elementSize(grad_dtype)));
+    buckets_ = layout_buckets(numels, sharded, bucket_elements, mesh.dp_size());
+    for (ParamBucket& b : buckets_) {
+      const int64_t n = b.shard_size * mesh.dp_size();
+      b.weights = at::zeros({n}, at::TensorOptions(mesh.device()).dtype(opts.dtype));
+      b.grads = at::zeros({n}, at::TensorOptions(mesh.device()).dtype(grad_dtype));
+    }
+  }
+  const std::vector<BucketSlot> slots = bucket_slots(buckets_, specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const ParamSpec& p = specs[i];
+    std::vector<int64_t> local = p.global_shape;
+    if (p.split_dim >= 0) local[p.split_dim] /= mesh.tp_size();
+    at::Tensor value;
+    if (bucketed) {
+      value = buckets_[slots[i].bucket].weights.narrow(0, slots[i].offset, numels[i]).view(local);
+    } else {
+      value = at::zeros(local, at::TensorOptions(mesh.device()).dtype(opts.dtype));
+    }
+    if (opts.random_init) {  // norms start at ones, matrices from N(0, initializer_range)
+      const double std = p.global_shape.size() == 1 ? 0.0 : cfg.initializer_range;
+      value.copy_(init_shard(p.name, p.global_shape, p.split_dim, std, seed, mesh.tp()));
+    }
+    if (opts.trainable) value.set_requires_grad(true);
+    if (bucketed) value.mutable_grad() = buckets_[slots[i].bucket].grads.narrow(0, slots[i].offset, numels[i]).view(local);
+    params_.push_back(Param{p.name, value, p.global_shape, p.split_dim, p.global_shape.size() > 1});
+  }
+  bind();
+  inv_freq_ = inverse_frequencies(cfg.head_dim(), cfg.rope_theta).to(mesh.device());
+}
+
+void Llama::bind() {
   size_t i = 0;
   auto next = [&]() -> at::Tensor& { return params_[i++].value; };
   embed_.w = next();
-  embed_.vocab_start = mesh.tp_rank() * (cfg.vocab_size / mesh.tp_size());
-  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+  embed_.vocab_start = mesh_->tp_rank() * (cfg_.vocab_size / mesh_->tp_size());
+  blocks_.clear();
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
     Block b;
     for (at::Tensor* t : {&b.attn_norm, &b.wq.w, &b.wk.w, &b.wv.w, &b.wo.w, &b.mlp_norm, &b.w_gate.w, &b.w_up.w, &b.w_down.w}) {
       *t = next();
@@ -123,8 +164,7 @@ Llama::Llama(const ModelConfig& cfg, const Mesh& mesh, uint64_t seed, at::Scalar
     blocks_.push_back(b);
   }
   norm_ = next();
-  lm_head_ = cfg.tie_word_embeddings ? embed_.w : next();
-  inv_freq_ = inverse_frequencies(cfg.head_dim(), cfg.rope_theta).to(mesh.device());
+  lm_head_ = cfg_.tie_word_embeddings ? embed_.w : next();
 }
 
 int64_t Llama::num_params_global() const {

@@ -17,6 +17,7 @@
 #include "io/config.h"
 #include "runtime/layers.h"
 #include "runtime/mesh.h"
+#include "runtime/param_buckets.h"
 
 namespace lethe {
 
@@ -42,10 +43,19 @@ struct ParamSpec {
 };
 std::vector<ParamSpec> llama_param_specs(const ModelConfig& cfg);
 
+// How a model's parameters are made.
+struct ModelOptions {
+  at::ScalarType dtype = at::kFloat;  // weights and compute: fp32, or bf16 (Note [Parameter buckets])
+  bool random_init = true;            // false: zeros, for weights loaded right after (nothing is drawn)
+  bool trainable = true;              // false: a frozen model (a reference): no gradients, no buffers
+};
+
 class Llama {
  public:
   // REQUIRES: mesh.check_model(cfg) is ok. Collective over mesh.tp() in forward/backward.
-  Llama(const ModelConfig& cfg, const Mesh& mesh, uint64_t seed, at::ScalarType compute = at::kFloat);
+  // Weights are drawn shard by shard (init_shard): the same values at any tp. A trainable bf16
+  // model keeps its weights and gradients in buckets (Note [Parameter buckets]).
+  Llama(const ModelConfig& cfg, const Mesh& mesh, uint64_t seed, const ModelOptions& opts = {});
 
   // Final-norm hidden states [B, T, D]. With `cache`, keys/values of these tokens are appended to it
   // and earlier cached tokens are attended to (the new tokens come after all cached ones).
@@ -73,7 +83,10 @@ class Llama {
   at::Device device() const { return mesh_->device(); }
   int64_t vocab_start() const { return embed_.vocab_start; }
   at::ScalarType compute_dtype() const { return compute_; }
+  // Matmuls in `t` with weights of another dtype: each weight is cast in every forward (tests).
   void set_compute_dtype(at::ScalarType t) { compute_ = t; }
+  // The weight and gradient buckets of a trainable bf16 model; empty otherwise.
+  std::vector<ParamBucket>& buckets() { return buckets_; }
   // Activation checkpointing per block (Note [Activation checkpointing]): when gradients are
   // recorded, each block keeps only its input and is recomputed in backward.
   void set_activation_checkpointing(bool on) { checkpointing_ = on; }
@@ -86,6 +99,7 @@ class Llama {
   int64_t num_params_global() const;
 
  private:
+  void bind();  // the layers' tensors from params_
   at::Tensor attention(const Block& b, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                        const at::Tensor& mask, KVCache* cache, size_t layer) const;
 
@@ -93,6 +107,7 @@ class Llama {
   const Mesh* mesh_;
   at::ScalarType compute_;
   std::vector<Param> params_;
+  std::vector<ParamBucket> buckets_;
   VocabParallelEmbedding embed_;
   std::vector<Block> blocks_;
   at::Tensor norm_, lm_head_;  // lm_head_ aliases embed_.w when tied

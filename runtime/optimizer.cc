@@ -12,10 +12,15 @@ std::pair<int64_t, int64_t> zero1_rows(int64_t rows, int k, int dp) {
   return {start, std::min(rows, start + per) - start};
 }
 
-AdamW::AdamW(std::vector<Param>& params, const AdamHyper& hyper, const Mesh& mesh)
-    : params_(&params), hyper_(hyper), mesh_(&mesh), zero1_(mesh.zero1() && mesh.dp_size() > 1),
+AdamW::AdamW(Llama& model, const AdamHyper& hyper, const Mesh& mesh)
+    : params_(&model.params()), buckets_mp_(&model.buckets()), dropped_(model.params().size(), false), hyper_(hyper),
+      mesh_(&mesh), zero1_(mesh.shard_moments()),
       bucket_elements_(std::max<int64_t>(1, static_cast<int64_t>(mesh.bucket_mb() * (1 << 20) / 4))) {
-  for (const Param& p : params) {
+  if (mixed_precision()) {
+    init_mixed();
+    return;
+  }
+  for (const Param& p : *params_) {
     const int64_t rows = p.value.size(0);
     rows_.push_back(zero1_ ? zero1_rows(rows, mesh.dp_rank(), mesh.dp_size()) : std::make_pair(int64_t{0}, rows));
     at::Tensor chunk = p.value.narrow(0, rows_.back().first, rows_.back().second);
@@ -68,7 +73,7 @@ void AdamW::make_buckets() {
   }
 }
 
-void AdamW::overlap_next_backward() { armed_ = !buckets_.empty() && mesh_->overlap_grad_reduce(); }
+void AdamW::overlap_next_backward() { armed_ = !buckets_.empty() && mesh_->overlap_grad_reduce(); }  // fp32 path
 
 void AdamW::on_grad(size_t i, const at::Tensor& g) {
   if (!armed_ || filled_[i]) return;
@@ -97,15 +102,43 @@ void AdamW::launch_ready_buckets() {
   }
 }
 
+void adamw_update(at::Tensor& w, at::Tensor& m, at::Tensor& v, const at::Tensor& g, bool decay, double lr,
+                  const AdamHyper& hyper, int64_t step) {
+  const double bc1 = 1.0 - std::pow(hyper.beta1, static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(hyper.beta2, static_cast<double>(step));
+  if (decay && hyper.weight_decay > 0) w.mul_(1.0 - lr * hyper.weight_decay);
+  m.mul_(hyper.beta1).add_(g, 1.0 - hyper.beta1);
+  v.mul_(hyper.beta2).addcmul_(g, g, 1.0 - hyper.beta2);
+  at::Tensor denom = (v.sqrt() / std::sqrt(bc2)).add_(hyper.eps);
+  w.addcdiv_(m, denom, -lr / bc1);
+}
+
 void AdamW::update(Param& p, const at::Tensor& value, const at::Tensor& g, size_t i, double lr) {
-  const double bc1 = 1.0 - std::pow(hyper_.beta1, static_cast<double>(step_));
-  const double bc2 = 1.0 - std::pow(hyper_.beta2, static_cast<double>(step_));
   at::Tensor w = value;  // a view into the parameter: updated in place
-  if (p.decay && hyper_.weight_decay > 0) w.mul_(1.0 - lr * hyper_.weight_decay);
-  m_[i].mul_(hyper_.beta1).add_(g, 1.0 - hyper_.beta1);
-  v_[i].mul_(hyper_.beta2).addcmul_(g, g, 1.0 - hyper_.beta2);
-  at::Tensor denom = (v_[i].sqrt() / std::sqrt(bc2)).add_(hyper_.eps);
-  w.addcdiv_(m_[i], denom, -lr / bc1);
+  adamw_update(w, m_[i], v_[i], g, p.decay, lr, hyper_, step_);
+}
+
+void AdamW::drop_grad(size_t i) {
+  at::Tensor& g = (*params_)[i].value.mutable_grad();
+  if (mixed_precision()) {
+    g.zero_();  // a view of the gradient bucket: stays in place
+    dropped_[i] = true;
+  } else {
+    g = at::Tensor();
+  }
+}
+
+std::vector<StateSlice> AdamW::state_of(size_t i) {
+  if (mixed_precision()) return mixed_state_of(i);
+  return {{"exp_avg", zero1_, m_[i].view({-1})}, {"exp_avg_sq", zero1_, v_[i].view({-1})}};
+}
+
+std::pair<int64_t, int64_t> AdamW::owned_range(size_t i, int k) const {
+  if (mixed_precision()) return mixed_owned_range(i, k);
+  const at::Tensor& value = (*params_)[i].value;
+  const int64_t row = value.numel() / std::max<int64_t>(1, value.size(0));
+  auto [start, count] = zero1_rows(value.size(0), k, mesh_->dp_size());
+  return {start * row, count * row};
 }
 
 // Completes the dp sum of every gradient (Note [Overlapped gradient reduction]).
@@ -143,6 +176,7 @@ void AdamW::all_reduce_buckets() {
 double AdamW::step(double lr, double max_norm) {
   at::NoGradGuard no_grad;
   ++step_;
+  if (mixed_precision()) return mixed_step(lr, max_norm);
   if (zero1_) return zero1_step(lr, max_norm);
   if (mesh_->dp_size() > 1) all_reduce_buckets();
   std::vector<at::Tensor> grads;
@@ -190,6 +224,7 @@ double AdamW::zero1_step(double lr, double max_norm) {
   }
   at::Tensor mine = at::empty({seg}, f32);
   mesh_->dp().reduce_scatter(mine, send, ReduceOp::kSum);
+  send = at::Tensor();  // freed before the all-gather's buffer exists
 
   std::vector<at::Tensor> grads(params_->size());
   int64_t off = 0;

@@ -9,12 +9,17 @@
 //    reverse order, the order backward produces their gradients; after overlap_next_backward()
 //    (mesh.overlap_grad_reduce) each bucket's all-reduce starts from gradient hooks as soon as its
 //    last gradient is in, while backward goes on (Note [Overlapped gradient reduction]);
-//  - ZeRO-1 (mesh.zero1): reduce-scatters the gradients so each dp rank holds the summed gradient
-//    of its chunk of every parameter — rows [row_start, row_start + rows) along dim 0 of the tp
-//    shard — keeps AdamW moments for that chunk only, updates it, and all-gathers the updated
-//    chunks. Parameters are fp32 and are themselves the master weights, so the moments are what
-//    is sharded (1/dp of 8 bytes per parameter per rank).
+//  - ZeRO-1 (mesh.optimizer = "zero1" or "distributed"): reduce-scatters the gradients so each dp
+//    rank holds the summed gradient of its chunk of every parameter — rows [row_start, row_start +
+//    rows) along dim 0 of the tp shard — keeps AdamW moments for that chunk only, updates it, and
+//    all-gathers the updated chunks. Parameters are fp32 and are themselves the master weights, so
+//    the moments are what is sharded (1/dp of 8 bytes per parameter per rank).
 // Both give the same parameters (to float rounding) as one process on the same global batch.
+//
+// bf16 models (Note [Parameter buckets]) take the mixed-precision path instead (Note [Distributed
+// optimizer], distributed_optimizer.cc): fp32 master weights and moments per bucket element, the
+// gradient buckets all-reduced (replicated) or reduce-scattered in place (zero1, distributed), and
+// the updated weights written back in bf16.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -25,6 +30,7 @@
 #include "io/config.h"
 #include "runtime/layers.h"
 #include "runtime/mesh.h"
+#include "runtime/model.h"
 
 namespace lethe {
 
@@ -32,10 +38,17 @@ struct AdamHyper {
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.0;
 };
 
+// One kind of optimizer state of one parameter, as this rank holds it (for checkpoints).
+struct StateSlice {
+  std::string name;        // "exp_avg", "exp_avg_sq", "master"
+  bool dp_sharded = false;  // this rank holds owned_range(i, dp_rank) of it, else the whole tp shard
+  at::Tensor data;         // 1-D fp32 view, writable: the held elements in row-major order
+};
+
 class AdamW {
  public:
-  // Keeps pointers into `params`, which must outlive the optimizer and not be resized.
-  AdamW(std::vector<Param>& params, const AdamHyper& hyper, const Mesh& mesh);
+  // Keeps pointers into the model's parameters and buckets, which must outlive the optimizer.
+  AdamW(Llama& model, const AdamHyper& hyper, const Mesh& mesh);
   ~AdamW();
   AdamW(const AdamW&) = delete;  // its gradient hooks point at it
   AdamW& operator=(const AdamW&) = delete;
@@ -53,14 +66,18 @@ class AdamW {
   // Parameters without a gradient (on every rank alike) are left alone. Collective over the mesh.
   double step(double lr, double max_norm);
 
+  // Parameter i takes no update in this step: its gradient is dropped.
+  void drop_grad(size_t i);
+
   int64_t steps_taken() const { return step_; }
   void set_steps_taken(int64_t s) { step_ = s; }
-  // Per parameter, in the order of `params`: this rank's moments, rows [row_start(i), + rows) of
-  // the parameter's tp shard along dim 0 (all rows without ZeRO-1).
-  std::vector<at::Tensor>& exp_avg() { return m_; }
-  std::vector<at::Tensor>& exp_avg_sq() { return v_; }
-  int64_t row_start(size_t i) const { return rows_[i].first; }
-  bool zero1() const { return zero1_; }
+  // Parameter i's optimizer state on this rank, in the order of `params`.
+  std::vector<StateSlice> state_of(size_t i);
+  // The elements [start, start + count) of parameter i's tp shard (row-major) whose dp-sharded
+  // state dp rank k holds.
+  std::pair<int64_t, int64_t> owned_range(size_t i, int k) const;
+  // Whether the weights are bf16 with fp32 master weights apart (the mixed-precision path).
+  bool mixed_precision() const { return !buckets_mp_->empty(); }
 
  private:
   struct Bucket {
@@ -75,8 +92,21 @@ class AdamW {
   void all_reduce_buckets();
   double zero1_step(double lr, double max_norm);
   void update(Param& p, const at::Tensor& value, const at::Tensor& grad, size_t i, double lr);
+  // The mixed-precision path (distributed_optimizer.cc).
+  struct BucketState {
+    at::Tensor master, m, v;  // fp32: the owned shard, or the whole bucket where not sharded
+  };
+  void init_mixed();
+  double mixed_step(double lr, double max_norm);
+  std::vector<StateSlice> mixed_state_of(size_t i);
+  std::pair<int64_t, int64_t> mixed_owned_range(size_t i, int k) const;
+  at::Tensor reduce_bucket(size_t b);  // the summed gradient of the owned range (gradient dtype)
 
   std::vector<Param>* params_;
+  std::vector<ParamBucket>* buckets_mp_;  // the model's (empty for fp32 models)
+  std::vector<BucketState> state_mp_;
+  std::vector<BucketSlot> slot_mp_;
+  std::vector<bool> dropped_;
   AdamHyper hyper_;
   const Mesh* mesh_;
   bool zero1_;
@@ -96,6 +126,11 @@ class AdamW {
 // Rows [start, count) of `rows` that dp rank `k` of `dp` owns under ZeRO-1 (ceil-sized chunks;
 // the last ranks may own fewer, or none).
 std::pair<int64_t, int64_t> zero1_rows(int64_t rows, int k, int dp);
+
+// One decoupled-weight-decay AdamW update of `w` in place, with moments `m`, `v` and gradient `g`
+// (all of one shape), at 1-based step `step`.
+void adamw_update(at::Tensor& w, at::Tensor& m, at::Tensor& v, const at::Tensor& g, bool decay, double lr,
+                  const AdamHyper& hyper, int64_t step);
 
 // Learning rate at optimizer step `step` (0-based): linear warm-up, then cosine decay to
 // lr · min_lr_ratio at the last step, or constant.

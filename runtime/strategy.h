@@ -44,7 +44,7 @@ struct UnlearnData {
 // Given at the start of each request.
 struct StrategyContext {
   UnlearnData data;
-  const Llama* reference = nullptr;  // the frozen original model, when needs_reference()
+  const Llama* reference = nullptr;  // the frozen original model, when keeps_reference()
   Cost* cost = nullptr;              // add reference forwards and generation here
   const UnlearnConfig* cfg = nullptr;
 };
@@ -67,9 +67,20 @@ class Strategy {
   // Whether each step's batch carries retain rows (default: when retain data is needed).
   virtual bool retain_batch() const { return needs_retain(); }
   virtual bool needs_reference() const { return false; }
+  // Whether the reference is used after prepare(): when not, it is freed once prepare() ran, and
+  // a resumed run never loads it (what prepare() cached is in the checkpoint's state).
+  virtual bool keeps_reference() const { return needs_reference(); }
   virtual bool needs_holdout() const { return false; }
 
-  // Prepares a request (caches, pairings). Called again after a resume, before set_state.
+  // Caches, before the first request, what the method needs of the frozen reference for every
+  // request's forget set (NPO: log π_ref(y|x)); counts the reference forwards in `cost`. Runs once
+  // per run, not on resume. Collective over the reference's mesh.
+  virtual Status prepare(const std::vector<const TokenDataset*>& forget_sets, const Llama& reference, Cost& cost) {
+    (void)forget_sets, (void)reference, (void)cost;
+    return Status::ok();
+  }
+  // Prepares a request (pairings, per-request state). Called again after a resume, before
+  // set_state. Collective over the model's mesh.
   virtual Status begin(const StrategyContext& ctx) = 0;
   // The loss of one step; differentiable in `model`'s parameters. Collective over the model's tp.
   virtual LossTerms loss(const Llama& model, const UnlearnBatch& batch) = 0;
@@ -77,7 +88,8 @@ class Strategy {
   virtual bool trains(const Param&) const { return true; }
   // Rows of the request's forget set that the next cycle unlearns (default: all of them).
   virtual std::vector<int64_t> forget_rows() const = 0;
-  // After a cycle's steps: refinement and the method's own stop rule. Default: go on.
+  // After a cycle's steps: refinement and the method's own stop rule. Default: go on. Collective
+  // over the model's mesh.
   virtual Verdict end_cycle(const CycleContext&) { return {}; }
   // State that must survive a checkpoint (e.g. which samples remain). All or nothing on load.
   virtual StateTensors state() const { return {}; }

@@ -6,7 +6,7 @@
 namespace lethe {
 
 Trainer::Trainer(Llama& model, const Mesh& mesh, const TrainConfig& cfg, const TokenDataset& data, uint64_t seed)
-    : model_(model), mesh_(mesh), cfg_(cfg), data_(data), opt_(model.params(), AdamHyper{cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay}, mesh), loader_(data.rows(), seed) {}
+    : model_(model), mesh_(mesh), cfg_(cfg), data_(data), opt_(model, AdamHyper{cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay}, mesh), loader_(data.rows(), seed) {}
 
 Status Trainer::check(const TrainConfig& cfg, const Mesh& mesh) {
   const int64_t micro = cfg.batch_size / cfg.grad_accum;

@@ -29,7 +29,7 @@ Unlearner::Unlearner(Llama& model, const Mesh& mesh, Strategy& strategy, const U
                      const std::vector<UnlearnRequest>& requests, const TokenDataset* retain,
                      const TokenDataset* holdout, const Llama* reference, uint64_t seed)
     : model_(model), mesh_(mesh), strategy_(strategy), cfg_(cfg), requests_(requests), retain_(retain),
-      holdout_(holdout), reference_(reference), seed_(seed), opt_(model.params(), adam_hyper(cfg), mesh),
+      holdout_(holdout), reference_(reference), seed_(seed), opt_(model, adam_hyper(cfg), mesh),
       retain_loader_(retain ? retain->rows() : 0, seed ^ 0x5EED) {}
 
 Status Unlearner::check(const Strategy& s, const UnlearnConfig& cfg, const std::vector<UnlearnRequest>& requests,
@@ -49,8 +49,26 @@ Status Unlearner::check(const Strategy& s, const UnlearnConfig& cfg, const std::
     return Status::error(who + " needs holdout (never trained) data to judge what \"forgotten\" means, and the corpus "
                                "has none (corpus.holdout_fraction or corpus.holdout_file)");
   }
-  if (s.needs_reference() && !reference) return Status::error(who + " needs the reference model");
+  if (s.keeps_reference() && !reference) return Status::error(who + " needs the reference model");
   return Status::ok();
+}
+
+Status Unlearner::prepare(Strategy& strategy, const std::vector<UnlearnRequest>& requests, const Llama* reference,
+                          Cost& cost) {
+  if (!strategy.needs_reference()) return Status::ok();
+  if (!reference) return Status::error("unlearn method \"" + std::string(strategy.name()) + "\" needs the reference model");
+  std::vector<const TokenDataset*> forget_sets;
+  for (const UnlearnRequest& r : requests) forget_sets.push_back(&r.forget);
+  const auto start = std::chrono::steady_clock::now();
+  LETHE_RETURN_IF_ERROR(strategy.prepare(forget_sets, *reference, cost));
+  cost.seconds += seconds_since(start);
+  return Status::ok();
+}
+
+void Unlearner::add_cost(const Cost& c) {
+  cost_.train_tokens += c.train_tokens;
+  cost_.forward_tokens += c.forward_tokens;
+  cost_.seconds += c.seconds;
 }
 
 std::vector<int64_t> Unlearner::my_rows(const std::vector<int64_t>& global) const {
@@ -64,8 +82,8 @@ void Unlearner::optimizer_step(const at::Tensor& loss) {
   // dividing by dp and summing the gradients over dp gives the gradient of the global-batch mean.
   opt_.overlap_next_backward();
   torch::autograd::backward({loss / static_cast<double>(mesh_.dp_size())});
-  for (Param& p : model_.params()) {
-    if (!strategy_.trains(p)) p.value.mutable_grad() = at::Tensor();
+  for (size_t i = 0; i < model_.params().size(); ++i) {
+    if (!strategy_.trains(model_.params()[i])) opt_.drop_grad(i);
   }
   opt_.step(cfg_.lr, cfg_.grad_clip);
 }

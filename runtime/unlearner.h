@@ -50,7 +50,8 @@ struct UnlearnHooks {
 class Unlearner : public Checkpointable {
  public:
   // Everything passed must outlive the engine. `retain`, `holdout`, `reference` may be null when
-  // the strategy does not need them (Unlearner::check says so first).
+  // the strategy does not need them (Unlearner::check says so first); `reference` is also null on
+  // a resume when the strategy does not keep it (Strategy::keeps_reference).
   Unlearner(Llama& model, const Mesh& mesh, Strategy& strategy, const UnlearnConfig& cfg,
             const std::vector<UnlearnRequest>& requests, const TokenDataset* retain, const TokenDataset* holdout,
             const Llama* reference, uint64_t seed);
@@ -58,6 +59,12 @@ class Unlearner : public Checkpointable {
   static Status check(const Strategy& strategy, const UnlearnConfig& cfg, const std::vector<UnlearnRequest>& requests,
                       const TokenDataset* retain, const TokenDataset* holdout, const Llama* reference);
 
+  // Before a fresh run, and before the trained model exists: Strategy::prepare on every request's
+  // forget set with the reference (which may then be freed unless the strategy keeps it), timed
+  // and counted in `cost`. Nothing for a method without a reference. Collective over the mesh.
+  static Status prepare(Strategy& strategy, const std::vector<UnlearnRequest>& requests, const Llama* reference, Cost& cost);
+  // Adds work done before the engine existed (prepare) to its cost.
+  void add_cost(const Cost& c);
   // Runs the remaining cycles. Returns when every request is done, or a hook asked to stop.
   Status run(const UnlearnHooks& hooks);
   bool finished() const { return request_ >= static_cast<int64_t>(requests_.size()); }

@@ -57,6 +57,30 @@ TEST(Config, CrossFieldChecks) {
   EXPECT_NE(m.find("x.toml:5: model.num_key_value_heads: must divide num_attention_heads"), std::string::npos) << m;
 }
 
+// mesh.optimizer replaced mesh.zero1; bf16 gradients need bf16 weights; fp32 weights with the
+// distributed optimizer are fine (the weights are the fp32 masters).
+TEST(Config, OptimizerLayoutKeys) {
+  auto old = parse_config("[mesh]\nzero1 = true\n", "old.toml");
+  ASSERT_FALSE(old.is_ok());
+  EXPECT_NE(old.status().message().find("old.toml:2: mesh.zero1: replaced by mesh.optimizer = \"zero1\""), std::string::npos)
+      << old.status().message();
+  EXPECT_EQ(old.status().message().find("unknown key"), std::string::npos) << old.status().message();
+  auto grads = parse_config("[mesh]\ngrad_dtype = \"fp16\"\n", "g.toml");
+  ASSERT_FALSE(grads.is_ok());
+  EXPECT_NE(grads.status().message().find("g.toml:2: mesh.grad_dtype: \"fp16\" is not one of \"fp32\", \"bf16\""),
+            std::string::npos) << grads.status().message();
+  auto fp32 = parse_config("[mesh]\ngrad_dtype = \"bf16\"\n", "w.toml");
+  ASSERT_FALSE(fp32.is_ok());
+  EXPECT_NE(fp32.status().message().find("w.toml:2: mesh.grad_dtype: bf16 gradients need bf16 weights"), std::string::npos)
+      << fp32.status().message();
+  auto ok = parse_config("[mesh]\noptimizer = \"distributed\"\n", "d.toml");
+  EXPECT_TRUE(ok.is_ok()) << ok.status().message();
+  auto mixed = parse_config("[train]\ndtype = \"bf16\"\n[mesh]\noptimizer = \"zero1\"\ngrad_dtype = \"bf16\"\n", "m.toml");
+  ASSERT_TRUE(mixed.is_ok()) << mixed.status().message();
+  EXPECT_EQ(mixed->mesh.optimizer, "zero1");
+  EXPECT_EQ(parse_config(to_toml(*mixed), "again").value().mesh.grad_dtype, "bf16");
+}
+
 TEST(Config, OverridesApplyAndAreChecked) {
   auto cfg = parse_config("[train]\nlr = 0.1\n", "o.toml", {"train.lr=3e-4", "run.dir=runs/x y", "train.dtype=bf16"});
   ASSERT_TRUE(cfg.is_ok()) << cfg.status().message();

@@ -65,6 +65,12 @@ at::Device test_device() {
                                           : at::Device(at::kCPU);
 }
 
+ModelConfig small_model() {
+  ModelConfig m = llama_shape(30, 16, 32, 1, 2, 1, 256);
+  m.initializer_range = 0.3;
+  return m;
+}
+
 RunConfig tiny_config(const std::string& dir) {
   auto cfg = parse_config(R"(
 [run]

@@ -30,6 +30,9 @@ at::Device test_device();
 // ctest reports as skipped (SKIP_RETURN_CODE).
 inline constexpr int kSkipExitCode = 77;
 
+// A one-layer GQA model of 30 tokens, d 16: for tests of the model's mechanics.
+ModelConfig small_model();
+
 // A config that trains in seconds: 12 people, a 2-layer GQA model, 64-token rows.
 RunConfig tiny_config(const std::string& dir);
 

@@ -187,6 +187,55 @@ TEST(Model, ActivationCheckpointingGivesTheSameLossAndGradients) {
   }
 }
 
+// A trainable bf16 model (Note [Parameter buckets]): every weight is a bf16 view into a bucket,
+// its .grad an fp32 view into the bucket's gradient buffer, and two accumulated backwards add
+// exactly the bf16 gradients autograd computes for those weights (summed in fp32) into it; with
+// activation checkpointing the same to 1e-6. A frozen model has the same bf16 weights and no
+// gradients.
+TEST(Model, Bf16WeightsAndGradientsLiveInBuckets) {
+  Fixture f;
+  Llama model(small_model(), f.mesh, 8, {at::kBFloat16});
+  Llama frozen(small_model(), f.mesh, 8, {at::kBFloat16, true, /*trainable=*/false});
+  ASSERT_FALSE(model.buckets().empty());
+  std::vector<at::Tensor> weights;
+  for (size_t i = 0; i < model.params().size(); ++i) {
+    const Param& p = model.params()[i];
+    weights.push_back(p.value);
+    EXPECT_EQ(p.value.scalar_type(), at::kBFloat16) << p.name;
+    EXPECT_EQ(p.value.grad().scalar_type(), at::kFloat) << p.name;
+    EXPECT_TRUE(at::equal(p.value, frozen.params()[i].value)) << p.name;
+    EXPECT_FALSE(frozen.params()[i].value.requires_grad()) << p.name;
+    bool in_bucket = false;
+    for (const ParamBucket& b : model.buckets()) {
+      const auto* base = static_cast<const char*>(b.grads.data_ptr());
+      const auto* g = static_cast<const char*>(p.value.grad().data_ptr());
+      in_bucket = in_bucket || (g >= base && g < base + b.grads.nbytes());
+    }
+    EXPECT_TRUE(in_bucket) << p.name;
+  }
+  const at::Tensor ids = at::randint(0, 50, {2, 2, 9}, at::kLong), target = at::randint(0, 50, {2, 2, 9}, at::kLong);
+  auto loss = [&](int k) { return -model.token_logprobs(ids[k], positions(2, 9), one_segment(2, 9), target[k]).mean(); };
+  std::vector<at::Tensor> expected(weights.size());
+  for (int k = 0; k < 2; ++k) {
+    auto g = torch::autograd::grad({loss(k)}, weights);
+    for (size_t i = 0; i < g.size(); ++i) expected[i] = k == 0 ? g[i].to(at::kFloat) : expected[i] + g[i].to(at::kFloat);
+  }
+  for (bool on : {false, true}) {
+    SCOPED_TRACE(on ? "checkpointing" : "no checkpointing");
+    for (ParamBucket& b : model.buckets()) b.grads.zero_();
+    model.set_activation_checkpointing(on);
+    for (int k = 0; k < 2; ++k) torch::autograd::backward({loss(k)});
+    for (size_t i = 0; i < weights.size(); ++i) {
+      const at::Tensor& g = model.params()[i].value.grad();
+      if (on) {
+        EXPECT_TRUE(at::allclose(g, expected[i], 1e-6, 1e-6)) << model.params()[i].name;
+      } else {
+        EXPECT_TRUE(at::equal(g, expected[i])) << model.params()[i].name;
+      }
+    }
+  }
+}
+
 TEST(Model, FlopsFollowMegatronConvention) {
   ModelConfig m = small_model();
   const double gemm = 2 * (32 * 32 * 2 + 32 * 16 * 2 + 3 * 32 * 64) + 50 * 32;

@@ -7,21 +7,10 @@
 
 #include "collectives/local_communicator.h"
 #include "strategies/strategies.h"
+#include "tests/helpers.h"
 
 namespace lethe {
 namespace {
-
-ModelConfig tiny_model() {
-  ModelConfig m;
-  m.vocab_size = 30;
-  m.hidden_size = 16;
-  m.intermediate_size = 32;
-  m.num_hidden_layers = 1;
-  m.num_attention_heads = 2;
-  m.num_key_value_heads = 1;
-  m.initializer_range = 0.3;
-  return m;
-}
 
 // Two samples of 6 and 4 tokens, one per row (T = 6).
 TokenDataset tiny_data(const std::string& name, int64_t seed) {
@@ -46,8 +35,8 @@ TokenDataset tiny_data(const std::string& name, int64_t seed) {
 struct Rig {
   LocalCommunicator world;
   Mesh mesh = Mesh::create(world, MeshConfig{}).value();
-  Llama model{tiny_model(), mesh, 1};
-  Llama reference{tiny_model(), mesh, 2};  // a different model, so log-ratios and KL are not zero
+  Llama model{test::small_model(), mesh, 1};
+  Llama reference{test::small_model(), mesh, 2};  // a different model, so log-ratios and KL are not zero
   TokenDataset forget = tiny_data("f", 1), retain = tiny_data("r", 2);
   Cost cost;
   UnlearnConfig cfg;
@@ -56,6 +45,7 @@ struct Rig {
   std::unique_ptr<Strategy> strategy(const std::string& name) {
     auto s = make_strategy(name, cfg).value();
     StrategyContext ctx{{&forget, &retain, &retain}, &reference, &cost, &cfg};
+    EXPECT_TRUE(s->prepare({&forget}, reference, cost).is_ok());
     EXPECT_TRUE(s->begin(ctx).is_ok());
     return s;
   }

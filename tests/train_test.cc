@@ -2,9 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -249,6 +251,43 @@ TEST(Train, GradientAccumulationMatchesOneBigBatch) {
   for (size_t i = 0; i < one.model->params().size(); ++i) {
     EXPECT_TRUE(at::allclose(one.model->params()[i].value, two.model->params()[i].value, 1e-4, 1e-6))
         << one.model->params()[i].name;
+  }
+}
+
+// The fp32 update is torch.optim.AdamW's, op for op (decoupled decay, bias corrections), applied
+// in place: two steps with clipping and weight decay give bit-identical parameters to the formula.
+TEST(Train, Fp32AdamWIsTheReferenceUpdateBitForBit) {
+  LocalCommunicator world;
+  Mesh mesh = Mesh::create(world, MeshConfig{}).value();
+  Llama model(test::small_model(), mesh, 3);
+  const AdamHyper h{0.9, 0.95, 1e-8, 0.1};
+  AdamW opt(model, h, mesh);
+  std::vector<at::Tensor> w, m, v;
+  for (const Param& p : model.params()) {
+    w.push_back(p.value.detach().clone());
+    m.push_back(at::zeros_like(w.back()));
+    v.push_back(at::zeros_like(w.back()));
+  }
+  at::Generator gen = at::detail::createCPUGenerator(5);
+  for (int64_t step = 1; step <= 2; ++step) {
+    std::vector<at::Tensor> g;
+    double sq = 0;
+    for (Param& p : model.params()) {
+      g.push_back(at::randn(p.value.sizes(), gen));
+      p.value.mutable_grad() = g.back().clone();
+      sq += g.back().to(at::kDouble).pow(2).sum().item<double>();
+    }
+    const double lr = 1e-2, norm = std::sqrt(sq), scale = 1.0 / (norm + 1e-6);  // clipped to 1
+    EXPECT_DOUBLE_EQ(opt.step(lr, 1.0), norm);
+    const double bc1 = 1 - std::pow(h.beta1, step), bc2 = 1 - std::pow(h.beta2, step);
+    for (size_t i = 0; i < w.size(); ++i) {
+      const at::Tensor gi = g[i] * scale;
+      if (model.params()[i].decay) w[i].mul_(1 - lr * h.weight_decay);
+      m[i].mul_(h.beta1).add_(gi, 1 - h.beta1);
+      v[i].mul_(h.beta2).addcmul_(gi, gi, 1 - h.beta2);
+      w[i].addcdiv_(m[i], (v[i].sqrt() / std::sqrt(bc2)).add_(h.eps), -lr / bc1);
+      EXPECT_TRUE(at::equal(model.params()[i].value, w[i])) << model.params()[i].name << " step " << step;
+    }
   }
 }
 

@@ -120,6 +120,43 @@ TEST_F(Unlearning, IcuRefinementRemovesSamplesAndItsStopRuleFires) {
   EXPECT_LT(records.size(), 20u);
 }
 
+// NPO with retain "none" caches log π_ref of both requests' forget sets up front and frees the
+// reference: it gives the same cycles as a run that keeps the reference alive (retain "kl" at
+// weight 0, no learn steps, so only the forget term moves the model), and a run resumed twice —
+// across the second request, with no reference loaded at all — gives the same cycles again.
+TEST_F(Unlearning, NpoWithItsReferenceFreedEqualsOneKeptAliveAndResumesWithoutIt) {
+  const std::vector<std::string> common = {"unlearn.methods=[\"npo\"]", "unlearn.requests=2", "unlearn.max_cycles=2",
+                                           "unlearn.learn_steps=0"};
+  auto with = [&](const std::string& name, std::vector<std::string> extra) {
+    extra.insert(extra.end(), common.begin(), common.end());
+    return elsewhere(name, extra);
+  };
+  RunConfig freed = with("npo-freed", {"unlearn.npo_retain=\"none\""});
+  RunConfig kept = with("npo-kept", {"unlearn.npo_retain=\"kl\"", "unlearn.retain_weight=0"});
+  RunConfig resumed = with("npo-resumed", {"unlearn.npo_retain=\"none\""});
+  ASSERT_TRUE(run_unlearn_phase(freed, {}).is_ok());
+  ASSERT_TRUE(run_unlearn_phase(kept, {}).is_ok());
+  ASSERT_TRUE(run_unlearn_phase(resumed, {false, 1}).is_ok());
+  ASSERT_TRUE(run_unlearn_phase(resumed, {true, 2}).is_ok());
+  ASSERT_TRUE(run_unlearn_phase(resumed, {true, 0}).is_ok());
+  auto a = read_jsonl(freed.run.dir + "/unlearn-npo/metrics.jsonl");
+  auto b = read_jsonl(kept.run.dir + "/unlearn-npo/metrics.jsonl");
+  auto c = read_jsonl(resumed.run.dir + "/unlearn-npo/metrics.jsonl");
+  ASSERT_EQ(a.size(), 4u);
+  ASSERT_EQ(b.size(), a.size());
+  ASSERT_EQ(c.size(), a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i]["losses"]["forget_npo"], b[i]["losses"]["forget_npo"]) << "cycle record " << i;
+    EXPECT_EQ(a[i]["metrics"], b[i]["metrics"]) << "cycle record " << i;
+    EXPECT_EQ(a[i]["losses"], c[i]["losses"]) << "cycle record " << i;
+    EXPECT_EQ(a[i]["metrics"], c[i]["metrics"]) << "cycle record " << i;
+  }
+  EXPECT_EQ(a.back()["request"], 1);
+  // The cache's reference forwards are counted once: every forget sample of both requests.
+  EXPECT_EQ(a.back()["cost"]["forward_tokens"], c.back()["cost"]["forward_tokens"]);
+  EXPECT_GT(a.back()["cost"]["forward_tokens"].get<int64_t>(), 0);
+}
+
 TEST_F(Unlearning, ResumedRunWithSequentialRequestsEqualsUninterruptedOne) {
   const std::vector<std::string> common = {"unlearn.methods=[\"icu\"]", "unlearn.requests=2", "unlearn.max_cycles=2"};
   RunConfig a = elsewhere("resume-a", common), b = elsewhere("resume-b", common);

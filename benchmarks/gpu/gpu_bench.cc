@@ -132,7 +132,14 @@ json profile(const Size& s, int64_t seq, at::Device dev, Llama& model, AdamW& op
   std::vector<at::Tensor> grads;
   for (const Param& p : model.params()) grads.push_back(at::randn_like(p.value) * 1e-3);
   const double optimizer = time_median(dev, 1, 3, [&] {
-    for (size_t i = 0; i < grads.size(); ++i) model.params()[i].value.mutable_grad() = grads[i];
+    for (size_t i = 0; i < grads.size(); ++i) {
+      at::Tensor& g = model.params()[i].value.mutable_grad();  // a bucket view in bf16 models
+      if (g.defined()) {
+        g.copy_(grads[i]);
+      } else {
+        g = grads[i];
+      }
+    }
     opt.step(1e-6, 1.0);
   });
   return {{"gemm_s", gemms}, {"attention_s", attention}, {"optimizer_s", optimizer}, {"communication_s", 0.0}};
@@ -146,7 +153,7 @@ json run_size(const Size& s, int64_t seq, at::Device dev, const Mesh& mesh, int 
   tc.batch_size = s.batch, tc.steps = 1 << 30, tc.warmup_steps = 0, tc.dtype = "bf16";
   tc.activation_checkpointing = s.checkpointing;
   TokenDataset ds = random_tokens(std::max<int64_t>(4 * s.batch, 64), seq, s.model.vocab_size);
-  Llama model(s.model, mesh, 1, at::kBFloat16);
+  Llama model(s.model, mesh, 1, {at::kBFloat16});
   model.set_activation_checkpointing(s.checkpointing);
   Trainer trainer(model, mesh, tc, ds, 1);
   std::vector<double> t;
@@ -174,7 +181,7 @@ json run_size(const Size& s, int64_t seq, at::Device dev, const Mesh& mesh, int 
 // unlearning run). Throws (c10::Error) when it does not fit.
 json run_npo(const Size& s, int64_t seq, at::Device dev, const Mesh& mesh, int warmup, int steps) {
   compat::reset_peak_device_memory(dev);
-  Llama model(s.model, mesh, 1, at::kBFloat16), reference(s.model, mesh, 1, at::kBFloat16);
+  Llama model(s.model, mesh, 1, {at::kBFloat16}), reference(s.model, mesh, 1, {at::kBFloat16, true, /*trainable=*/false});
   model.set_activation_checkpointing(s.checkpointing);
   UnlearnConfig uc;
   uc.npo_retain = "nll";
@@ -183,7 +190,7 @@ json run_npo(const Size& s, int64_t seq, at::Device dev, const Mesh& mesh, int w
   TokenDataset forget = random_tokens(4 * half, seq, s.model.vocab_size), retain = random_tokens(4 * half, seq, s.model.vocab_size);
   Cost cost;
   LETHE_CHECK(npo->begin({{&forget, &retain, nullptr}, &reference, &cost, &uc}).is_ok());
-  AdamW opt(model.params(), AdamHyper{0.9, 0.98, 1e-8, 0.0}, mesh);
+  AdamW opt(model, AdamHyper{0.9, 0.98, 1e-8, 0.0}, mesh);
   std::vector<double> t;
   for (int i = 0; i < warmup + steps; ++i) {
     std::vector<int64_t> f, rr;
