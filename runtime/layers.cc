@@ -67,14 +67,6 @@ at::Tensor init_shard(const std::string& name, const std::vector<int64_t>& globa
   return shard;
 }
 
-Param make_param(const std::string& name, std::vector<int64_t> global_shape, int split_dim, double std,
-                 uint64_t seed, Communicator& tp, at::Device device) {
-  at::Tensor shard = init_shard(name, global_shape, split_dim, std, seed, tp).to(device);
-  shard.set_requires_grad(true);
-  const bool decay = global_shape.size() > 1;
-  return Param{name, shard, std::move(global_shape), split_dim, decay};
-}
-
 at::Tensor ColumnParallelLinear::operator()(const at::Tensor& x, at::ScalarType compute, Communicator& tp) const {
   return at::linear(copy_to_tp(x, tp).to(compute), w.to(compute));
 }

@@ -31,9 +31,6 @@ struct Param {
 at::Tensor init_shard(const std::string& name, const std::vector<int64_t>& global_shape, int split_dim, double std,
                       uint64_t seed, const Communicator& tp);
 
-// A parameter whose value is init_shard's, moved to `device`, requiring grad.
-Param make_param(const std::string& name, std::vector<int64_t> global_shape, int split_dim, double std,
-                 uint64_t seed, Communicator& tp, at::Device device = at::kCPU);
 
 // y = x Wᵀ with W split over output features: x [.., in] → y [.., out / tp] (not gathered).
 struct ColumnParallelLinear {
