@@ -14,7 +14,9 @@
 #if LETHE_TORCH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <ATen/cuda/CUDAGeneratorImpl.h>
 #endif
+#include <ATen/CPUGeneratorImpl.h>
 
 #define LETHE_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
@@ -60,6 +62,20 @@ inline void synchronize(at::Device device) {
 #if LETHE_TORCH_CUDA
   if (device.is_cuda()) c10::cuda::device_synchronize();
 #endif
+}
+
+// A random generator on `device` seeded with `seed` (the same stream on every rank of one device
+// kind): draws there need no host transfer.
+inline at::Generator generator(at::Device device, uint64_t seed) {
+#if LETHE_TORCH_CUDA
+  if (device.is_cuda()) {
+    at::Generator g = at::cuda::detail::createCUDAGenerator(device.index());
+    g.set_current_seed(seed);
+    return g;
+  }
+#endif
+  (void)device;
+  return at::detail::createCPUGenerator(seed);
 }
 
 inline void reset_peak_device_memory(at::Device device) {

@@ -1,5 +1,6 @@
 #include "io/config.h"
 
+#include <algorithm>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -109,6 +110,11 @@ void visit(V& v, RunConfig& c) {
   v.field("icu_beta", c.unlearn.icu_beta, 0.0, kInf);
   v.field("icu_prefix", c.unlearn.icu_prefix, 1, kMaxInt);
   v.field("keep_checkpoints", c.unlearn.keep_checkpoints, 1, kMaxInt);
+  v.field("adapter", c.unlearn.adapter, {"none", "lora"});
+  v.field("lora_rank", c.unlearn.lora_rank, 1, 1 << 16);
+  v.field("lora_alpha", c.unlearn.lora_alpha, 1e-6, kInf);
+  v.field("lora_targets", c.unlearn.lora_targets);
+  v.field("lora_dropout", c.unlearn.lora_dropout, 0.0, 0.999);
 
   v.section("eval");
   v.field("verbmem_prefix", c.eval.verbmem_prefix, 1, kMaxInt);
@@ -310,6 +316,13 @@ const char* const kArchitectureKeys[] = {"vocab_size", "hidden_size", "intermedi
 
 void validate(Reader& r, RunConfig& c, const std::string& dir) {
   if (c.unlearn.methods.empty()) r.problem("unlearn", "methods", "name at least one method");
+  if (c.unlearn.adapter == "lora" && c.unlearn.lora_targets.empty()) r.problem("unlearn", "lora_targets", "name at least one projection");
+  for (const std::string& t : c.unlearn.lora_targets) {
+    const auto& valid = lora_target_names();
+    if (std::find(valid.begin(), valid.end(), t) == valid.end()) {
+      r.problem("unlearn", "lora_targets", "\"" + t + "\" is not a projection; valid: q, k, v, o, gate, up, down");
+    }
+  }
   if (c.eval.verbmem_prefix + c.eval.verbmem_new_tokens > c.data.seq_len + 1) {
     r.problem("eval", "verbmem_new_tokens", "verbmem_prefix + verbmem_new_tokens must be at most data.seq_len + 1");
   }
@@ -402,6 +415,11 @@ Result<RunConfig> load_config(const std::string& path, const std::vector<std::st
   std::stringstream ss;
   ss << in.rdbuf();
   return parse_config(ss.str(), path, overrides);
+}
+
+const std::vector<std::string>& lora_target_names() {
+  static const std::vector<std::string> names = {"q", "k", "v", "o", "gate", "up", "down"};
+  return names;
 }
 
 std::string to_toml(const RunConfig& cfg) {

@@ -116,7 +116,18 @@ struct UnlearnConfig {
   double icu_beta = 1.0;       // KL(ref ‖ θ) on the neighbours
   int64_t icu_prefix = 16;     // tokens of a forget sample given to the refinement check
   int64_t keep_checkpoints = 2;
+  // Low-rank adapters (docs/strategies.md, LoRA): "none" trains every weight; "lora" freezes the
+  // base and trains y += (dropout(x) Aᵀ) Bᵀ · lora_alpha / lora_rank on each target projection.
+  std::string adapter = "none";  // "none" | "lora"
+  int64_t lora_rank = 16;
+  double lora_alpha = 32;
+  std::vector<std::string> lora_targets = {"q", "k", "v", "o", "gate", "up", "down"};
+  double lora_dropout = 0.05;
 };
+
+// The projections unlearn.lora_targets can name: q, k, v, o (attention), gate, up, down (MLP);
+// Hugging Face's module names without "_proj".
+const std::vector<std::string>& lora_target_names();
 
 // Evaluation (docs/metrics.md). Lengths are in tokens.
 struct EvalConfig {

@@ -284,6 +284,21 @@ Result<std::vector<int64_t>> H5File::shape(const std::string& name) const {
   return std::vector<int64_t>(dims.begin(), dims.end());
 }
 
+Result<uint64_t> H5File::stored_checksum(const std::string& name) const {
+  if (!exists(name)) return error(name + ": no such dataset");
+  Handle ds(H5Dopen2(id_, name.c_str(), H5P_DEFAULT), H5Dclose);
+  if (H5Aexists(ds.get(), "xxh3_64") > 0) {
+    uint64_t stored = 0;
+    Handle a(H5Aopen(ds.get(), "xxh3_64", H5P_DEFAULT), H5Aclose);
+    if (H5Aread(a.get(), H5T_NATIVE_UINT64, &stored) < 0) return error(name + ": unreadable checksum attribute");
+    return stored;
+  }
+  std::vector<uint64_t> sums;
+  std::vector<hsize_t> hd;
+  if (!read_array_attr(ds.get(), "piece_xxh3", H5T_NATIVE_UINT64, sums, hd)) return error(name + ": missing checksum attributes");
+  return static_cast<uint64_t>(XXH3_64bits(sums.data(), sums.size() * sizeof(uint64_t)));
+}
+
 // Note [Pieces]: a sharded dataset carries the boxes its writers wrote and each box's xxh3. A
 // reader wanting any region reads every stored piece that overlaps it, verifies it, and copies the
 // overlap; the pieces must cover the region exactly once. So a checkpoint saved at one tp × dp is

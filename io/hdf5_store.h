@@ -59,6 +59,9 @@ class H5File {
   Result<at::Tensor> read_box(const std::string& name, const Box& box) const;
   // The full logical shape of a dataset.
   Result<std::vector<int64_t>> shape(const std::string& name) const;
+  // A checksum of the dataset's contents from its stored checksum attributes alone (no data read):
+  // its xxh3_64, or the xxh3 of its pieces' checksums.
+  Result<uint64_t> stored_checksum(const std::string& name) const;
   // Reads and verifies the checksum. REQUIRES: the dataset was written by write_tensor.
   Result<at::Tensor> read_tensor(const std::string& name) const;
   Status write_string(const std::string& name, const std::string& s);

@@ -63,14 +63,25 @@ Status run_convert_from_hf(RunConfig cfg, const std::string& hf_dir, const std::
 }
 
 Status run_convert_to_hf(const RunConfig& cfg, const std::string& checkpoint, const std::string& out_dir,
-                         const std::string& dtype, double shard_mb) {
+                         const ToHfOptions& opts) {
+  const std::string& dtype = opts.dtype;
   const at::ScalarType t = dtype == "float32" ? at::kFloat : dtype == "bfloat16" ? at::kBFloat16 : dtype == "float16" ? at::kHalf : at::kByte;
   if (t == at::kByte) return Status::error("--dtype " + dtype + ": expected float32, bfloat16 or float16");
+  LETHE_ASSIGN_OR_RETURN(std::optional<AdapterSource> adapters, read_adapter_source(checkpoint));
   LETHE_ASSIGN_OR_RETURN(auto ex, open_mesh(cfg));
   auto model = ex->new_model(Experiment::Use::kReference);  // read only: no gradients, nothing drawn
-  LETHE_RETURN_IF_ERROR(load_weights(checkpoint, *model, *ex->mesh));
-  LETHE_RETURN_IF_ERROR(export_hf(*model, out_dir, static_cast<int64_t>(shard_mb * 1e6), t));
-  log().info("{} → {} ({}, shards of at most {} MB)", checkpoint, out_dir, dtype, shard_mb);
+  if (adapters && !opts.merge) {  // the adapters as they are, for their base
+    model->add_lora(adapters->lora);
+    LETHE_RETURN_IF_ERROR(load_weights(checkpoint, *model, *ex->mesh));
+    const std::string base = opts.base.empty() ? adapters->base : opts.base;
+    LETHE_RETURN_IF_ERROR(export_peft(*model, out_dir, base, adapters->base_checksum));
+    log().info("{} → {} (PEFT LoRA adapters, r {}, for base {})", checkpoint, out_dir, adapters->lora.rank, base);
+    return Status::ok();
+  }
+  LETHE_RETURN_IF_ERROR(load_weights(checkpoint, *model, *ex->mesh));  // adapters merged
+  LETHE_RETURN_IF_ERROR(export_hf(*model, out_dir, static_cast<int64_t>(opts.shard_mb * 1e6), t));
+  log().info("{} → {} ({}, shards of at most {} MB{})", checkpoint, out_dir, dtype, opts.shard_mb,
+             adapters ? ", adapters merged" : "");
   return Status::ok();
 }
 

@@ -15,8 +15,16 @@ Status run_convert_from_hf(RunConfig cfg, const std::string& hf_dir, const std::
 
 // Loads a Lethe checkpoint (saved at any tp × dp) and writes a Hugging Face folder: sharded
 // safetensors of at most `shard_mb` MB, the index and config.json, parameters as `dtype`
-// ("float32", "bfloat16" or "float16").
+// ("float32", "bfloat16" or "float16"). A LoRA checkpoint is written as a PEFT folder (its
+// adapters, for its base; `base` replaces the recorded base path in adapter_config.json when
+// given), or with `merge` as the merged weights.
+struct ToHfOptions {
+  std::string dtype = "bfloat16";
+  double shard_mb = 5000;
+  bool merge = false;
+  std::string base;
+};
 Status run_convert_to_hf(const RunConfig& cfg, const std::string& checkpoint, const std::string& out_dir,
-                         const std::string& dtype, double shard_mb);
+                         const ToHfOptions& opts);
 
 }  // namespace lethe

@@ -76,8 +76,8 @@ int main(int argc, char** argv) {
   eval->add_option("--out", out, "write the metrics JSON here (default: standard output)");
   CLI::App* convert = app.add_subcommand("convert", "Hugging Face safetensors folders to Lethe checkpoints and back");
   convert->require_subcommand(1);
-  std::string hf_dir, dtype = "bfloat16";
-  double shard_mb = 5000;
+  std::string hf_dir;
+  lethe::ToHfOptions to_hf_opts;
   CLI::App* from_hf = convert->add_subcommand("hf-to-lethe", "a Hugging Face Llama folder to a Lethe checkpoint");
   from_hf->add_option("--hf", hf_dir, "folder with config.json and model.safetensors (or its index)")->required();
   from_hf->add_option("--out", out, "checkpoint folder to write")->required();
@@ -86,8 +86,11 @@ int main(int argc, char** argv) {
   to_hf->add_option("config", config_path, "the run file the checkpoint was trained with (its [model])")->required();
   to_hf->add_option("--checkpoint", checkpoint, "an HDF5 checkpoint of any phase")->required();
   to_hf->add_option("--out", out, "folder to write (sharded safetensors, index, config.json)")->required();
-  to_hf->add_option("--dtype", dtype, "float32, bfloat16 (default) or float16");
-  to_hf->add_option("--shard-mb", shard_mb, "largest shard in MB (default 5000)");
+  to_hf->add_option("--dtype", to_hf_opts.dtype, "float32, bfloat16 (default) or float16");
+  to_hf->add_option("--shard-mb", to_hf_opts.shard_mb, "largest shard in MB (default 5000)");
+  to_hf->add_flag("--merge", to_hf_opts.merge, "a LoRA checkpoint: write the merged weights (default: a PEFT adapter folder)");
+  to_hf->add_option("--base", to_hf_opts.base, "a LoRA checkpoint: the base_model_name_or_path to record (default: "
+                                               "the base it was trained on)");
   to_hf->add_option("--set", overrides, "override a key: section.key=value");
   CLI::App* plan = app.add_subcommand("plan", "memory per GPU, the fewest GPUs, and unlearning vs retraining cost");
   lethe::PlanInput pin;
@@ -155,7 +158,7 @@ int main(int argc, char** argv) {
     if (train->parsed() || retrain->parsed()) return finish(lethe::run_train_phase(*cfg, {train->parsed(), resume, stop_after}));
     if (unlearn->parsed()) return finish(lethe::run_unlearn_phase(*cfg, {resume, stop_after}));
     if (eval->parsed()) return finish(lethe::run_eval(*cfg, checkpoint, out));
-    if (to_hf->parsed()) return finish(lethe::run_convert_to_hf(*cfg, checkpoint, out, dtype, shard_mb));
+    if (to_hf->parsed()) return finish(lethe::run_convert_to_hf(*cfg, checkpoint, out, to_hf_opts));
     return 1;
   } catch (const std::exception& e) {
     return finish(lethe::Status::error(e.what()));

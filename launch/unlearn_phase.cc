@@ -118,27 +118,44 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   }
   LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, make_strategy(method, cfg.unlearn));
   const bool resuming = opts.resume && !list_checkpoints(ckpt_dir).empty();
-  // The frozen reference, in the run's dtype without gradients. A method that only caches from it
-  // does so before the trained model and its optimizer exist, then frees it; a resume needs it
-  // only when the method keeps it (what was cached is in the checkpoint).
-  std::unique_ptr<Llama> reference;
+  CheckpointMeta meta{"unlearn-" + method, to_toml(cfg), {}};
+  std::unique_ptr<Llama> model, reference;
   Cost caching;
-  if (strategy->needs_reference() && (!resuming || strategy->keeps_reference())) {
-    reference = ex.new_model(Experiment::Use::kReference);
-    LETHE_RETURN_IF_ERROR(load_weights(source, *reference, *ex.mesh));
+  if (cfg.unlearn.adapter == "lora") {
+    // The frozen base with trainable adapters; the reference is the same weights with the
+    // adapters switched off (no copy).
+    LETHE_ASSIGN_OR_RETURN(std::optional<AdapterSource> stacked, read_adapter_source(source));
+    if (stacked) {
+      return Status::error("unlearn.adapter = \"lora\" trains adapters on full weights, and " + source +
+                           " holds adapters: merge them first (lethe convert lethe-to-hf --merge)");
+    }
+    model = ex.new_model(Experiment::Use::kReference);
+    LETHE_RETURN_IF_ERROR(load_weights(source, *model, *ex.mesh));
+    model->add_lora(lora_options(cfg.unlearn));
+    if (strategy->needs_reference()) reference = model->base_view();
+    meta.base = fs::absolute(source).lexically_normal().string();
+    LETHE_ASSIGN_OR_RETURN(meta.base_checksum, weights_checksum(source, ex.mesh->world()));
+    if (!resuming) LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, data.requests, reference.get(), caching));
+  } else {
+    // The frozen reference, in the run's dtype without gradients. A method that only caches from
+    // it does so before the trained model and its optimizer exist, then frees it; a resume needs
+    // it only when the method keeps it (what was cached is in the checkpoint).
+    if (strategy->needs_reference() && (!resuming || strategy->keeps_reference())) {
+      reference = ex.new_model(Experiment::Use::kReference);
+      LETHE_RETURN_IF_ERROR(load_weights(source, *reference, *ex.mesh));
+    }
+    if (!resuming) LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, data.requests, reference.get(), caching));
+    if (reference && !strategy->keeps_reference()) {
+      reference.reset();
+      log().info("{}: reference model freed after caching what the method needs of it", method);
+    }
+    model = ex.new_model(Experiment::Use::kTrainLoaded);
+    LETHE_RETURN_IF_ERROR(load_weights(source, *model, *ex.mesh));
   }
-  if (!resuming) LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, data.requests, reference.get(), caching));
-  if (reference && !strategy->keeps_reference()) {
-    reference.reset();
-    log().info("{}: reference model freed after caching what the method needs of it", method);
-  }
-  std::unique_ptr<Llama> model = ex.new_model(Experiment::Use::kTrainLoaded);
-  LETHE_RETURN_IF_ERROR(load_weights(source, *model, *ex.mesh));
   LETHE_RETURN_IF_ERROR(Unlearner::check(*strategy, cfg.unlearn, data.requests, ptr(data.retain), ptr(data.holdout),
                                          reference.get()));
   Unlearner engine(*model, *ex.mesh, *strategy, cfg.unlearn, data.requests, ptr(data.retain), ptr(data.holdout),
                    reference.get(), static_cast<uint64_t>(cfg.run.seed));
-  CheckpointMeta meta{"unlearn-" + method, to_toml(cfg), {}};
   for (const auto& r : data.requests) meta.data_checksums[r.name] = r.forget.checksum();
   if (data.retain) meta.data_checksums["retain"] = data.retain->checksum();
 
@@ -186,7 +203,7 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   }
   // The metrics of the final model: the last cycle's, or (resumed after the last cycle) anew.
   const Metrics final_metrics = last ? last->metrics : evaluate_with_privleak(ex, *model, auc_retrain);
-  json summary = {{"phase", "unlearn-" + method}, {"method", method}, {"from", source},
+  json summary = {{"phase", "unlearn-" + method}, {"method", method}, {"from", source}, {"adapter", cfg.unlearn.adapter},
                   {"steps", engine.optimizer().steps_taken()}, {"flops_per_token", flops_per_token},
                   {"metrics", metrics_json(final_metrics)}, {"cost", cost_json(engine.cost(), flops_per_token, *ex.mesh)}};
   return write_json(dir + "/summary.json", summary);

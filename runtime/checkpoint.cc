@@ -14,6 +14,9 @@
 #include <fstream>
 #include <functional>
 #include <optional>
+#include <set>
+
+#include <xxhash.h>
 
 #include "base/check.h"
 #include "base/log.h"
@@ -56,7 +59,7 @@ Status reserve_space(const std::string& path, int64_t bytes) {
 int64_t checkpoint_bytes(Checkpointable& t, const StateTensors& state, const CheckpointMeta& meta) {
   int64_t bytes = 1 << 20;  // metadata, attributes, RNG state
   const int64_t states = t.optimizer().mixed_precision() ? 3 : 2;  // moments, and masters apart from the weights
-  for (const Param& p : t.model().params()) {
+  for (const Param& p : t.model().trained()) {
     int64_t n = 1;
     for (int64_t d : p.global_shape) n *= d;
     bytes += n * (static_cast<int64_t>(p.value.element_size()) + 4 * states);
@@ -163,7 +166,7 @@ std::vector<ShardedWrite> sharded_writes(Checkpointable& t) {
   const Mesh& mesh = t.mesh();
   AdamW& opt = t.optimizer();
   std::vector<ShardedWrite> w;
-  const auto& params = t.model().params();
+  const auto& params = t.model().trained();
   for (size_t i = 0; i < params.size(); ++i) {
     const Param& p = params[i];
     w.push_back({"model/" + p.name, &p, p.value.detach(), place(p, mesh, nullptr)});
@@ -203,6 +206,18 @@ Status write_all(H5File& f, Checkpointable& t, const StateTensors& state, const 
   LETHE_RETURN_IF_ERROR(f.set_attr("torch_version", compat::kTorchVersion));
   LETHE_RETURN_IF_ERROR(f.set_attr("saved_tp", t.mesh().tp_size()));
   LETHE_RETURN_IF_ERROR(f.set_attr("saved_dp", t.mesh().dp_size()));
+  if (!meta.base.empty()) {  // the adapters alone, and what they were trained on
+    const LoraOptions& l = t.model().lora();
+    std::string targets;
+    for (const std::string& x : l.targets) targets += (targets.empty() ? "" : ",") + x;
+    LETHE_RETURN_IF_ERROR(f.set_attr("adapter", "lora"));
+    LETHE_RETURN_IF_ERROR(f.set_attr("lora_rank", l.rank));
+    LETHE_RETURN_IF_ERROR(f.set_attr("lora_alpha", fmt::format("{:.17g}", l.alpha)));
+    LETHE_RETURN_IF_ERROR(f.set_attr("lora_dropout", fmt::format("{:.17g}", l.dropout)));
+    LETHE_RETURN_IF_ERROR(f.set_attr("lora_targets", targets));
+    LETHE_RETURN_IF_ERROR(f.set_attr("base", meta.base));
+    LETHE_RETURN_IF_ERROR(f.set_attr("base_checksum", static_cast<int64_t>(meta.base_checksum)));
+  }
   for (const ShardedWrite& x : sharded_writes(t)) {
     LETHE_RETURN_IF_ERROR(
         f.write_sharded(x.name, x.param->global_shape, x.data.scalar_type(), x.placed.pieces, x.placed.mine, x.data));
@@ -344,6 +359,82 @@ std::vector<at::Tensor> values(const std::vector<Param>& params) {
   return v;
 }
 
+// A LoRA run's checkpoint must hold adapters trained on the same base (the same checksum); a full
+// run's must hold full weights.
+Status check_base(const H5File& f, const CheckpointMeta& expect) {
+  auto kind = f.attr_string("adapter");
+  if (expect.base.empty()) {
+    if (kind) return Status::error(f.path() + ": holds LoRA adapters; this run trains every weight (unlearn.adapter = \"none\")");
+    return Status::ok();
+  }
+  if (!kind) return Status::error(f.path() + ": holds full weights, not adapters; this run trains LoRA adapters");
+  LETHE_ASSIGN_OR_RETURN(int64_t sum, f.attr_int("base_checksum"));
+  auto base = f.attr_string("base");
+  if (static_cast<uint64_t>(sum) != expect.base_checksum) {
+    return Status::error(f.path() + ": its adapters were trained on base " + (base ? *base : "?") + " (checksum " +
+                         std::to_string(static_cast<uint64_t>(sum)) + "), but this run's base " + expect.base +
+                         " has checksum " + std::to_string(expect.base_checksum) + ": the base changed");
+  }
+  return Status::ok();
+}
+
+// xxh3 of a Hugging Face folder's config.json and safetensors files, in name order, streamed.
+Result<uint64_t> hf_files_checksum(const std::string& dir) {
+  std::vector<std::string> files = {dir + "/config.json"};
+  std::vector<std::string> tensors;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() == ".safetensors") tensors.push_back(e.path().string());
+  }
+  std::sort(tensors.begin(), tensors.end());
+  files.insert(files.end(), tensors.begin(), tensors.end());
+  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st(XXH3_createState(), XXH3_freeState);
+  XXH3_64bits_reset(st.get());
+  std::vector<char> buf(16 << 20);
+  for (const std::string& file : files) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) return Status::error(file + ": cannot open to checksum the base");
+    while (in) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      XXH3_64bits_update(st.get(), buf.data(), static_cast<size_t>(in.gcount()));
+    }
+    if (in.bad()) return Status::error(file + ": read error while checksumming the base");
+  }
+  return static_cast<uint64_t>(XXH3_64bits_digest(st.get()));
+}
+
+Status load_adapters(const std::string& path, const AdapterSource& src, Llama& model, const Mesh& mesh) {
+  LETHE_ASSIGN_OR_RETURN(std::optional<AdapterSource> stacked, read_adapter_source(src.base));
+  if (stacked) return Status::error(path + ": its base " + src.base + " holds adapters too; merge those first");
+  LETHE_RETURN_IF_ERROR(load_weights(src.base, model, mesh).with_context(path + ": its base"));
+  if (src.base_checksum != 0) {
+    LETHE_ASSIGN_OR_RETURN(uint64_t now, weights_checksum(src.base, mesh.world()));
+    if (now != src.base_checksum) {
+      return Status::error(path + ": its adapters were trained on base " + src.base + " (checksum " +
+                           std::to_string(src.base_checksum) + "), which now has checksum " + std::to_string(now) +
+                           ": the base changed");
+    }
+  }
+  const bool merge = model.adapters().empty();
+  if (merge) {
+    model.add_lora(src.lora);
+  } else if (model.lora().rank != src.lora.rank ||
+             std::set<std::string>(model.lora().targets.begin(), model.lora().targets.end()) !=
+                 std::set<std::string>(src.lora.targets.begin(), src.lora.targets.end())) {
+    return Status::error(path + ": adapters of rank " + std::to_string(src.lora.rank) + " on other projections than " +
+                         "this run's (unlearn.lora_rank = " + std::to_string(model.lora().rank) + ", unlearn.lora_targets)");
+  }
+  if (is_peft_dir(path)) {
+    LETHE_RETURN_IF_ERROR(load_peft_adapters(path, model));
+  } else {
+    LETHE_ASSIGN_OR_RETURN(H5File f, open_checkpoint(path));
+    std::vector<at::Tensor> staged;
+    LETHE_RETURN_IF_ERROR(read_weights(f, model.trained(), mesh, staged));
+    copy_into(staged, values(model.trained()));
+  }
+  if (merge) model.merge_adapters();
+  return Status::ok();
+}
+
 }  // namespace
 
 Status write_file_atomic(const std::string& path, const std::string& text) {
@@ -434,12 +525,13 @@ Result<std::string> save_checkpoint(const std::string& dir, Checkpointable& t, c
 
 Status load_checkpoint(const std::string& path, Checkpointable& t, const CheckpointMeta& expect) {
   const Mesh& mesh = t.mesh();
-  const auto& params = t.model().params();
+  const auto& params = t.model().trained();
   Staged st;
   at::Tensor step;
   // Every rank reads and verifies its own regions; all must succeed before anything changes.
   Status read = [&]() -> Status {
     LETHE_ASSIGN_OR_RETURN(H5File f, open_checkpoint(path));
+    LETHE_RETURN_IF_ERROR(check_base(f, expect));
     for (const auto& [name, sum] : expect.data_checksums) {
       auto stored = f.read_tensor("data/" + name);
       if (stored && static_cast<uint64_t>(stored->item<int64_t>()) != sum) {
@@ -470,7 +562,63 @@ Status load_checkpoint(const std::string& path, Checkpointable& t, const Checkpo
   return Status::ok();
 }
 
+Result<std::optional<AdapterSource>> read_adapter_source(const std::string& path) {
+  if (is_peft_dir(path)) {
+    LETHE_ASSIGN_OR_RETURN(AdapterSource src, read_peft_source(path));
+    return std::optional<AdapterSource>(src);
+  }
+  if (fs::is_directory(path) || !fs::exists(path)) return std::optional<AdapterSource>();
+  LETHE_ASSIGN_OR_RETURN(H5File f, open_checkpoint(path));
+  auto kind = f.attr_string("adapter");
+  if (!kind) return std::optional<AdapterSource>();
+  if (*kind != "lora") return Status::error(path + ": adapter \"" + *kind + "\": this build reads \"lora\"");
+  AdapterSource src;
+  LETHE_ASSIGN_OR_RETURN(src.lora.rank, f.attr_int("lora_rank"));
+  LETHE_ASSIGN_OR_RETURN(std::string alpha, f.attr_string("lora_alpha"));
+  LETHE_ASSIGN_OR_RETURN(std::string dropout, f.attr_string("lora_dropout"));
+  LETHE_ASSIGN_OR_RETURN(std::string targets, f.attr_string("lora_targets"));
+  LETHE_ASSIGN_OR_RETURN(src.base, f.attr_string("base"));
+  LETHE_ASSIGN_OR_RETURN(int64_t sum, f.attr_int("base_checksum"));
+  src.lora.alpha = std::stod(alpha);
+  src.lora.dropout = std::stod(dropout);
+  for (size_t at = 0; at <= targets.size();) {
+    const size_t comma = std::min(targets.find(',', at), targets.size());
+    src.lora.targets.push_back(targets.substr(at, comma - at));
+    at = comma + 1;
+  }
+  src.base_checksum = static_cast<uint64_t>(sum);
+  return std::optional<AdapterSource>(src);
+}
+
+Result<uint64_t> weights_checksum(const std::string& path, Communicator& world) {
+  if (!is_hf_dir(path)) {  // a Lethe checkpoint: its stored checksums, read by every rank
+    LETHE_ASSIGN_OR_RETURN(H5File f, open_checkpoint(path));
+    std::vector<uint64_t> sums;
+    for (const std::string& group : {"model", "optim/master"}) {
+      if (!f.exists(group)) continue;
+      for (const std::string& n : f.list(group)) {
+        LETHE_ASSIGN_OR_RETURN(uint64_t x, f.stored_checksum(group + "/" + n));
+        sums.push_back(name_hash(group + "/" + n) ^ x);
+      }
+    }
+    return static_cast<uint64_t>(XXH3_64bits(sums.data(), sums.size() * sizeof(uint64_t)));
+  }
+  Result<uint64_t> mine = uint64_t{0};
+  if (world.rank() == 0) mine = hf_files_checksum(path);
+  at::Tensor shared = at::zeros({2}, at::kLong);  // {failed on rank 0, checksum}
+  if (world.rank() == 0) {
+    shared[0] = mine ? 0 : 1;
+    shared[1] = mine ? static_cast<int64_t>(*mine) : 0;
+  }
+  world.broadcast(shared, 0);
+  if (world.rank() == 0) return mine;
+  if (shared[0].item<int64_t>() != 0) return Status::error(path + ": rank 0 could not checksum the base (see its log)");
+  return static_cast<uint64_t>(shared[1].item<int64_t>());
+}
+
 Status load_weights(const std::string& path, Llama& model, const Mesh& mesh) {
+  LETHE_ASSIGN_OR_RETURN(std::optional<AdapterSource> adapters, read_adapter_source(path));
+  if (adapters) return load_adapters(path, *adapters, model, mesh);
   if (is_hf_dir(path)) return load_hf_weights(path, model);
   LETHE_ASSIGN_OR_RETURN(H5File f, open_checkpoint(path));
   std::vector<at::Tensor> staged;

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,7 +49,25 @@ struct CheckpointMeta {
   std::string phase;        // "target", "retrain", …
   std::string config_toml;  // the effective config of the run
   std::map<std::string, uint64_t> data_checksums;  // token dataset name → TokenDataset::checksum()
+  // A LoRA run: the frozen base's path and weights_checksum(base). Its checkpoints hold the
+  // adapters alone and are refused when the base's checksum changed.
+  std::string base;
+  uint64_t base_checksum = 0;
 };
+
+// What adapters were trained on: a Lethe LoRA checkpoint, or a PEFT folder.
+struct AdapterSource {
+  LoraOptions lora;
+  std::string base;            // the base weights' path
+  uint64_t base_checksum = 0;  // weights_checksum(base) when the adapters were saved (0: not recorded)
+};
+// The adapters `path` holds, or nullopt when it holds full weights (or is not a checkpoint).
+Result<std::optional<AdapterSource>> read_adapter_source(const std::string& path);
+
+// A checksum of the weights at `path` that changes when they do: for a Lethe checkpoint, of the
+// stored checksums of its weight datasets (no data read); for a Hugging Face folder, xxh3 of
+// config.json and every safetensors file (one read of the files, on world rank 0). Collective over `world`.
+Result<uint64_t> weights_checksum(const std::string& path, Communicator& world);
 
 // Saves the model, optimizer, step (the optimizer's), the loop's state and the RNG; prunes all but the newest
 // `keep` checkpoints. Returns the new file's path. Collective over the mesh's world: with several
@@ -61,8 +80,10 @@ Result<std::string> save_checkpoint(const std::string& dir, Checkpointable& loop
 // Fails when the checkpoint was trained on other data than `expect.data_checksums` says.
 Status load_checkpoint(const std::string& path, Checkpointable& loop, const CheckpointMeta& expect);
 
-// Loads only the model parameters (any checkpoint phase, or a Hugging Face folder) into `model`,
-// sliced for `mesh`.
+// Loads only the model parameters (any checkpoint phase, a Hugging Face folder, a Lethe LoRA
+// checkpoint or a PEFT folder) into `model`, sliced for `mesh`. Adapters load on top of their base
+// (refused when its checksum changed): into the model's adapters when it has them (the same rank
+// and targets), else merged into its weights. Collective over the mesh's world.
 Status load_weights(const std::string& path, Llama& model, const Mesh& mesh);
 
 // Writes `text` to `path` via a temporary file, fsync and rename.

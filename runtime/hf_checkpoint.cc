@@ -66,6 +66,22 @@ Result<std::map<std::string, std::string>> weight_map(const std::string& dir) {
   return m;
 }
 
+// PEFT's name of a Lethe adapter ("layers.0.attn.wq.lora_a" → "base_model.model.model.layers.0.
+// self_attn.q_proj.lora_A.weight").
+std::string peft_name(const std::string& adapter) {
+  const size_t dot = adapter.rfind('.');
+  std::string module = hf_name(adapter.substr(0, dot));
+  module.resize(module.size() - std::string(".weight").size());
+  return "base_model.model." + module + (adapter.substr(dot + 1) == "lora_a" ? ".lora_A.weight" : ".lora_B.weight");
+}
+
+const std::map<std::string, std::string>& peft_modules() {  // Lethe target → PEFT target module
+  static const std::map<std::string, std::string> m = {{"q", "q_proj"}, {"k", "k_proj"},       {"v", "v_proj"},
+                                                       {"o", "o_proj"}, {"gate", "gate_proj"}, {"up", "up_proj"},
+                                                       {"down", "down_proj"}};
+  return m;
+}
+
 }  // namespace
 
 std::string hf_name(const std::string& name) {
@@ -181,6 +197,110 @@ Status export_hf(const Llama& model, const std::string& dir, int64_t shard_bytes
   const json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
   LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/model.safetensors.index.json", index.dump(2) + "\n"));
   return write_file_atomic(dir + "/config.json", hf_config_json(model.config(), torch_dtype));
+}
+
+}  // namespace lethe
+
+namespace lethe {
+
+bool is_peft_dir(const std::string& path) {
+  return fs::is_directory(path) && fs::exists(path + "/adapter_config.json") &&
+         fs::exists(path + "/adapter_model.safetensors");
+}
+
+Result<AdapterSource> read_peft_source(const std::string& dir) {
+  const std::string path = dir + "/adapter_config.json";
+  std::ifstream in(path);
+  const json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return Status::error(path + ": not a JSON object");
+  auto need = [&](const char* key, json::value_t type) -> Status {
+    if (!j.contains(key)) return Status::error(path + ": key \"" + key + "\" is missing");
+    const json& v = j[key];
+    const bool ok = type == json::value_t::number_float ? v.is_number() : v.type() == type;
+    return ok ? Status::ok() : Status::error(path + ": key \"" + key + "\" has the wrong type");
+  };
+  LETHE_RETURN_IF_ERROR(need("peft_type", json::value_t::string));
+  if (j["peft_type"] != "LORA") return Status::error(path + ": peft_type " + j["peft_type"].dump() + ", expected \"LORA\"");
+  LETHE_RETURN_IF_ERROR(need("r", json::value_t::number_unsigned));
+  LETHE_RETURN_IF_ERROR(need("lora_alpha", json::value_t::number_float));
+  LETHE_RETURN_IF_ERROR(need("target_modules", json::value_t::array));
+  LETHE_RETURN_IF_ERROR(need("base_model_name_or_path", json::value_t::string));
+  if (j.contains("bias") && j["bias"] != "none") return Status::error(path + ": bias " + j["bias"].dump() + ": Lethe adapters have none (\"none\")");
+  AdapterSource src;
+  src.lora.rank = j["r"].get<int64_t>();
+  if (src.lora.rank <= 0) return Status::error(path + ": r must be positive");
+  src.lora.alpha = j["lora_alpha"].get<double>();
+  src.lora.dropout = j.contains("lora_dropout") && j["lora_dropout"].is_number() ? j["lora_dropout"].get<double>() : 0.0;
+  for (const json& m : j["target_modules"]) {
+    std::string found;
+    for (const auto& [target, module] : peft_modules()) {
+      if (m.is_string() && m.get<std::string>() == module) found = target;
+    }
+    if (found.empty()) {
+      return Status::error(path + ": target module " + m.dump() + " is not a Llama projection Lethe adapts " +
+                           "(q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
+    }
+    src.lora.targets.push_back(found);
+  }
+  src.base = j["base_model_name_or_path"].get<std::string>();
+  if (!src.base.empty() && src.base[0] != '/') src.base = (fs::path(dir) / src.base).lexically_normal().string();
+  LETHE_ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::open(dir + "/adapter_model.safetensors"));
+  auto sum = f.metadata().find("lethe_base_checksum");
+  if (sum != f.metadata().end()) src.base_checksum = std::stoull(sum->second);
+  return src;
+}
+
+Status load_peft_adapters(const std::string& dir, Llama& model) {
+  LETHE_ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::open(dir + "/adapter_model.safetensors"));
+  const int tp = model.mesh().tp_size(), r = model.mesh().tp_rank();
+  std::vector<const SafetensorsEntry*> found;
+  for (const Param& p : model.trained()) {
+    const std::string name = peft_name(p.name);
+    const SafetensorsEntry* e = f.find(name);
+    if (!e) return Status::error(f.path() + ": tensor " + name + " (Lethe " + p.name + ") is missing");
+    if (e->shape != p.global_shape) {
+      return Status::error(f.path() + ": tensor " + name + " has shape " + shape_text(e->shape) + ", the base model expects " +
+                           shape_text(p.global_shape) + " (adapters of another base, or another lora rank?)");
+    }
+    found.push_back(e);
+  }
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < found.size(); ++i) {
+    Param& p = model.trained()[i];
+    const int64_t n = p.split_dim < 0 ? 0 : p.global_shape[p.split_dim] / tp;
+    p.value.copy_(p.split_dim < 0 ? f.read(*found[i]) : f.read(*found[i], p.split_dim, r * n, n));
+  }
+  return Status::ok();
+}
+
+Status export_peft(const Llama& model, const std::string& dir, const std::string& base, uint64_t base_checksum) {
+  const Mesh& mesh = model.mesh();
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const Param& p : model.adapters()) {
+    at::Tensor full = p.value.detach();
+    if (p.split_dim >= 0 && mesh.tp_size() > 1) full = all_gather_dim(full, p.split_dim, mesh.tp());
+    tensors.emplace_back(peft_name(p.name), full.to(at::kCPU));
+  }
+  if (mesh.world().rank() != 0) return Status::ok();
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Status::error(dir + ": cannot create: " + ec.message());
+  LETHE_RETURN_IF_ERROR(write_safetensors(dir + "/adapter_model.safetensors", tensors,
+                                          {{"format", "pt"}, {"lethe_base", base},
+                                           {"lethe_base_checksum", std::to_string(base_checksum)}}));
+  json modules = json::array();
+  for (const std::string& t : model.lora().targets) modules.push_back(peft_modules().at(t));
+  const json config = {{"peft_type", "LORA"},
+                       {"task_type", "CAUSAL_LM"},
+                       {"r", model.lora().rank},
+                       {"lora_alpha", model.lora().alpha},
+                       {"lora_dropout", model.lora().dropout},
+                       {"target_modules", modules},
+                       {"bias", "none"},
+                       {"fan_in_fan_out", false},
+                       {"inference_mode", true},
+                       {"base_model_name_or_path", base}};
+  return write_file_atomic(dir + "/adapter_config.json", config.dump(2) + "\n");
 }
 
 }  // namespace lethe

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "base/status.h"
+#include "runtime/checkpoint.h"
 #include "runtime/model.h"
 
 namespace lethe {
@@ -32,5 +33,18 @@ Status load_hf_weights(const std::string& dir, Llama& model);
 // `dtype` (F32, BF16 or F16). Tensors are gathered over tp one at a time and written by world rank
 // 0. Collective over the model's mesh.
 Status export_hf(const Llama& model, const std::string& dir, int64_t shard_bytes, at::ScalarType dtype);
+
+// PEFT LoRA folders (docs/interop.md): adapter_config.json and adapter_model.safetensors, tensors
+// named base_model.model.<Hugging Face module>.lora_A.weight [r, in] and .lora_B.weight [out, r].
+bool is_peft_dir(const std::string& path);
+// The adapter options and base of a PEFT folder; its base path, when relative, is taken relative
+// to the folder. Errors name the key (or the target module Lethe cannot adapt).
+Result<AdapterSource> read_peft_source(const std::string& dir);
+// Reads every adapter of `model` (which has adapters matching the folder's) from the folder, each
+// rank its tp slice; shapes are checked against the model first.
+Status load_peft_adapters(const std::string& dir, Llama& model);
+// Writes `model`'s adapters as a PEFT folder for base `base` (checksum recorded in the file's
+// metadata). Gathered over tp, written by world rank 0. Collective over the model's mesh.
+Status export_peft(const Llama& model, const std::string& dir, const std::string& base, uint64_t base_checksum);
 
 }  // namespace lethe

@@ -5,17 +5,20 @@
 
 #include <algorithm>
 
+#include "base/torch_compat.h"
 #include "runtime/tp_ops.h"
 
 namespace lethe {
 
+uint64_t name_hash(const std::string& name) {
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a: the same on any platform
+  for (unsigned char ch : name) h = (h ^ ch) * 0x100000001b3ull;
+  return h;
+}
+
 namespace {
 
-at::Generator generator_for(const std::string& name, uint64_t seed) {
-  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a of the name: the same stream on any platform
-  for (unsigned char ch : name) h = (h ^ ch) * 0x100000001b3ull;
-  return at::detail::createCPUGenerator(seed ^ h);
-}
+at::Generator generator_for(const std::string& name, uint64_t seed) { return at::detail::createCPUGenerator(seed ^ name_hash(name)); }
 
 }  // namespace
 
@@ -67,12 +70,42 @@ at::Tensor init_shard(const std::string& name, const std::vector<int64_t>& globa
   return shard;
 }
 
-at::Tensor ColumnParallelLinear::operator()(const at::Tensor& x, at::ScalarType compute, Communicator& tp) const {
-  return at::linear(copy_to_tp(x, tp).to(compute), w.to(compute));
+// Note [LoRA under tp] (PEFT's tp_layer.py): on a column-parallel base, A is replicated and B is
+// split like the base's output. u = x Aᵀ is computed on every tp rank from the replicated input;
+// copy_to_tp(u) all-reduces its gradient in backward, so A's gradient (and the input's) is whole
+// and the same on every rank. On a row-parallel base, A is split like the input, u = x_par Aᵀ is
+// all-reduced (reduce_from_tp) and B is replicated. Either way the adapter's output is added to
+// the base's, after its reduction. The dropout mask is drawn for the whole input from
+// (dropout_seed, key) on every tp rank and sliced for a split input, so tp ranks use one mask and
+// tp 2 equals tp 1 with dropout on.
+namespace {
+
+at::Tensor lora_input(const at::Tensor& x, const Lora& l, uint64_t seed, Communicator& tp, bool split_input) {
+  if (seed == 0 || l.dropout == 0.0) return x;
+  std::vector<int64_t> shape = x.sizes().vec();
+  if (split_input) shape.back() *= tp.size();
+  at::Generator gen = compat::generator(x.device(), seed ^ l.key);
+  at::Tensor keep = at::empty(shape, x.options().dtype(at::kFloat)).bernoulli_(1.0 - l.dropout, gen);
+  if (split_input) keep = keep.narrow(-1, tp.rank() * x.size(-1), x.size(-1));
+  return x * keep.div_(1.0 - l.dropout).to(x.scalar_type());
 }
 
-at::Tensor RowParallelLinear::operator()(const at::Tensor& x_par, at::ScalarType compute, Communicator& tp) const {
-  return reduce_from_tp(at::linear(x_par.to(compute), w.to(compute)), tp);
+}  // namespace
+
+at::Tensor ColumnParallelLinear::operator()(const at::Tensor& x, at::ScalarType compute, Communicator& tp,
+                                            uint64_t dropout_seed) const {
+  at::Tensor y = at::linear(copy_to_tp(x, tp).to(compute), w.to(compute));
+  if (!lora.on()) return y;
+  at::Tensor u = at::linear(lora_input(x, lora, dropout_seed, tp, false).to(compute), lora.a.to(compute));
+  return y + at::linear(copy_to_tp(u, tp), lora.b.to(compute)) * lora.scale;
+}
+
+at::Tensor RowParallelLinear::operator()(const at::Tensor& x_par, at::ScalarType compute, Communicator& tp,
+                                         uint64_t dropout_seed) const {
+  at::Tensor y = reduce_from_tp(at::linear(x_par.to(compute), w.to(compute)), tp);
+  if (!lora.on()) return y;
+  at::Tensor u = reduce_from_tp(at::linear(lora_input(x_par, lora, dropout_seed, tp, true).to(compute), lora.a.to(compute)), tp);
+  return y + at::linear(u, lora.b.to(compute)) * lora.scale;
 }
 
 at::Tensor VocabParallelEmbedding::operator()(const at::Tensor& ids_BT, at::ScalarType compute, Communicator& tp) const {

@@ -25,6 +25,9 @@ struct Param {
   bool decay = true;                  // AdamW weight decay applies (matrices yes, norms no)
 };
 
+// A stable 64-bit hash of a parameter name (FNV-1a): seeds its init and dropout streams.
+uint64_t name_hash(const std::string& name);
+
 // This rank's tp shard of a parameter's initial value, fp32 on the CPU: N(0, std) (ones when
 // std == 0) from a generator seeded by (seed, name). Only the shard is held (Note [Shard-local
 // init]): the values equal the same slice of the whole tensor drawn at once, at any tp.
@@ -32,16 +35,29 @@ at::Tensor init_shard(const std::string& name, const std::vector<int64_t>& globa
                       uint64_t seed, const Communicator& tp);
 
 
+// A low-rank adapter of a tp linear layer: y += (dropout(x) Aᵀ) Bᵀ · scale (Note [LoRA under tp]).
+// A and B are fp32 (PEFT's default) and cast to the compute dtype in forward.
+struct Lora {
+  at::Tensor a, b;     // column-parallel base: a [r, in], b [out / tp, r]; row-parallel: a [r, in / tp], b [out, r]
+  double scale = 0.0;  // lora_alpha / lora_rank
+  double dropout = 0.0;
+  uint64_t key = 0;    // this layer's dropout stream (from its parameter name)
+  bool on() const { return a.defined(); }
+};
+
 // y = x Wᵀ with W split over output features: x [.., in] → y [.., out / tp] (not gathered).
+// `dropout_seed`: this forward's adapter dropout (0: none, as in evaluation).
 struct ColumnParallelLinear {
   at::Tensor w;  // [out / tp, in]
-  at::Tensor operator()(const at::Tensor& x, at::ScalarType compute, Communicator& tp) const;
+  Lora lora;
+  at::Tensor operator()(const at::Tensor& x, at::ScalarType compute, Communicator& tp, uint64_t dropout_seed = 0) const;
 };
 
 // y = x Wᵀ with W split over input features: x [.., in / tp] → y [.., out] (all-reduced).
 struct RowParallelLinear {
   at::Tensor w;  // [out, in / tp]
-  at::Tensor operator()(const at::Tensor& x_par, at::ScalarType compute, Communicator& tp) const;
+  Lora lora;
+  at::Tensor operator()(const at::Tensor& x_par, at::ScalarType compute, Communicator& tp, uint64_t dropout_seed = 0) const;
 };
 
 // Embedding with the vocabulary split over tp: ids outside this rank's range contribute zero.

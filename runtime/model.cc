@@ -4,6 +4,8 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <algorithm>
+#include <cmath>
 #include <optional>
 
 #include "base/check.h"
@@ -24,35 +26,87 @@ using torch::autograd::variable_list;
 // rerun issues the block's tp collectives again, in the same order on every tp rank.
 struct CheckpointedBlock : torch::autograd::Function<CheckpointedBlock> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList params, const Llama* model,
-                            int64_t i, const at::Tensor& cos, const at::Tensor& sin, std::optional<at::Tensor> mask_or) {
+                            int64_t i, const at::Tensor& cos, const at::Tensor& sin, std::optional<at::Tensor> mask_or,
+                            int64_t dropout_seed) {
     // The mask is absent for plain causal attention; it needs no gradient, so it is kept aside.
     const at::Tensor mask = mask_or.value_or(at::Tensor());
     if (mask.defined()) ctx->saved_data["mask"] = mask;
     ctx->save_for_backward({x, cos, sin});
     ctx->saved_data["model"] = reinterpret_cast<int64_t>(model);
     ctx->saved_data["block"] = i;
-    return model->block(static_cast<size_t>(i), x, cos, sin, mask, nullptr);
+    ctx->saved_data["dropout_seed"] = dropout_seed;  // the rerun draws the same adapter dropout masks
+    return model->block(static_cast<size_t>(i), x, cos, sin, mask, nullptr, static_cast<uint64_t>(dropout_seed));
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     const auto saved = ctx->get_saved_variables();
     const auto* model = reinterpret_cast<const Llama*>(ctx->saved_data["model"].toInt());
     const auto i = static_cast<size_t>(ctx->saved_data["block"].toInt());
     at::Tensor x = saved[0].detach().requires_grad_(true);
+    // Differentiated with respect to the input and the parameters that train (a LoRA model's
+    // frozen base has no gradient); the others get none.
+    const std::vector<at::Tensor> params = model->block_params(i);
     variable_list inputs = {x};
-    for (const at::Tensor& p : model->block_params(i)) inputs.push_back(p);
+    for (const at::Tensor& p : params) {
+      if (p.requires_grad()) inputs.push_back(p);
+    }
     const auto kept = ctx->saved_data.find("mask");
     const at::Tensor mask = kept == ctx->saved_data.end() ? at::Tensor() : kept->second.toTensor();
+    const auto seed = static_cast<uint64_t>(ctx->saved_data["dropout_seed"].toInt());
     at::Tensor out;
     {
       at::AutoGradMode grad(true);
-      out = model->block(i, x, saved[1], saved[2], mask, nullptr);
+      out = model->block(i, x, saved[1], saved[2], mask, nullptr, seed);
     }
-    variable_list grads = torch::autograd::grad({out}, inputs, {grad_out[0]}, /*retain_graph=*/false,
+    variable_list found = torch::autograd::grad({out}, inputs, {grad_out[0]}, /*retain_graph=*/false,
                                                 /*create_graph=*/false, /*allow_unused=*/true);
-    grads.resize(grads.size() + 5);  // model, block index, cos, sin, mask: no gradient
+    variable_list grads = {found[0]};
+    size_t k = 1;
+    for (const at::Tensor& p : params) grads.push_back(p.requires_grad() ? found[k++] : at::Tensor());
+    grads.resize(grads.size() + 6);  // model, block index, cos, sin, mask, dropout seed: no gradient
     return grads;
   }
 };
+
+// The projections LoRA can adapt, in block order: target name, Lethe name, whether row-parallel.
+struct Projection {
+  const char* target;
+  const char* name;
+  bool row;
+};
+constexpr Projection kProjections[] = {{"q", "attn.wq", false},     {"k", "attn.wk", false},  {"v", "attn.wv", false},
+                                       {"o", "attn.wo", true},      {"gate", "mlp.w_gate", false},
+                                       {"up", "mlp.w_up", false},   {"down", "mlp.w_down", true}};
+
+Lora& lora_of(Block& b, const std::string& target) {
+  if (target == "q") return b.wq.lora;
+  if (target == "k") return b.wk.lora;
+  if (target == "v") return b.wv.lora;
+  if (target == "o") return b.wo.lora;
+  if (target == "gate") return b.w_gate.lora;
+  if (target == "up") return b.w_up.lora;
+  LETHE_CHECK_MSG(target == "down", "no projection " + target);
+  return b.w_down.lora;
+}
+
+const at::Tensor& weight_of(const Block& b, const std::string& target) {
+  if (target == "q") return b.wq.w;
+  if (target == "k") return b.wk.w;
+  if (target == "v") return b.wv.w;
+  if (target == "o") return b.wo.w;
+  if (target == "gate") return b.w_gate.w;
+  if (target == "up") return b.w_up.w;
+  return b.w_down.w;
+}
+
+bool targeted(const LoraOptions& o, const char* target) {
+  return std::find(o.targets.begin(), o.targets.end(), target) != o.targets.end();
+}
+
+uint64_t mix64(uint64_t z) {  // splitmix64's finaliser
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
 
 at::Tensor rotate_half(const at::Tensor& x) {
   const int64_t h = x.size(-1) / 2;
@@ -165,6 +219,84 @@ void Llama::bind() {
   }
   norm_ = next();
   lm_head_ = cfg_.tie_word_embeddings ? embed_.w : next();
+  // Adapters: a pair per targeted projection, in block order (add_lora).
+  size_t a = 0;
+  for (Block& b : blocks_) {
+    for (const Projection& p : kProjections) {
+      if (adapters_.empty() || !targeted(lora_, p.target)) continue;
+      Lora& l = lora_of(b, p.target);
+      l.a = adapters_[a].value;
+      l.b = adapters_[a + 1].value;
+      l.scale = lora_.alpha / static_cast<double>(lora_.rank);
+      l.dropout = lora_.dropout;
+      l.key = name_hash(adapters_[a].name);
+      a += 2;
+    }
+  }
+}
+
+LoraOptions lora_options(const UnlearnConfig& cfg) {
+  return {cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.lora_dropout};
+}
+
+void Llama::add_lora(const LoraOptions& opts) {
+  LETHE_CHECK_MSG(adapters_.empty(), "the model has adapters already");
+  lora_ = opts;
+  const int64_t r = opts.rank;
+  const auto fp32 = at::TensorOptions(mesh_->device()).dtype(at::kFloat);
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    for (const Projection& p : kProjections) {
+      if (!targeted(opts, p.target)) continue;
+      const std::string name = "layers." + std::to_string(l) + "." + p.name;
+      const Param& base = *std::find_if(params_.begin(), params_.end(), [&](const Param& q) { return q.name == name; });
+      const int64_t out = base.global_shape[0], in = base.global_shape[1];
+      // Column-parallel base: A [r, in] replicated, B [out, r] split like the output; row-parallel:
+      // A split like the input, B replicated (Note [LoRA under tp]).
+      ParamSpec a{name + ".lora_a", {r, in}, p.row ? 1 : -1}, b{name + ".lora_b", {out, r}, p.row ? -1 : 0};
+      at::Tensor av = init_shard(a.name, a.global_shape, a.split_dim, 1.0 / std::sqrt(3.0 * static_cast<double>(in)),
+                                 seed_, mesh_->tp()).to(fp32);
+      std::vector<int64_t> b_local = b.global_shape;
+      if (b.split_dim >= 0) b_local[0] /= mesh_->tp_size();
+      at::Tensor bv = at::zeros(b_local, fp32);
+      adapters_.push_back(Param{a.name, av.set_requires_grad(true), a.global_shape, a.split_dim, true});
+      adapters_.push_back(Param{b.name, bv.set_requires_grad(true), b.global_shape, b.split_dim, true});
+    }
+  }
+  bind();
+}
+
+std::unique_ptr<Llama> Llama::base_view() const {
+  auto v = std::make_unique<Llama>(*this);
+  v->adapters_.clear();
+  v->bind();
+  return v;
+}
+
+void Llama::merge_adapters() {
+  at::NoGradGuard no_grad;
+  for (Block& b : blocks_) {
+    for (const Projection& p : kProjections) {
+      const Lora& l = lora_of(b, p.target);
+      if (!l.on()) continue;
+      const at::Tensor& w = weight_of(b, p.target);
+      w.copy_(w.to(at::kFloat) + at::matmul(l.b, l.a) * l.scale);
+    }
+  }
+  adapters_.clear();
+  bind();
+}
+
+void Llama::set_dropout_step(int64_t step) const {
+  dropout_step_ = step;
+  dropout_calls_ = 0;
+}
+
+uint64_t Llama::next_dropout_seed() const {
+  if (adapters_.empty() || lora_.dropout == 0.0 || !at::GradMode::is_enabled()) return 0;
+  const uint64_t call = static_cast<uint64_t>(dropout_calls_++);
+  const uint64_t z = mix64(seed_ ^ mix64(static_cast<uint64_t>(dropout_step_) * 0x9e3779b97f4a7c15ull + call) ^
+                           mix64(static_cast<uint64_t>(mesh_->dp_rank()) + 0x632be59bd9b4e019ull));
+  return z | 1;  // never 0 ("no dropout")
 }
 
 int64_t Llama::num_params_global() const {
@@ -178,13 +310,13 @@ int64_t Llama::num_params_global() const {
 }
 
 at::Tensor Llama::attention(const Block& b, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                            const at::Tensor& mask, KVCache* cache, size_t layer) const {
+                            const at::Tensor& mask, KVCache* cache, size_t layer, uint64_t seed) const {
   Communicator& tp = mesh_->tp();
   const int64_t B = x.size(0), T = x.size(1), d = cfg_.head_dim();
   const int64_t h = cfg_.num_attention_heads / tp.size(), g = cfg_.num_key_value_heads / tp.size();
-  at::Tensor q = apply_rope(b.wq(x, compute_, tp).view({B, T, h, d}).transpose(1, 2), cos, sin);
-  at::Tensor k = apply_rope(b.wk(x, compute_, tp).view({B, T, g, d}).transpose(1, 2), cos, sin);
-  at::Tensor v = b.wv(x, compute_, tp).view({B, T, g, d}).transpose(1, 2);
+  at::Tensor q = apply_rope(b.wq(x, compute_, tp, seed).view({B, T, h, d}).transpose(1, 2), cos, sin);
+  at::Tensor k = apply_rope(b.wk(x, compute_, tp, seed).view({B, T, g, d}).transpose(1, 2), cos, sin);
+  at::Tensor v = b.wv(x, compute_, tp, seed).view({B, T, g, d}).transpose(1, 2);
   if (cache) {
     if (cache->k.size() <= layer) {
       cache->k.push_back(k);
@@ -199,7 +331,7 @@ at::Tensor Llama::attention(const Block& b, const at::Tensor& x, const at::Tenso
     v = v.repeat_interleave(h / g, 1);
   }
   at::Tensor o = compat::attention(q, k, v, mask);  // [B, h, T, d]
-  return b.wo(o.transpose(1, 2).reshape({B, T, h * d}), compute_, tp);
+  return b.wo(o.transpose(1, 2).reshape({B, T, h * d}), compute_, tp, seed);
 }
 
 at::Tensor Llama::hidden(const at::Tensor& input_in, const at::Tensor& positions_in, const at::Tensor& segments_in,
@@ -225,31 +357,36 @@ at::Tensor Llama::hidden(const at::Tensor& input_in, const at::Tensor& positions
 
   at::Tensor x = embed_(input_BT, compute_, tp);
   const bool recompute = checkpointing_ && !cache && at::GradMode::is_enabled();
+  const uint64_t seed = next_dropout_seed();
   for (size_t i = 0; i < blocks_.size(); ++i) {
     x = recompute ? CheckpointedBlock::apply(x, at::TensorList(block_params(i)), this, static_cast<int64_t>(i), cos, sin,
-                                             std::optional<at::Tensor>(mask))
-                  : block(i, x, cos, sin, mask, cache);
+                                             std::optional<at::Tensor>(mask), static_cast<int64_t>(seed))
+                  : block(i, x, cos, sin, mask, cache, seed);
   }
   if (cache) cache->segments_BS = keys_seg_BS;
   return rms_norm(x, norm_, cfg_.rms_norm_eps);
 }
 
 at::Tensor Llama::block(size_t i, const at::Tensor& x_in, const at::Tensor& cos, const at::Tensor& sin,
-                         const at::Tensor& mask, KVCache* cache) const {
+                         const at::Tensor& mask, KVCache* cache, uint64_t seed) const {
   Communicator& tp = mesh_->tp();
   const Block& b = blocks_[i];
-  at::Tensor x = x_in + attention(b, rms_norm(x_in, b.attn_norm, cfg_.rms_norm_eps), cos, sin, mask, cache, i);
+  at::Tensor x = x_in + attention(b, rms_norm(x_in, b.attn_norm, cfg_.rms_norm_eps), cos, sin, mask, cache, i, seed);
   at::Tensor hn = rms_norm(x, b.mlp_norm, cfg_.rms_norm_eps);
-  return x + b.w_down(at::silu(b.w_gate(hn, compute_, tp)) * b.w_up(hn, compute_, tp), compute_, tp);
+  return x + b.w_down(at::silu(b.w_gate(hn, compute_, tp, seed)) * b.w_up(hn, compute_, tp, seed), compute_, tp, seed);
 }
 
 std::vector<at::Tensor> Llama::block_params(size_t i) const {
   const Block& b = blocks_[i];
-  return {b.attn_norm, b.wq.w, b.wk.w, b.wv.w, b.wo.w, b.mlp_norm, b.w_gate.w, b.w_up.w, b.w_down.w};
+  std::vector<at::Tensor> t = {b.attn_norm, b.wq.w, b.wk.w, b.wv.w, b.wo.w, b.mlp_norm, b.w_gate.w, b.w_up.w, b.w_down.w};
+  for (const Lora* l : {&b.wq.lora, &b.wk.lora, &b.wv.lora, &b.wo.lora, &b.w_gate.lora, &b.w_up.lora, &b.w_down.lora}) {
+    if (l->on()) t.insert(t.end(), {l->a, l->b});
+  }
+  return t;
 }
 
 at::Tensor Llama::logits(const at::Tensor& hidden_BTD) const {
-  return ColumnParallelLinear{lm_head_}(hidden_BTD, compute_, mesh_->tp());
+  return ColumnParallelLinear{lm_head_, {}}(hidden_BTD, compute_, mesh_->tp());
 }
 
 at::Tensor Llama::token_logprobs(const at::Tensor& input_BT, const at::Tensor& positions_BT,

@@ -12,6 +12,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <memory>
 #include <vector>
 
 #include "io/config.h"
@@ -50,6 +51,15 @@ struct ModelOptions {
   bool trainable = true;              // false: a frozen model (a reference): no gradients, no buffers
 };
 
+// Low-rank adapters on some of every block's projections (Note [LoRA under tp]).
+struct LoraOptions {
+  int64_t rank = 16;
+  double alpha = 32;
+  std::vector<std::string> targets;  // of lora_target_names(): q, k, v, o, gate, up, down
+  double dropout = 0.0;
+};
+LoraOptions lora_options(const UnlearnConfig& cfg);
+
 class Llama {
  public:
   // REQUIRES: mesh.check_model(cfg) is ok. Collective over mesh.tp() in forward/backward.
@@ -75,8 +85,29 @@ class Llama {
   // log-softmax over the whole vocabulary, this rank's shard [B, T, v] fp32 (vocab-parallel).
   at::Tensor log_probs_shard(const at::Tensor& hidden_BTD) const;
 
+  // The model's own weights (with adapters: the frozen base).
   std::vector<Param>& params() { return params_; }
   const std::vector<Param>& params() const { return params_; }
+  // What the optimizer updates and checkpoints save: the adapters when there are, else params().
+  std::vector<Param>& trained() { return adapters_.empty() ? params_ : adapters_; }
+  const std::vector<Param>& trained() const { return adapters_.empty() ? params_ : adapters_; }
+
+  // Adds fp32 LoRA adapters, trainable, to the target projections of every block: A drawn from
+  // N(0, 1/(3 · in)) (the variance of PEFT's kaiming-uniform, a = √5) seeded by its name, the same
+  // at any tp; B zero, so the model still equals its base. Named "<projection>.lora_a|b", e.g.
+  // "layers.0.attn.wq.lora_a". REQUIRES: no adapters yet; the base was made with trainable = false.
+  void add_lora(const LoraOptions& opts);
+  const std::vector<Param>& adapters() const { return adapters_; }
+  const LoraOptions& lora() const { return lora_; }
+  // The same weights with the adapters switched off (the reference of a LoRA run): shares every
+  // tensor, allocates nothing.
+  std::unique_ptr<Llama> base_view() const;
+  // W += scale · B A on every adapted projection, then drops the adapters (per tp shard; no
+  // communication). The model is then the adapted model as plain weights.
+  void merge_adapters();
+  // Adapter dropout draws a new mask in every forward that records gradients; masks depend on the
+  // step set here and the forward's index within it (resumed runs draw the same masks).
+  void set_dropout_step(int64_t step) const;
   const ModelConfig& config() const { return cfg_; }
   Communicator& tp() const { return mesh_->tp(); }
   const Mesh& mesh() const { return *mesh_; }
@@ -92,8 +123,9 @@ class Llama {
   void set_activation_checkpointing(bool on) { checkpointing_ = on; }
   bool activation_checkpointing() const { return checkpointing_; }
   // Block `i` of the forward pass: x + attention, then + MLP.
+  // `dropout_seed`: adapter dropout for this forward (0: none).
   at::Tensor block(size_t i, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
-                   KVCache* cache) const;
+                   KVCache* cache, uint64_t dropout_seed = 0) const;
   // The tensors of block `i`, in the order of params().
   std::vector<at::Tensor> block_params(size_t i) const;
   int64_t num_params_global() const;
@@ -101,19 +133,23 @@ class Llama {
  private:
   void bind();  // the layers' tensors from params_
   at::Tensor attention(const Block& b, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                       const at::Tensor& mask, KVCache* cache, size_t layer) const;
+                       const at::Tensor& mask, KVCache* cache, size_t layer, uint64_t dropout_seed) const;
+  uint64_t next_dropout_seed() const;
 
   ModelConfig cfg_;
   const Mesh* mesh_;
   at::ScalarType compute_;
   std::vector<Param> params_;
   std::vector<ParamBucket> buckets_;
+  std::vector<Param> adapters_;  // lora_a, lora_b per adapted projection, in block order
+  LoraOptions lora_;
   VocabParallelEmbedding embed_;
   std::vector<Block> blocks_;
   at::Tensor norm_, lm_head_;  // lm_head_ aliases embed_.w when tied
   at::Tensor inv_freq_;        // [d / 2]
   uint64_t seed_;
   bool checkpointing_ = false;
+  mutable int64_t dropout_step_ = 0, dropout_calls_ = 0;
 };
 
 // RoPE as Hugging Face applies it (rotate-half layout): x [B, heads, T, d], positions [B, T].

@@ -13,7 +13,7 @@ std::pair<int64_t, int64_t> zero1_rows(int64_t rows, int k, int dp) {
 }
 
 AdamW::AdamW(Llama& model, const AdamHyper& hyper, const Mesh& mesh)
-    : params_(&model.params()), buckets_mp_(&model.buckets()), dropped_(model.params().size(), false), hyper_(hyper),
+    : params_(&model.trained()), buckets_mp_(&model.buckets()), dropped_(model.trained().size(), false), hyper_(hyper),
       mesh_(&mesh), zero1_(mesh.shard_moments()),
       bucket_elements_(std::max<int64_t>(1, static_cast<int64_t>(mesh.bucket_mb() * (1 << 20) / 4))) {
   if (mixed_precision()) {

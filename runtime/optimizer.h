@@ -47,6 +47,7 @@ struct StateSlice {
 
 class AdamW {
  public:
+  // Updates model.trained() (the adapters of a LoRA model: its frozen base has no state here).
   // Keeps pointers into the model's parameters and buckets, which must outlive the optimizer.
   AdamW(Llama& model, const AdamHyper& hyper, const Mesh& mesh);
   ~AdamW();

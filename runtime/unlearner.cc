@@ -82,8 +82,8 @@ void Unlearner::optimizer_step(const at::Tensor& loss) {
   // dividing by dp and summing the gradients over dp gives the gradient of the global-batch mean.
   opt_.overlap_next_backward();
   torch::autograd::backward({loss / static_cast<double>(mesh_.dp_size())});
-  for (size_t i = 0; i < model_.params().size(); ++i) {
-    if (!strategy_.trains(model_.params()[i])) opt_.drop_grad(i);
+  for (size_t i = 0; i < model_.trained().size(); ++i) {
+    if (!strategy_.trains(model_.trained()[i])) opt_.drop_grad(i);
   }
   opt_.step(cfg_.lr, cfg_.grad_clip);
 }
@@ -97,6 +97,7 @@ std::map<std::string, double> Unlearner::unlearn_step(DataLoader& order, const s
   const TokenDataset& forget = requests_[static_cast<size_t>(request_)].forget;
   UnlearnBatch b;
   b.forget = make_batch(forget, my_rows(rows), model_.device());
+  model_.set_dropout_step(opt_.steps_taken());
   int64_t processed = n * forget.seq_len;
   if (strategy_.retain_batch()) {
     b.retain = make_batch(*retain_, my_rows(retain_loader_.next_rows(cfg_.retain_batch)), model_.device());
@@ -116,6 +117,7 @@ std::map<std::string, double> Unlearner::unlearn_step(DataLoader& order, const s
 
 double Unlearner::learn_step() {
   Batch b = make_batch(*retain_, my_rows(retain_loader_.next_rows(cfg_.retain_batch)), model_.device());
+  model_.set_dropout_step(opt_.steps_taken());
   at::Tensor loss = mean_nll(model_, b);
   at::Tensor value_t = loss.detach().to(at::kDouble).reshape({1});
   mesh_.dp().all_reduce(value_t, ReduceOp::kAvg);
