@@ -112,6 +112,56 @@ TEST(Distributed, TensorParallelMatchesOneProcess) {
   }
 }
 
+// LoRA on every projection at tp 2 and 4 against tp 1, with adapter dropout on (the masks are
+// drawn whole and sliced, so every layout uses the same ones) and B non-zero: logits, loss and
+// every adapter's gradient. tp 2 recomputes its blocks (activation checkpointing).
+TEST(Distributed, LoraAtTp2EqualsTp1WithDropoutOn) {
+  Communicator& world = test_world();
+  if (world.size() < 2) GTEST_SKIP() << "needs mpirun -np 2 or 4";
+  LocalCommunicator local;
+  Mesh one = make_mesh(local, 1, 1);
+  const TokenDataset ds = random_dataset();
+  const Batch b = make_batch(ds, {0, 1, 2, 3});
+  ModelOptions frozen;
+  frozen.trainable = false;
+  const LoraOptions lora{8, 16.0, lora_target_names(), 0.2};
+  auto make = [&](const Mesh& mesh) {
+    auto m = std::make_unique<Llama>(model_config(), mesh, 5, frozen);
+    m->add_lora(lora);
+    at::NoGradGuard no_grad;
+    for (const Param& p : m->adapters()) {  // B from N(0, 0.1) by name, sliced like the adapter
+      if (p.name.find("lora_b") != std::string::npos) p.value.copy_(init_shard(p.name, p.global_shape, p.split_dim, 0.1, 9, mesh.tp()));
+    }
+    m->set_dropout_step(3);
+    return m;
+  };
+  auto ref = make(one);
+  at::Tensor ref_logits = ref->full_logits(b.input_BT, b.positions_BT, b.segments_BT);
+  at::Tensor ref_loss = -(ref->token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT) * b.loss_mask_BT).sum() /
+                        b.loss_mask_BT.sum();
+  torch::autograd::backward({ref_loss + ref_logits.mean()});
+  for (int64_t tp = 2; tp <= world.size(); tp *= 2) {
+    SCOPED_TRACE("tp " + std::to_string(tp));
+    Mesh mesh = make_mesh(world, tp, world.size() / tp);
+    auto model = make(mesh);
+    model->set_activation_checkpointing(tp == 2);
+    at::Tensor logits = model->full_logits(b.input_BT, b.positions_BT, b.segments_BT);
+    at::Tensor loss = -(model->token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT) * b.loss_mask_BT).sum() /
+                      b.loss_mask_BT.sum();
+    torch::autograd::backward({loss + logits.mean()});
+    // Each dp rank draws its own masks (its rows are other samples): dp rank 0's are the reference's.
+    if (mesh.dp_rank() != 0) continue;
+    EXPECT_LT((logits - ref_logits).abs().max().item<double>(), kAbs);
+    EXPECT_NEAR(loss.item<double>(), ref_loss.item<double>(), kAbs);
+    ASSERT_EQ(model->adapters().size(), ref->adapters().size());
+    for (size_t i = 0; i < ref->adapters().size(); ++i) {
+      const Param& p = model->adapters()[i];
+      EXPECT_LT(max_rel_diff(gather_tp(p, p.value.grad(), mesh), ref->adapters()[i].value.grad()), kRel) << p.name;
+    }
+    for (const Param& p : model->params()) EXPECT_FALSE(p.value.grad().defined()) << p.name;
+  }
+}
+
 // Losses of `steps` train steps and the gathered parameters after them.
 struct TrainRun {
   std::vector<double> losses, norms;
@@ -407,6 +457,14 @@ TEST(Distributed, Bf16NpoWithTheDistributedOptimizerAtTp2Dp2MatchesOneProcess) {
   if (test_world().size() != 4) GTEST_SKIP() << "needs mpirun -np 4";
   expect_unlearning_at_tp2_dp2_matches_one_process("unlearn-bf16", {"npo"}, {"train.dtype=\"bf16\"", "mesh.optimizer=\"distributed\""},
                                                    2e-2, 5.0);
+}
+
+// NPO with LoRA adapters (the frozen base is the reference; dropout off, since dp ranks draw their
+// own masks): the same cycle records at tp 2 × dp 2 as at one process.
+TEST(Distributed, LoraNpoAtTp2Dp2MatchesOneProcess) {
+  if (test_world().size() != 4) GTEST_SKIP() << "needs mpirun -np 4";
+  expect_unlearning_at_tp2_dp2_matches_one_process("unlearn-lora", {"npo"}, {"unlearn.adapter=\"lora\"", "unlearn.lora_dropout=0.0",
+                                                   "unlearn.npo_retain=\"kl\""}, 1e-3, 1.0);
 }
 
 // Buckets started from gradient hooks during the last micro-batch's backward give bit-identical

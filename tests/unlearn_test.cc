@@ -13,9 +13,12 @@
 
 #include "collectives/local_communicator.h"
 #include "io/hdf5_store.h"
+#include "io/safetensors.h"
+#include "launch/convert.h"
 #include "launch/train_phase.h"
 #include "launch/unlearn_phase.h"
 #include "runtime/checkpoint.h"
+#include "runtime/hf_checkpoint.h"
 #include "runtime/unlearner.h"
 #include "strategies/strategies.h"
 #include "tests/helpers.h"
@@ -181,6 +184,141 @@ TEST_F(Unlearning, ResumedRunWithSequentialRequestsEqualsUninterruptedOne) {
     EXPECT_TRUE(at::equal(wa.read_tensor("model/" + n).value(), wb.read_tensor("model/" + n).value())) << n;
   }
   EXPECT_TRUE(at::equal(wa.read_tensor("state/strategy/remaining").value(), wb.read_tensor("state/strategy/remaining").value()));
+}
+
+// LoRA end to end (docs/strategies.md, LoRA): every method runs with adapters; a resumed run with
+// two requests equals an uninterrupted one, its checkpoints hold only the adapters; a checkpoint
+// whose base changed since is refused, on resume and on evaluation.
+TEST_F(Unlearning, LoraRunsEveryMethodResumesBitIdenticallyAndRefusesAChangedBase) {
+  const std::string lora = "unlearn.adapter=\"lora\"";
+  RunConfig all = elsewhere("lora-all", {lora, "unlearn.max_cycles=1"});
+  ASSERT_TRUE(run_unlearn_phase(all, {}).is_ok());
+  const json target = read_json(*dir_ + "/target/summary.json");
+  for (const std::string& m : all.unlearn.methods) {
+    const json s = read_json(all.run.dir + "/unlearn-" + m + "/summary.json");
+    EXPECT_EQ(s["adapter"], "lora") << m;
+    EXPECT_NE(s["metrics"]["verbmem_forget"], target["metrics"]["verbmem_forget"]) << m << ": the adapters changed nothing";
+  }
+  const std::vector<std::string> common = {lora, "unlearn.methods=[\"icu\"]", "unlearn.requests=2", "unlearn.max_cycles=2"};
+  RunConfig a = elsewhere("lora-resume-a", common), b = elsewhere("lora-resume-b", common);
+  ASSERT_TRUE(run_unlearn_phase(a, {}).is_ok());
+  ASSERT_TRUE(run_unlearn_phase(b, {false, 1}).is_ok());
+  ASSERT_TRUE(run_unlearn_phase(b, {true, 2}).is_ok());
+  ASSERT_TRUE(run_unlearn_phase(b, {true, 0}).is_ok());
+  auto ra = read_jsonl(a.run.dir + "/unlearn-icu/metrics.jsonl"), rb = read_jsonl(b.run.dir + "/unlearn-icu/metrics.jsonl");
+  ASSERT_EQ(ra.size(), 4u);
+  ASSERT_EQ(rb.size(), ra.size());
+  for (size_t i = 0; i < ra.size(); ++i) {
+    EXPECT_EQ(ra[i]["losses"], rb[i]["losses"]) << "cycle record " << i;
+    EXPECT_EQ(ra[i]["metrics"], rb[i]["metrics"]) << "cycle record " << i;
+  }
+  auto wa = H5File::open(list_checkpoints(a.run.dir + "/unlearn-icu/checkpoints").front()).value();
+  auto wb = H5File::open(list_checkpoints(b.run.dir + "/unlearn-icu/checkpoints").front()).value();
+  EXPECT_FALSE(wa.exists("model/embed"));  // the base is not copied into the checkpoint
+  EXPECT_EQ(wa.attr_string("adapter").value(), "lora");
+  ASSERT_EQ(wa.list("model").size(), 2u * 7u * static_cast<size_t>(a.model.num_hidden_layers));
+  for (const std::string& n : wa.list("model")) {
+    EXPECT_TRUE(at::equal(wa.read_tensor("model/" + n).value(), wb.read_tensor("model/" + n).value())) << n;
+  }
+
+  // The base changes under a stopped run: resume and evaluation refuse it, naming the base.
+  const std::string base = test::scratch_dir("lora-base") + "/base.h5";
+  fs::copy_file(list_checkpoints(*dir_ + "/target/checkpoints").front(), base);
+  RunConfig c = elsewhere("lora-changed", {lora, "unlearn.methods=[\"ga\"]", "unlearn.max_cycles=2"});
+  c.unlearn.from = base;
+  ASSERT_TRUE(run_unlearn_phase(c, {false, 1}).is_ok());
+  fs::copy_file(list_checkpoints(*dir_ + "/retrain/checkpoints").front(), base, fs::copy_options::overwrite_existing);
+  Status resumed = run_unlearn_phase(c, {true, 0});
+  ASSERT_FALSE(resumed.is_ok());
+  EXPECT_NE(resumed.message().find("the base changed"), std::string::npos) << resumed.message();
+  EXPECT_NE(resumed.message().find(base), std::string::npos) << resumed.message();
+  Status eval = run_eval(c, list_checkpoints(c.run.dir + "/unlearn-ga/checkpoints").front(), c.run.dir + "/eval.json");
+  ASSERT_FALSE(eval.is_ok());
+  EXPECT_NE(eval.message().find("the base changed"), std::string::npos) << eval.message();
+}
+
+// A LoRA checkpoint exports as merged weights and as a PEFT folder (names, shapes and
+// adapter_config.json as PEFT writes them); both reload to the adapted model's logits, and the
+// PEFT folder loads back into adapters exactly and evaluates.
+TEST_F(Unlearning, LoraExportsMergedWeightsAndPeftFoldersThatReloadToTheSameLogits) {
+  RunConfig cfg = elsewhere("lora-export", {"unlearn.adapter=\"lora\"", "unlearn.methods=[\"npo\"]", "unlearn.max_cycles=1",
+                                            "unlearn.lora_targets=[\"q\", \"v\", \"down\"]", "unlearn.lora_rank=4"});
+  ASSERT_TRUE(run_unlearn_phase(cfg, {}).is_ok());
+  const std::string ckpt = list_checkpoints(cfg.run.dir + "/unlearn-npo/checkpoints").front();
+  LocalCommunicator world;
+  Mesh mesh = Mesh::create(world, MeshConfig{}).value();
+  ModelOptions frozen;
+  frozen.trainable = false;
+  Llama adapted(cfg.model, mesh, 1, frozen), plain(cfg.model, mesh, 1, frozen), from_peft(cfg.model, mesh, 1, frozen);
+  adapted.add_lora(lora_options(cfg.unlearn));
+  ASSERT_TRUE(load_weights(ckpt, adapted, mesh).is_ok());
+  at::Tensor ids = at::arange(3, 3 + 2 * 20, at::kLong).remainder(cfg.model.vocab_size).view({2, 20});
+  at::Tensor pos = at::arange(20, at::kLong).expand({2, 20}).contiguous(), seg = at::zeros({2, 20}, at::kLong);
+  at::NoGradGuard no_grad;
+  const at::Tensor expected = adapted.full_logits(ids, pos, seg);
+
+  const std::string merged = cfg.run.dir + "/merged", peft = cfg.run.dir + "/peft";
+  ASSERT_TRUE(run_convert_to_hf(cfg, ckpt, merged, {"float32", 5000, true, ""}).is_ok());
+  ASSERT_TRUE(load_weights(merged, plain, mesh).is_ok());
+  EXPECT_LT((plain.full_logits(ids, pos, seg) - expected).abs().max().item<double>(), 1e-5);
+
+  ASSERT_TRUE(run_convert_to_hf(cfg, ckpt, peft, {"float32", 5000, false, ""}).is_ok());
+  const json config = read_json(peft + "/adapter_config.json");
+  EXPECT_EQ(config["peft_type"], "LORA");
+  EXPECT_EQ(config["r"], 4);
+  EXPECT_EQ(config["lora_alpha"], cfg.unlearn.lora_alpha);
+  EXPECT_EQ(config["lora_dropout"], cfg.unlearn.lora_dropout);
+  EXPECT_EQ(config["target_modules"], json({"q_proj", "v_proj", "down_proj"}));
+  EXPECT_EQ(config["bias"], "none");
+  EXPECT_EQ(config["task_type"], "CAUSAL_LM");
+  EXPECT_EQ(config["base_model_name_or_path"], fs::absolute(cfg.unlearn.from).lexically_normal().string());
+  auto st = SafetensorsFile::open(peft + "/adapter_model.safetensors").value();
+  const int64_t D = cfg.model.hidden_size, F = cfg.model.intermediate_size, r = 4;
+  const int64_t kv = cfg.model.num_key_value_heads * cfg.model.head_dim();
+  EXPECT_EQ(st.entries().size(), 6u * static_cast<size_t>(cfg.model.num_hidden_layers));
+  for (int64_t i = 0; i < cfg.model.num_hidden_layers; ++i) {
+    const std::string l = "base_model.model.model.layers." + std::to_string(i) + ".";
+    const std::vector<std::pair<std::string, std::vector<int64_t>>> want = {
+        {"self_attn.q_proj.lora_A.weight", {r, D}}, {"self_attn.q_proj.lora_B.weight", {D, r}},
+        {"self_attn.v_proj.lora_A.weight", {r, D}}, {"self_attn.v_proj.lora_B.weight", {kv, r}},
+        {"mlp.down_proj.lora_A.weight", {r, F}},    {"mlp.down_proj.lora_B.weight", {D, r}}};
+    for (const auto& [name, shape] : want) {
+      const SafetensorsEntry* e = st.find(l + name);
+      ASSERT_NE(e, nullptr) << l + name;
+      EXPECT_EQ(e->shape, shape) << l + name;
+    }
+  }
+  Llama merged_from_peft(cfg.model, mesh, 1, frozen);
+  ASSERT_TRUE(load_weights(peft, merged_from_peft, mesh).is_ok());
+  EXPECT_LT((merged_from_peft.full_logits(ids, pos, seg) - expected).abs().max().item<double>(), 1e-5);
+  from_peft.add_lora(lora_options(cfg.unlearn));
+  ASSERT_TRUE(load_weights(peft, from_peft, mesh).is_ok());
+  for (size_t i = 0; i < adapted.adapters().size(); ++i) {
+    EXPECT_TRUE(at::equal(from_peft.adapters()[i].value, adapted.adapters()[i].value)) << adapted.adapters()[i].name;
+  }
+  EXPECT_TRUE(at::equal(from_peft.full_logits(ids, pos, seg), expected));
+  Status eval = run_eval(cfg, peft, cfg.run.dir + "/eval.json");
+  EXPECT_TRUE(eval.is_ok()) << eval.message();
+  // A PEFT folder that does not fit the base, or adapts what Lethe cannot: clear errors.
+  json wrong = config;
+  wrong["target_modules"] = {"q_proj", "fc1"};
+  ASSERT_TRUE(write_file_atomic(peft + "/adapter_config.json", wrong.dump()).is_ok());
+  Status module = load_weights(peft, plain, mesh);
+  EXPECT_NE(module.message().find("target module \"fc1\" is not a Llama projection"), std::string::npos) << module.message();
+  wrong = config;
+  wrong["r"] = 8;
+  ASSERT_TRUE(write_file_atomic(peft + "/adapter_config.json", wrong.dump()).is_ok());
+  Status shape = load_weights(peft, plain, mesh);
+  EXPECT_NE(shape.message().find("lora_A.weight has shape [4, " + std::to_string(D) + "], the base model expects [8, "),
+            std::string::npos) << shape.message();
+  // Config: a target that does not exist, a rank of 0.
+  auto bad_target = parse_config(to_toml(cfg), "lora-test", {"unlearn.lora_targets=[\"q\", \"qkv\"]"});
+  ASSERT_FALSE(bad_target.is_ok());
+  EXPECT_NE(bad_target.status().message().find("lora_targets: \"qkv\" is not a projection"), std::string::npos)
+      << bad_target.status().message();
+  auto bad_rank = parse_config(to_toml(cfg), "lora-test", {"unlearn.lora_rank=0"});
+  ASSERT_FALSE(bad_rank.is_ok());
+  EXPECT_NE(bad_rank.status().message().find("lora_rank"), std::string::npos) << bad_rank.status().message();
 }
 
 TEST_F(Unlearning, BadInputsAreClearErrors) {
