@@ -1,9 +1,10 @@
 // Measured memory of real unlearning steps against `lethe plan`, component by component.
-//   mpirun -np TP·DP build/benchmarks/lethe_bench_memory TP fp32|bf16 replicated|zero1|distributed graddiff|npo|kl
+//   mpirun -np TP·DP build/benchmarks/lethe_bench_memory TP fp32|bf16 replicated|zero1|distributed graddiff|npo|kl [lora]
 // (benchmarks/memory_vs_plan.sh runs the table). Each rank builds what unlearn_one builds, in its
 // order — the reference (kl, npo), NPO's cache and the reference freed, the trained model, the
 // engine with its optimizer — and reads its anonymous resident memory (RssAnon) after each; then
-// it runs one unlearning step, resets its peak (VmHWM, /proc/self/clear_refs) and runs another:
+// it runs one unlearning step (with `lora`: the frozen base with rank-16 adapters on every
+// projection, and the base as the reference, as unlearn_one builds them), resets its peak (VmHWM, /proc/self/clear_refs) and runs another:
 // that step's peak above the resident state. Every number is a real counter of this process's pages; the planner is given
 // the same model, layout and batch and knows nothing of the measurement. Run with
 // MALLOC_MMAP_THRESHOLD_=65536 so that freed tensors leave the RSS at once.
@@ -43,7 +44,12 @@ double max_over_ranks(Communicator& c, double x) {
   return t.item<double>();
 }
 
-Status run(int64_t tp, const std::string& dtype, const std::string& optimizer, const std::string& method) {
+Status measure(Communicator& c, const Mesh& mesh, const ModelConfig& cfg, Strategy& strategy, const UnlearnConfig& u,
+               const std::vector<UnlearnRequest>& requests, const TokenDataset& retain, const Llama* ref, const Cost& cost,
+               Llama& model, double model_bytes, double reference, double caching, double base, int64_t tp,
+               const std::string& dtype, const std::string& optimizer, const std::string& method, int64_t lora_rank);
+
+Status run(int64_t tp, const std::string& dtype, const std::string& optimizer, const std::string& method, bool lora) {
   LETHE_ASSIGN_OR_RETURN(World world, init_world(600));
   Communicator& c = *world.comm;
   at::set_num_threads(std::max(1, 2 / c.size()));
@@ -87,6 +93,19 @@ Status run(int64_t tp, const std::string& dtype, const std::string& optimizer, c
   double reference = 0, caching = 0;
   std::unique_ptr<Llama> ref;
   Cost cost;
+  const LoraOptions adapters{16, 32.0, lora_target_names(), 0.05};
+  if (lora) {  // the model first; its base is the reference
+    const double before_model = anon();
+    Llama model(cfg, mesh, 2, ModelOptions{weights, true, false});
+    model.add_lora(adapters);
+    const double model_bytes = anon() - before_model;
+    if (strategy->needs_reference()) ref = model.base_view();
+    reference = anon() - before_model - model_bytes;
+    LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, requests, ref.get(), cost));
+    if (!strategy->keeps_reference()) ref.reset();
+    return measure(c, mesh, cfg, *strategy, u, requests, retain, ref.get(), cost, model, model_bytes, reference, 0, base,
+                   tp, dtype, optimizer, method, adapters.rank);
+  }
   if (strategy->needs_reference()) {
     const double before = anon();
     ref = std::make_unique<Llama>(cfg, mesh, 1, ModelOptions{weights, true, /*trainable=*/false});
@@ -98,7 +117,18 @@ Status run(int64_t tp, const std::string& dtype, const std::string& optimizer, c
   const double before_model = anon();
   Llama model(cfg, mesh, 2, ModelOptions{weights, true, true});
   const double model_bytes = anon() - before_model;
-  Unlearner engine(model, mesh, *strategy, u, requests, &retain, nullptr, ref.get(), 3);
+  return measure(c, mesh, cfg, *strategy, u, requests, retain, ref.get(), cost, model, model_bytes, reference, caching, base,
+                 tp, dtype, optimizer, method, 0);
+}
+
+// The engine over `model` (built, `model_bytes` of it measured): its optimizer, one step's peak,
+// and the plan of the same layout; prints the table row.
+Status measure(Communicator& c, const Mesh& mesh, const ModelConfig& cfg, Strategy& strategy, const UnlearnConfig& u,
+               const std::vector<UnlearnRequest>& requests, const TokenDataset& retain, const Llama* ref, const Cost& cost,
+               Llama& model, double model_bytes, double reference, double caching, double base, int64_t tp,
+               const std::string& dtype, const std::string& optimizer, const std::string& method, int64_t lora_rank) {
+  const double before_model = anon() - model_bytes;
+  Unlearner engine(model, mesh, strategy, u, requests, &retain, nullptr, ref, 3);
   engine.add_cost(cost);
   const double optimizer_bytes = anon() - before_model - model_bytes;
   const double resident = rss() - base;
@@ -125,19 +155,22 @@ Status run(int64_t tp, const std::string& dtype, const std::string& optimizer, c
   in.seq_len = kSeq;
   in.micro_batch = kRowsPerRank;
   in.forwards = 2;
+  in.lora_rank = lora_rank;
   LETHE_ASSIGN_OR_RETURN(Plan plan, make_plan(in));
   const MemoryPlan& p = plan.memory;
   const double measured[] = {max_over_ranks(c, model_bytes), max_over_ranks(c, optimizer_bytes),
                              max_over_ranks(c, reference), max_over_ranks(c, step), max_over_ranks(c, total)};
-  // fp32 models get their gradients in the first backward: the step's part, as the plan has it.
-  const double planned_model = p.weights + (in.bf16 ? p.grads : 0);
+  // fp32 models (and LoRA adapters) get their gradients in the first backward: the step's part,
+  // as the plan has it.
+  const bool grads_in_step = !in.bf16 || lora_rank > 0;
+  const double planned_model = p.weights + (grads_in_step ? 0 : p.grads);
   const double planned_optimizer = p.master + p.moments + p.grad_buckets;
   const double planned_step =
-      std::max(std::max(p.activations, p.first_forward + p.held_grads) + p.logits, p.step_buffers) + (in.bf16 ? 0 : p.grads);
+      std::max(std::max(p.activations, p.first_forward + p.held_grads) + p.logits, p.step_buffers) + (grads_in_step ? p.grads : 0);
   const double planned[] = {planned_model, planned_optimizer, p.reference, planned_step, p.total()};
   if (c.rank() == 0) {
-    std::printf("| %lld×%lld | %s | %s | %s |", static_cast<long long>(tp), static_cast<long long>(mesh.dp_size()), dtype.c_str(),
-                optimizer.c_str(), method.c_str());
+    std::printf("| %lld×%lld | %s | %s | %s%s |", static_cast<long long>(tp), static_cast<long long>(mesh.dp_size()), dtype.c_str(),
+                optimizer.c_str(), method.c_str(), lora_rank > 0 ? " LoRA r16" : "");
     for (int i = 0; i < 5; ++i) {
       std::printf(" %.0f / %.0f |", measured[i] / 1e6, planned[i] / 1e6);
     }
@@ -149,11 +182,11 @@ Status run(int64_t tp, const std::string& dtype, const std::string& optimizer, c
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 5) {
-    std::fprintf(stderr, "usage: %s TP fp32|bf16 replicated|zero1|distributed graddiff|npo|kl\n", argv[0]);
+  if (argc != 5 && !(argc == 6 && std::string(argv[5]) == "lora")) {
+    std::fprintf(stderr, "usage: %s TP fp32|bf16 replicated|zero1|distributed graddiff|npo|kl [lora]\n", argv[0]);
     return 2;
   }
-  const Status s = run(std::atoll(argv[1]), argv[2], argv[3], argv[4]);
+  const Status s = run(std::atoll(argv[1]), argv[2], argv[3], argv[4], argc == 6);
   if (!s) std::fprintf(stderr, "error: %s\n", s.message().c_str());
   return s ? 0 : 1;
 }

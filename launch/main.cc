@@ -108,6 +108,8 @@ int main(int argc, char** argv) {
                                                         "(KL, ICU)");
   plan->add_option("--method", plan_flags.method, "an unlearning method: sets --reference from its use of the reference");
   plan->add_flag("--zero1", plan_flags.zero1, "(replaced by --optimizer zero1)");
+  plan->add_option("--lora-rank", pin.lora_rank, "LoRA adapters of this rank on a frozen base (default 0: full-parameter)");
+  plan->add_option("--lora-targets", pin.lora_targets, "projections with adapters (default: q k v o gate up down)");
   plan->add_flag("--fp32", fp32, "fp32 weights and compute (default: bf16 weights, fp32 master weights)");
   plan->add_flag("--no-checkpointing", no_ckpt, "keep every layer's activations");
   plan->add_flag("--explicit-attention", explicit_attention, "attention as LibTorch 1.13 runs it (softmax kept), not SDPA");

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <tuple>
 #include <vector>
 
 #include "runtime/mesh.h"
@@ -31,6 +32,34 @@ std::pair<double, double> local_params(const ModelConfig& m, int64_t tp) {
   return {total, largest};
 }
 
+// LoRA adapter parameters one tp rank holds, the largest of them, and the adapted projections'
+// input widths summed (per layer, as each rank sees them) for the activations (Note [LoRA under tp]).
+struct AdapterShape {
+  double params = 0, largest = 0, inputs = 0, count = 0;
+};
+AdapterShape adapter_shape(const PlanInput& in, int64_t tp) {
+  AdapterShape a;
+  if (in.lora_rank <= 0) return a;
+  const ModelConfig& m = in.model;
+  const double r = static_cast<double>(in.lora_rank), t = static_cast<double>(tp), D = m.hidden_size;
+  const double q = static_cast<double>(m.num_attention_heads * m.head_dim()), kv = static_cast<double>(m.num_key_value_heads * m.head_dim());
+  const double F = m.intermediate_size;
+  for (const std::string& target : in.lora_targets) {
+    // (in, out, row-parallel) of the projection
+    const auto [fan_in, fan_out, row] = target == "q"      ? std::make_tuple(D, q, false)
+                                        : target == "k" || target == "v" ? std::make_tuple(D, kv, false)
+                                        : target == "o"    ? std::make_tuple(q, D, true)
+                                        : target == "down" ? std::make_tuple(F, D, true)
+                                                           : std::make_tuple(D, F, false);  // gate, up
+    const double A = row ? r * fan_in / t : r * fan_in, B = row ? fan_out * r : fan_out / t * r;
+    a.params += (A + B) * static_cast<double>(m.num_hidden_layers);
+    a.largest = std::max({a.largest, A, B});
+    a.inputs += row ? fan_in / t : fan_in;
+    a.count += 1;
+  }
+  return a;
+}
+
 // Bytes saved for backward per token by one block (docs/plan.md, "Activations"): tensors autograd
 // keeps, read off runtime/model.cc and runtime/layers.cc; c = bytes of the compute dtype.
 double block_bytes_per_token(const PlanInput& in, int64_t tp, double c) {
@@ -47,7 +76,12 @@ double block_bytes_per_token(const PlanInput& in, int64_t tp, double c) {
   return norms + q + k + v + core + o + mlp;
 }
 
+// A LoRA run (docs/plan.md, "LoRA"): the frozen base in the compute dtype, and the fp32 adapters
+// with their gradients and moments as an fp32 run has them; no master copy, no reference.
+MemoryPlan lora_memory(const PlanInput& in, int64_t tp, int64_t dp);
+
 MemoryPlan memory(const PlanInput& in, int64_t tp, int64_t dp) {
+  if (in.lora_rank > 0) return lora_memory(in, tp, dp);
   const ModelConfig& m = in.model;
   const auto [psi, largest] = local_params(m, tp);
   const double c = in.bf16 ? 2 : 4, grad = in.bf16 && in.bf16_grads ? 2 : 4, ranks = static_cast<double>(dp);
@@ -103,6 +137,38 @@ MemoryPlan memory(const PlanInput& in, int64_t tp, int64_t dp) {
   return p;
 }
 
+MemoryPlan lora_memory(const PlanInput& in, int64_t tp, int64_t dp) {
+  PlanInput full = in;  // the activations and log-prob buffers of the same step at full parameters
+  full.lora_rank = 0;
+  full.reference = ReferenceUse::kNone;
+  const MemoryPlan base = memory(full, tp, dp);
+  const ModelConfig& m = in.model;
+  const double psi = local_params(m, tp).first, c = in.bf16 ? 2 : 4, ranks = static_cast<double>(dp);
+  const AdapterShape a = adapter_shape(in, tp);
+  const bool shard_moments = in.optimizer != "replicated" && dp > 1;
+  MemoryPlan p;
+  p.weights = c * psi + 4 * a.params;
+  p.grads = 4 * a.params;
+  p.grad_buckets = !shard_moments && dp > 1 ? 4 * a.params : 0;
+  p.moments = 8 * a.params / (shard_moments ? ranks : 1);
+  const double piece = shard_moments ? a.largest / ranks : a.largest;
+  p.step_buffers = shard_moments ? 4 * a.params * (2 + 1 / ranks) : std::max(16 * a.largest, 12 * piece);
+  // Per adapted projection and token: its (dropped-out) input for A's gradient, the dropout mask,
+  // and u = x Aᵀ for B's gradient, in the compute dtype.
+  const double rows = static_cast<double>(in.micro_batch), seq = static_cast<double>(in.seq_len);
+  const double tokens = rows * seq * static_cast<double>(in.forwards), L = m.num_hidden_layers;
+  const double per_token = c * a.inputs * (in.lora_dropout > 0 ? 2 : 1) + c * static_cast<double>(in.lora_rank) * a.count;
+  const double extra = tokens * per_token * (in.checkpointing ? 1 : L);
+  p.activations = base.activations + extra;
+  p.activations_no_ckpt = base.activations_no_ckpt + tokens * per_token * L;
+  p.first_forward = p.activations / static_cast<double>(in.forwards);
+  // The LM head is frozen: no weight gradient of it in backward.
+  const double v = static_cast<double>(m.vocab_size / tp), D = m.hidden_size;
+  p.logits = base.logits - (c + (in.bf16 ? 4 : 0)) * v * D;
+  if (in.reference == ReferenceUse::kResident) p.logits += rows * seq * 12 * v;
+  return p;
+}
+
 bool fits(const PlanInput& in, const MemoryPlan& p) { return p.total() <= in.usable * in.gpu_gb * 1e9; }
 
 const char* dtype_name(bool bf16) { return bf16 ? "bf16" : "fp32"; }
@@ -148,7 +214,15 @@ Result<Plan> make_plan(const PlanInput& in) {
                                      "peak > 0 TFLOP/s (got {})", in.mfu, in.peak_tflops));
   }
   LETHE_RETURN_IF_ERROR(check_model_for_tp(in.model, in.tp));
+  if (in.lora_rank < 0) return Status::error("plan: lora rank must be ≥ 0 (0: full-parameter)");
+  for (const std::string& t : in.lora_targets) {
+    const auto& valid = lora_target_names();
+    if (std::find(valid.begin(), valid.end(), t) == valid.end()) {
+      return Status::error("plan: LoRA target \"" + t + "\" is not a projection; valid: q, k, v, o, gate, up, down");
+    }
+  }
   Plan p;
+  p.adapter_params = static_cast<int64_t>(adapter_shape(in, 1).params);
   for (const ParamSpec& s : llama_param_specs(in.model)) {
     int64_t n = 1;
     for (int64_t d : s.global_shape) n *= d;
@@ -221,13 +295,21 @@ std::string format_plan(const PlanInput& in, const Plan& p) {
                    "reference {}, seq {} × {} row(s) × {} forward(s)\n\n",
                    in.tp, in.dp, in.tp * in.dp, static_cast<double>(p.params_per_gpu), dtype_name(in.bf16),
                    in.bf16 && in.bf16_grads ? "bf16" : "fp32", in.optimizer, ref, in.seq_len, in.micro_batch, in.forwards);
+  const bool lora = in.lora_rank > 0;
+  if (lora) {
+    s += fmt::format("LoRA: rank {} on {} projection(s) per layer, {:.3g} adapter parameters (fp32) trained; the base "
+                     "is frozen and is also the reference\n\n",
+                     in.lora_rank, in.lora_targets.size(), static_cast<double>(p.adapter_params));
+  }
   s += "| per GPU | GB |\n|---|---|\n";
-  s += fmt::format("| weights ({}) | {:.1f} |\n", dtype_name(in.bf16), m.weights / G);
-  s += fmt::format("| gradients ({}) | {:.1f} |\n", in.bf16 && in.bf16_grads ? "bf16" : "fp32", m.grads / G);
+  s += fmt::format("| weights ({}{}) | {:.1f} |\n", dtype_name(in.bf16), lora ? " base, frozen, and fp32 adapters" : "",
+                   m.weights / G);
+  s += fmt::format("| gradients ({}) | {:.1f} |\n", in.bf16 && in.bf16_grads && !lora ? "bf16" : "fp32", m.grads / G);
   if (m.grad_buckets > 0) s += fmt::format("| dp all-reduce buckets (fp32) | {:.1f} |\n", m.grad_buckets / G);
-  if (in.bf16) s += fmt::format("| master weights (fp32) | {:.1f} |\n", m.master / G);
+  if (in.bf16 && !lora) s += fmt::format("| master weights (fp32) | {:.1f} |\n", m.master / G);
   s += fmt::format("| AdamW moments (fp32) | {:.1f} |\n", m.moments / G);
-  s += fmt::format("| reference model ({}, {}) | {:.1f} |\n", dtype_name(in.bf16), ref, m.reference / G);
+  s += fmt::format("| reference model ({}) | {:.1f} |\n", lora ? "the base, adapters off" : fmt::format("{}, {}", dtype_name(in.bf16), ref),
+                   m.reference / G);
   s += fmt::format("| activations, checkpointing {} | {:.1f} |\n| (activations without checkpointing) | {:.1f} |\n",
                    in.checkpointing ? "on" : "off", m.activations / G, m.activations_no_ckpt / G);
   s += fmt::format("| log-prob buffers (fp32) | {:.1f} |\n", m.logits / G);

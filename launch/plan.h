@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "io/config.h"
@@ -37,6 +38,11 @@ struct PlanInput {
   int64_t micro_batch = 1;                 // rows per dp rank in each forward
   int64_t forwards = 2;                    // forwards before one backward: forget + retain (1: a training step)
   double bucket_mb = 25;                   // mesh.bucket_mb
+  // LoRA (unlearn.adapter = "lora"): rank > 0 freezes the base and trains fp32 adapters on the
+  // targets; the reference is the base itself (no memory).
+  int64_t lora_rank = 0;
+  std::vector<std::string> lora_targets = lora_target_names();
+  double lora_dropout = 0.05;
   double gpu_gb = 80;                      // memory per GPU (GB = 1e9 bytes)
   double usable = 0.9;                     // fraction of it a run may use (CUDA context, fragmentation)
   // Cost: tokens processed by unlearning (all cycles, forget + retain) and by a retrain.
@@ -68,6 +74,7 @@ struct MemoryPlan {
 
 struct Plan {
   int64_t params = 0, params_per_gpu = 0;
+  int64_t adapter_params = 0;  // LoRA: trained parameters in all (0: full-parameter)
   MemoryPlan memory;
   bool fits = false;
   std::optional<std::pair<int64_t, int64_t>> min_layout;  // (tp, dp) with the fewest GPUs that fits
