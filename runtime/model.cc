@@ -77,25 +77,20 @@ constexpr Projection kProjections[] = {{"q", "attn.wq", false},     {"k", "attn.
                                        {"o", "attn.wo", true},      {"gate", "mlp.w_gate", false},
                                        {"up", "mlp.w_up", false},   {"down", "mlp.w_down", true}};
 
-Lora& lora_of(Block& b, const std::string& target) {
-  if (target == "q") return b.wq.lora;
-  if (target == "k") return b.wk.lora;
-  if (target == "v") return b.wv.lora;
-  if (target == "o") return b.wo.lora;
-  if (target == "gate") return b.w_gate.lora;
-  if (target == "up") return b.w_up.lora;
+// A projection's weight and adapter in a block.
+struct Adapted {
+  at::Tensor* w;
+  Lora* lora;
+};
+Adapted projection(Block& b, const std::string& target) {
+  if (target == "q") return {&b.wq.w, &b.wq.lora};
+  if (target == "k") return {&b.wk.w, &b.wk.lora};
+  if (target == "v") return {&b.wv.w, &b.wv.lora};
+  if (target == "o") return {&b.wo.w, &b.wo.lora};
+  if (target == "gate") return {&b.w_gate.w, &b.w_gate.lora};
+  if (target == "up") return {&b.w_up.w, &b.w_up.lora};
   LETHE_CHECK_MSG(target == "down", "no projection " + target);
-  return b.w_down.lora;
-}
-
-const at::Tensor& weight_of(const Block& b, const std::string& target) {
-  if (target == "q") return b.wq.w;
-  if (target == "k") return b.wk.w;
-  if (target == "v") return b.wv.w;
-  if (target == "o") return b.wo.w;
-  if (target == "gate") return b.w_gate.w;
-  if (target == "up") return b.w_up.w;
-  return b.w_down.w;
+  return {&b.w_down.w, &b.w_down.lora};
 }
 
 bool targeted(const LoraOptions& o, const char* target) {
@@ -224,7 +219,7 @@ void Llama::bind() {
   for (Block& b : blocks_) {
     for (const Projection& p : kProjections) {
       if (adapters_.empty() || !targeted(lora_, p.target)) continue;
-      Lora& l = lora_of(b, p.target);
+      Lora& l = *projection(b, p.target).lora;
       l.a = adapters_[a].value;
       l.b = adapters_[a + 1].value;
       l.scale = lora_.alpha / static_cast<double>(lora_.rank);
@@ -276,10 +271,8 @@ void Llama::merge_adapters() {
   at::NoGradGuard no_grad;
   for (Block& b : blocks_) {
     for (const Projection& p : kProjections) {
-      const Lora& l = lora_of(b, p.target);
-      if (!l.on()) continue;
-      const at::Tensor& w = weight_of(b, p.target);
-      w.copy_(w.to(at::kFloat) + at::matmul(l.b, l.a) * l.scale);
+      const auto [w, l] = projection(b, p.target);
+      if (l->on()) w->copy_(w->to(at::kFloat) + at::matmul(l->b, l->a) * l->scale);
     }
   }
   adapters_.clear();

@@ -107,6 +107,37 @@ TEST(Plan, Llama2_70BGpuCountsPerMethodClass) {
   EXPECT_GT(p.memory.activations_no_ckpt, 80e9);
 }
 
+// LoRA: the adapters counted by hand (r 16 on all seven projections of Llama-2-70B: per layer
+// q and o 2 · 16 · 8192 · 2, k and v 16 · (8192 + 1024) · 2, gate, up and down 16 · (8192 + 28672)
+// · 3), the base frozen in bf16 and also the reference, and the fewest GPUs docs/plan.md states.
+TEST(Plan, LoraPlansTheFrozenBaseAndFitsSeventyBOnHalfANode) {
+  PlanInput in = input("llama-2-70b");
+  in.lora_rank = 16;
+  in.reference = ReferenceUse::kCached;
+  in.tp = 8;
+  auto p = make_plan(in);
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
+  EXPECT_EQ(p->adapter_params, 80 * (2 * 2 * 16 * 8192 + 2 * 16 * (8192 + 1024) + 3 * 16 * (8192 + 28672)));
+  EXPECT_EQ(p->memory.reference, 0);
+  EXPECT_EQ(p->memory.master, 0);
+  EXPECT_EQ(p->memory.held_grads, 0);
+  // Per GPU at tp 8: the column-parallel bases' A whole (5 · 16 · 8192), their B ÷ 8 (16 · (8192 + 2 · 1024 +
+  // 2 · 28672) / 8); o and down: A ÷ 8 (16 · (8192 + 28672) / 8), B whole (2 · 8192 · 16).
+  const double local = 80.0 * (5 * 16 * 8192 + 16 * (8192 + 2 * 1024 + 2 * 28672) / 8 + 16 * (8192 + 28672) / 8 + 2 * 8192 * 16);
+  EXPECT_DOUBLE_EQ(p->memory.weights, 2.0 * static_cast<double>(p->params_per_gpu) + 4.0 * local);
+  EXPECT_DOUBLE_EQ(p->memory.moments, 8.0 * local);
+  ASSERT_TRUE(p->min_layout.has_value());
+  EXPECT_EQ(p->min_layout->first * p->min_layout->second, 4);
+  in = input("llama-3-8b");
+  in.lora_rank = 16;
+  in.reference = ReferenceUse::kResident;
+  p = make_plan(in);
+  ASSERT_TRUE(p.is_ok());
+  EXPECT_EQ(p->min_layout->first * p->min_layout->second, 1);
+  in.lora_targets = {"q", "qkv"};
+  EXPECT_NE(make_plan(in).status().message().find("\"qkv\" is not a projection"), std::string::npos);
+}
+
 TEST(Plan, RetrainProjectionMatchesThePublishedLlama2Cost) {
   // Llama-2 pretraining on 2T tokens: 184,320 A100-hours for 7B and 1,720,320 for 70B
   // (REFERENCE.md). At an A100's 312 TFLOP/s and the 43 % MFU typical of such runs the projection
