@@ -359,15 +359,32 @@ std::vector<at::Tensor> values(const std::vector<Param>& params) {
   return v;
 }
 
-// A LoRA run's checkpoint must hold adapters trained on the same base (the same checksum); a full
-// run's must hold full weights.
-Status check_base(const H5File& f, const CheckpointMeta& expect) {
+// Whether adapters of `a` can be loaded as adapters of `b`: the same rank, scale and projections.
+bool same_adapters(const LoraOptions& a, const LoraOptions& b) {
+  return a.rank == b.rank && a.alpha == b.alpha &&
+         std::set<std::string>(a.targets.begin(), a.targets.end()) == std::set<std::string>(b.targets.begin(), b.targets.end());
+}
+
+std::string describe(const LoraOptions& l) {
+  std::string t;
+  for (const std::string& x : l.targets) t += (t.empty() ? "" : ", ") + x;
+  return fmt::format("rank {}, alpha {:g} on {}", l.rank, l.alpha, t);
+}
+
+// A LoRA run's checkpoint must hold its kind of adapters, trained on the same base (the same
+// checksum); a full run's must hold full weights.
+Status check_base(const H5File& f, const CheckpointMeta& expect, const Llama& model) {
   auto kind = f.attr_string("adapter");
   if (expect.base.empty()) {
     if (kind) return Status::error(f.path() + ": holds LoRA adapters; this run trains every weight (unlearn.adapter = \"none\")");
     return Status::ok();
   }
   if (!kind) return Status::error(f.path() + ": holds full weights, not adapters; this run trains LoRA adapters");
+  LETHE_ASSIGN_OR_RETURN(std::optional<AdapterSource> saved, read_adapter_source(f.path()));
+  if (!same_adapters(saved->lora, model.lora())) {
+    return Status::error(f.path() + ": adapters of " + describe(saved->lora) + ", this run's are " + describe(model.lora()) +
+                         " (unlearn.lora_rank, lora_alpha, lora_targets)");
+  }
   LETHE_ASSIGN_OR_RETURN(int64_t sum, f.attr_int("base_checksum"));
   auto base = f.attr_string("base");
   if (static_cast<uint64_t>(sum) != expect.base_checksum) {
@@ -417,11 +434,8 @@ Status load_adapters(const std::string& path, const AdapterSource& src, Llama& m
   const bool merge = model.adapters().empty();
   if (merge) {
     model.add_lora(src.lora);
-  } else if (model.lora().rank != src.lora.rank ||
-             std::set<std::string>(model.lora().targets.begin(), model.lora().targets.end()) !=
-                 std::set<std::string>(src.lora.targets.begin(), src.lora.targets.end())) {
-    return Status::error(path + ": adapters of rank " + std::to_string(src.lora.rank) + " on other projections than " +
-                         "this run's (unlearn.lora_rank = " + std::to_string(model.lora().rank) + ", unlearn.lora_targets)");
+  } else if (!same_adapters(src.lora, model.lora())) {
+    return Status::error(path + ": adapters of " + describe(src.lora) + ", the model's are " + describe(model.lora()));
   }
   if (is_peft_dir(path)) {
     LETHE_RETURN_IF_ERROR(load_peft_adapters(path, model));
@@ -531,7 +545,7 @@ Status load_checkpoint(const std::string& path, Checkpointable& t, const Checkpo
   // Every rank reads and verifies its own regions; all must succeed before anything changes.
   Status read = [&]() -> Status {
     LETHE_ASSIGN_OR_RETURN(H5File f, open_checkpoint(path));
-    LETHE_RETURN_IF_ERROR(check_base(f, expect));
+    LETHE_RETURN_IF_ERROR(check_base(f, expect, t.model()));
     for (const auto& [name, sum] : expect.data_checksums) {
       auto stored = f.read_tensor("data/" + name);
       if (stored && static_cast<uint64_t>(stored->item<int64_t>()) != sum) {

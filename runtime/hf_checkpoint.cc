@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <charconv>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -199,10 +200,6 @@ Status export_hf(const Llama& model, const std::string& dir, int64_t shard_bytes
   return write_file_atomic(dir + "/config.json", hf_config_json(model.config(), torch_dtype));
 }
 
-}  // namespace lethe
-
-namespace lethe {
-
 bool is_peft_dir(const std::string& path) {
   return fs::is_directory(path) && fs::exists(path + "/adapter_config.json") &&
          fs::exists(path + "/adapter_model.safetensors");
@@ -246,7 +243,12 @@ Result<AdapterSource> read_peft_source(const std::string& dir) {
   if (!src.base.empty() && src.base[0] != '/') src.base = (fs::path(dir) / src.base).lexically_normal().string();
   LETHE_ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::open(dir + "/adapter_model.safetensors"));
   auto sum = f.metadata().find("lethe_base_checksum");
-  if (sum != f.metadata().end()) src.base_checksum = std::stoull(sum->second);
+  if (sum != f.metadata().end()) {
+    const std::string& v = sum->second;
+    if (std::from_chars(v.data(), v.data() + v.size(), src.base_checksum).ec != std::errc()) {
+      return Status::error(f.path() + ": metadata lethe_base_checksum \"" + v + "\" is not a number");
+    }
+  }
   return src;
 }
 

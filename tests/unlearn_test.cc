@@ -311,6 +311,12 @@ TEST_F(Unlearning, LoraExportsMergedWeightsAndPeftFoldersThatReloadToTheSameLogi
   Status shape = load_weights(peft, plain, mesh);
   EXPECT_NE(shape.message().find("lora_A.weight has shape [4, " + std::to_string(D) + "], the base model expects [8, "),
             std::string::npos) << shape.message();
+  // Adapters of another scale than the model's are refused, not applied with the wrong α / r.
+  Llama other_alpha(cfg.model, mesh, 1, frozen);
+  other_alpha.add_lora({4, 8.0, {"q", "v", "down"}, 0.0});
+  Status alpha = load_weights(ckpt, other_alpha, mesh);
+  EXPECT_NE(alpha.message().find("adapters of rank 4, alpha 32 on q, v, down, the model's are rank 4, alpha 8"),
+            std::string::npos) << alpha.message();
   // Config: a target that does not exist, a rank of 0.
   auto bad_target = parse_config(to_toml(cfg), "lora-test", {"unlearn.lora_targets=[\"q\", \"qkv\"]"});
   ASSERT_FALSE(bad_target.is_ok());
