@@ -154,13 +154,18 @@ MemoryPlan lora_memory(const PlanInput& in, int64_t tp, int64_t dp) {
   const double piece = shard_moments ? a.largest / ranks : a.largest;
   p.step_buffers = shard_moments ? 4 * a.params * (2 + 1 / ranks) : std::max(16 * a.largest, 12 * piece);
   // Per adapted projection and token: its (dropped-out) input for A's gradient, the dropout mask,
-  // and u = x Aᵀ for B's gradient, in the compute dtype.
+  // and u = x Aᵀ for B's gradient, in the compute dtype; per block, less what the frozen base
+  // does not save.
   const double rows = static_cast<double>(in.micro_batch), seq = static_cast<double>(in.seq_len);
   const double tokens = rows * seq * static_cast<double>(in.forwards), L = m.num_hidden_layers;
   const double per_token = c * a.inputs * (in.lora_dropout > 0 ? 2 : 1) + c * static_cast<double>(in.lora_rank) * a.count;
-  const double extra = tokens * per_token * (in.checkpointing ? 1 : L);
-  p.activations = base.activations + extra;
-  p.activations_no_ckpt = base.activations_no_ckpt + tokens * per_token * L;
+  // What the frozen base no longer saves: the inputs of its linear layers and the normalised
+  // (fp32) inputs of its norm weights, kept only for their weights' gradients.
+  const double h_d = static_cast<double>(m.num_attention_heads / tp * m.head_dim()), f = static_cast<double>(m.intermediate_size / tp);
+  const double frozen = c * (2 * m.hidden_size + h_d + f) + 2 * 4.0 * m.hidden_size;
+  const double delta = per_token - frozen;
+  p.activations = base.activations + tokens * delta * (in.checkpointing ? 1 : L);
+  p.activations_no_ckpt = base.activations_no_ckpt + tokens * delta * L;
   p.first_forward = p.activations / static_cast<double>(in.forwards);
   // The LM head is frozen: no weight gradient of it in backward.
   const double v = static_cast<double>(m.vocab_size / tp), D = m.hidden_size;
