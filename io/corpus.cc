@@ -253,7 +253,13 @@ Status read_docs(const std::string& path, Split split, Corpus& c, std::set<std::
     LETHE_ASSIGN_OR_RETURN(std::string text, string_key(j, "text", at));
     if (!ids.insert(id).second) return Status::error(at + ": duplicate id \"" + id + "\"");
     if (text.empty()) return Status::error(at + ": empty \"text\" for id \"" + id + "\"");
-    c.docs.push_back({id, id, split, std::move(text)});
+    // "group" (optional): the person or source the document belongs to, as write_corpus writes it;
+    // forget_ids and sequential requests go by it. Without it a document is its own group.
+    std::string group = id;
+    if (j.contains("group")) {
+      LETHE_ASSIGN_OR_RETURN(group, string_key(j, "group", at));
+    }
+    c.docs.push_back({id, group, split, std::move(text)});
     return Status::ok();
   });
 }

@@ -123,6 +123,49 @@ TEST(Corpus, JsonlImportAndErrors) {
   EXPECT_NE(missing.status().message().find("missing.jsonl: cannot open"), std::string::npos);
 }
 
+// A run's written corpus re-imported as JSONL keeps each document's person (`group`): forget_ids
+// names a person, and every one of that person's passages moves to the forget set.
+TEST(Corpus, WrittenCorpusReimportsWithItsGroups) {
+  CorpusConfig gen;
+  gen.people = 30;
+  const Corpus original = generate_corpus(gen);
+  const std::string dir = test::scratch_dir("reimport");
+  ASSERT_TRUE(write_corpus(original, dir).is_ok());
+  CorpusConfig cfg;
+  cfg.source = "jsonl";
+  cfg.retain_file = "retain.jsonl";
+  cfg.forget_file = "forget.jsonl";
+  cfg.holdout_file = "holdout.jsonl";
+  std::string person;
+  for (const Document& d : original.docs) {
+    if (d.split == Split::kRetain) person = d.group;
+  }
+  cfg.forget_ids = {person};
+  auto c = load_corpus(cfg, dir);
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  ASSERT_EQ(c->docs.size(), original.docs.size());
+  size_t moved = 0, of_person = 0;
+  for (size_t i = 0; i < c->docs.size(); ++i) {
+    const Document& d = c->docs[i];
+    const auto same = std::find_if(original.docs.begin(), original.docs.end(), [&](const Document& o) { return o.id == d.id; });
+    ASSERT_NE(same, original.docs.end()) << d.id;
+    EXPECT_EQ(d.group, same->group) << d.id;
+    if (d.group == person) {
+      ++of_person;
+      moved += d.split == Split::kForget;
+    }
+  }
+  EXPECT_EQ(of_person, static_cast<size_t>(gen.passages_per_person));
+  EXPECT_EQ(moved, of_person);  // all of the person's passages, not one document
+  std::ofstream(dir + "/bad-group.jsonl") << R"({"id": "r1", "text": "ok", "group": 7})" "\n";
+  cfg.retain_file = "bad-group.jsonl";
+  cfg.forget_ids.clear();
+  auto bad = load_corpus(cfg, dir);
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("bad-group.jsonl:1: expected a string \"group\""), std::string::npos)
+      << bad.status().message();
+}
+
 class TokenizerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
