@@ -44,11 +44,6 @@ double max_over_ranks(Communicator& c, double x) {
   return t.item<double>();
 }
 
-Status measure(Communicator& c, const Mesh& mesh, const ModelConfig& cfg, Strategy& strategy, const UnlearnConfig& u,
-               const std::vector<UnlearnRequest>& requests, const TokenDataset& retain, const Llama* ref, const Cost& cost,
-               Llama& model, double model_bytes, double reference, double caching, double base, int64_t tp,
-               const std::string& dtype, const std::string& optimizer, const std::string& method, int64_t lora_rank);
-
 Status run(int64_t tp, const std::string& dtype, const std::string& optimizer, const std::string& method, bool lora) {
   LETHE_ASSIGN_OR_RETURN(World world, init_world(600));
   Communicator& c = *world.comm;
@@ -94,43 +89,34 @@ Status run(int64_t tp, const std::string& dtype, const std::string& optimizer, c
   std::unique_ptr<Llama> ref;
   Cost cost;
   const LoraOptions adapters{16, 32.0, lora_target_names(), 0.05};
-  if (lora) {  // the model first; its base is the reference
-    const double before_model = anon();
-    Llama model(cfg, mesh, 2, ModelOptions{weights, true, false});
-    model.add_lora(adapters);
-    const double model_bytes = anon() - before_model;
-    if (strategy->needs_reference()) ref = model.base_view();
-    reference = anon() - before_model - model_bytes;
+  const int64_t lora_rank = lora ? adapters.rank : 0;
+  std::unique_ptr<Llama> model;
+  double model_bytes = 0;
+  if (lora) {  // the model first; its base is the reference (a view)
+    const double before = anon();
+    model = std::make_unique<Llama>(cfg, mesh, 2, ModelOptions{weights, true, false});
+    model->add_lora(adapters);
+    model_bytes = anon() - before;
+    if (strategy->needs_reference()) ref = model->base_view();
+    reference = anon() - before - model_bytes;
     LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, requests, ref.get(), cost));
-    if (!strategy->keeps_reference()) ref.reset();
-    return measure(c, mesh, cfg, *strategy, u, requests, retain, ref.get(), cost, model, model_bytes, reference, 0, base,
-                   tp, dtype, optimizer, method, adapters.rank);
-  }
-  if (strategy->needs_reference()) {
+  } else if (strategy->needs_reference()) {
     const double before = anon();
     ref = std::make_unique<Llama>(cfg, mesh, 1, ModelOptions{weights, true, /*trainable=*/false});
     reference = anon() - before;
     LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, requests, ref.get(), cost));
     caching = host_memory_gb("VmHWM") * 1e9 - base;
-    if (!strategy->keeps_reference()) ref.reset();
   }
-  const double before_model = anon();
-  Llama model(cfg, mesh, 2, ModelOptions{weights, true, true});
-  const double model_bytes = anon() - before_model;
-  return measure(c, mesh, cfg, *strategy, u, requests, retain, ref.get(), cost, model, model_bytes, reference, caching, base,
-                 tp, dtype, optimizer, method, 0);
-}
-
-// The engine over `model` (built, `model_bytes` of it measured): its optimizer, one step's peak,
-// and the plan of the same layout; prints the table row.
-Status measure(Communicator& c, const Mesh& mesh, const ModelConfig& cfg, Strategy& strategy, const UnlearnConfig& u,
-               const std::vector<UnlearnRequest>& requests, const TokenDataset& retain, const Llama* ref, const Cost& cost,
-               Llama& model, double model_bytes, double reference, double caching, double base, int64_t tp,
-               const std::string& dtype, const std::string& optimizer, const std::string& method, int64_t lora_rank) {
-  const double before_model = anon() - model_bytes;
-  Unlearner engine(model, mesh, strategy, u, requests, &retain, nullptr, ref, 3);
+  if (!strategy->keeps_reference()) ref.reset();
+  if (!lora) {
+    const double before = anon();
+    model = std::make_unique<Llama>(cfg, mesh, 2, ModelOptions{weights, true, true});
+    model_bytes = anon() - before;
+  }
+  const double before_engine = anon();
+  Unlearner engine(*model, mesh, *strategy, u, requests, &retain, nullptr, ref.get(), 3);
   engine.add_cost(cost);
-  const double optimizer_bytes = anon() - before_model - model_bytes;
+  const double optimizer_bytes = anon() - before_engine;
   const double resident = rss() - base;
   // The step's peak above the resident state: the second step, once the first has allocated and
   // freed whatever a first step allocates once.

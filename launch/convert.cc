@@ -52,7 +52,7 @@ Status run_convert_from_hf(RunConfig cfg, const std::string& hf_dir, const std::
   auto model = ex->new_model(Experiment::Use::kTrainLoaded);  // checkpointed with a fresh optimizer
   LETHE_RETURN_IF_ERROR(load_hf_weights(hf_dir, *model));
   WeightsOnly w(*model, *ex->mesh);
-  LETHE_ASSIGN_OR_RETURN(std::string path, save_checkpoint(out_dir, w, CheckpointMeta{"hf-import", to_toml(cfg), {}}, 1));
+  LETHE_ASSIGN_OR_RETURN(std::string path, save_checkpoint(out_dir, w, CheckpointMeta{"hf-import", to_toml(cfg), {}, "", 0}, 1));
   if (has_tokenizer && ex->mesh->world().rank() == 0) {
     std::error_code ec;
     std::filesystem::copy_file(tokenizer, cfg.tokenizer.model, std::filesystem::copy_options::overwrite_existing, ec);

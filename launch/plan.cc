@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <tuple>
 #include <vector>
 
 #include "runtime/mesh.h"
@@ -32,30 +31,25 @@ std::pair<double, double> local_params(const ModelConfig& m, int64_t tp) {
   return {total, largest};
 }
 
-// LoRA adapter parameters one tp rank holds, the largest of them, and the adapted projections'
-// input widths summed (per layer, as each rank sees them) for the activations (Note [LoRA under tp]).
+// LoRA adapter parameters one tp rank holds (lora_param_specs, tp-split ones ÷ tp), the largest of
+// them, and, per layer, the adapted projections' input widths as each rank sees them and their count
+// (for the activations; Note [LoRA under tp]).
 struct AdapterShape {
   double params = 0, largest = 0, inputs = 0, count = 0;
 };
 AdapterShape adapter_shape(const PlanInput& in, int64_t tp) {
   AdapterShape a;
   if (in.lora_rank <= 0) return a;
-  const ModelConfig& m = in.model;
-  const double r = static_cast<double>(in.lora_rank), t = static_cast<double>(tp), D = m.hidden_size;
-  const double q = static_cast<double>(m.num_attention_heads * m.head_dim()), kv = static_cast<double>(m.num_key_value_heads * m.head_dim());
-  const double F = m.intermediate_size;
-  for (const std::string& target : in.lora_targets) {
-    // (in, out, row-parallel) of the projection
-    const auto [fan_in, fan_out, row] = target == "q"      ? std::make_tuple(D, q, false)
-                                        : target == "k" || target == "v" ? std::make_tuple(D, kv, false)
-                                        : target == "o"    ? std::make_tuple(q, D, true)
-                                        : target == "down" ? std::make_tuple(F, D, true)
-                                                           : std::make_tuple(D, F, false);  // gate, up
-    const double A = row ? r * fan_in / t : r * fan_in, B = row ? fan_out * r : fan_out / t * r;
-    a.params += (A + B) * static_cast<double>(m.num_hidden_layers);
-    a.largest = std::max({a.largest, A, B});
-    a.inputs += row ? fan_in / t : fan_in;
-    a.count += 1;
+  const double t = static_cast<double>(tp), L = static_cast<double>(in.model.num_hidden_layers);
+  for (const ParamSpec& s : lora_param_specs(in.model, {in.lora_rank, 1.0, in.lora_targets, 0.0})) {
+    double n = static_cast<double>(s.global_shape[0] * s.global_shape[1]);
+    if (s.split_dim >= 0) n /= t;
+    a.params += n;
+    a.largest = std::max(a.largest, n);
+    if (s.name.compare(s.name.size() - 6, 6, "lora_a") == 0) {  // A's input is the projection's
+      a.inputs += static_cast<double>(s.global_shape[1]) / (s.split_dim == 1 ? t : 1.0) / L;
+      a.count += 1 / L;
+    }
   }
   return a;
 }

@@ -47,7 +47,7 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
   Trainer trainer(*model, mesh, cfg.train, train, static_cast<uint64_t>(cfg.run.seed));
   fs::create_directories(dir);
   std::ofstream(report_path(dir + "/config.toml")) << to_toml(cfg);
-  const CheckpointMeta meta{phase, to_toml(cfg), {{"train", train.checksum()}}};
+  const CheckpointMeta meta{phase, to_toml(cfg), {{"train", train.checksum()}}, "", 0};
   if (opts.resume) {
     LETHE_ASSIGN_OR_RETURN(std::string from, resume_latest(ckpt_dir, trainer, meta));
     log().info("resumed {} from {} at step {}", phase, from, trainer.steps_taken());

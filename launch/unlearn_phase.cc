@@ -118,7 +118,7 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   }
   LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, make_strategy(method, cfg.unlearn));
   const bool resuming = opts.resume && !list_checkpoints(ckpt_dir).empty();
-  CheckpointMeta meta{"unlearn-" + method, to_toml(cfg), {}};
+  CheckpointMeta meta{"unlearn-" + method, to_toml(cfg), {}, "", 0};
   std::unique_ptr<Llama> model, reference;
   Cost caching;
   if (cfg.unlearn.adapter == "lora") {

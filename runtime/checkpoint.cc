@@ -359,6 +359,29 @@ std::vector<at::Tensor> values(const std::vector<Param>& params) {
   return v;
 }
 
+// The adapter attributes of an open checkpoint, or nullopt for one of full weights.
+Result<std::optional<AdapterSource>> adapter_source_of(const H5File& f) {
+  auto kind = f.attr_string("adapter");
+  if (!kind) return std::optional<AdapterSource>();
+  if (*kind != "lora") return Status::error(f.path() + ": adapter \"" + *kind + "\": this build reads \"lora\"");
+  AdapterSource src;
+  LETHE_ASSIGN_OR_RETURN(src.lora.rank, f.attr_int("lora_rank"));
+  LETHE_ASSIGN_OR_RETURN(std::string alpha, f.attr_string("lora_alpha"));
+  LETHE_ASSIGN_OR_RETURN(std::string dropout, f.attr_string("lora_dropout"));
+  LETHE_ASSIGN_OR_RETURN(std::string targets, f.attr_string("lora_targets"));
+  LETHE_ASSIGN_OR_RETURN(src.base, f.attr_string("base"));
+  LETHE_ASSIGN_OR_RETURN(int64_t sum, f.attr_int("base_checksum"));
+  src.lora.alpha = std::stod(alpha);
+  src.lora.dropout = std::stod(dropout);
+  for (size_t at = 0; at <= targets.size();) {
+    const size_t comma = std::min(targets.find(',', at), targets.size());
+    src.lora.targets.push_back(targets.substr(at, comma - at));
+    at = comma + 1;
+  }
+  src.base_checksum = static_cast<uint64_t>(sum);
+  return std::optional<AdapterSource>(src);
+}
+
 // Whether adapters of `a` can be loaded as adapters of `b`: the same rank, scale and projections.
 bool same_adapters(const LoraOptions& a, const LoraOptions& b) {
   return a.rank == b.rank && a.alpha == b.alpha &&
@@ -374,49 +397,22 @@ std::string describe(const LoraOptions& l) {
 // A LoRA run's checkpoint must hold its kind of adapters, trained on the same base (the same
 // checksum); a full run's must hold full weights.
 Status check_base(const H5File& f, const CheckpointMeta& expect, const Llama& model) {
-  auto kind = f.attr_string("adapter");
+  LETHE_ASSIGN_OR_RETURN(std::optional<AdapterSource> saved, adapter_source_of(f));
   if (expect.base.empty()) {
-    if (kind) return Status::error(f.path() + ": holds LoRA adapters; this run trains every weight (unlearn.adapter = \"none\")");
+    if (saved) return Status::error(f.path() + ": holds LoRA adapters; this run trains every weight (unlearn.adapter = \"none\")");
     return Status::ok();
   }
-  if (!kind) return Status::error(f.path() + ": holds full weights, not adapters; this run trains LoRA adapters");
-  LETHE_ASSIGN_OR_RETURN(std::optional<AdapterSource> saved, read_adapter_source(f.path()));
+  if (!saved) return Status::error(f.path() + ": holds full weights, not adapters; this run trains LoRA adapters");
   if (!same_adapters(saved->lora, model.lora())) {
     return Status::error(f.path() + ": adapters of " + describe(saved->lora) + ", this run's are " + describe(model.lora()) +
                          " (unlearn.lora_rank, lora_alpha, lora_targets)");
   }
-  LETHE_ASSIGN_OR_RETURN(int64_t sum, f.attr_int("base_checksum"));
-  auto base = f.attr_string("base");
-  if (static_cast<uint64_t>(sum) != expect.base_checksum) {
-    return Status::error(f.path() + ": its adapters were trained on base " + (base ? *base : "?") + " (checksum " +
-                         std::to_string(static_cast<uint64_t>(sum)) + "), but this run's base " + expect.base +
+  if (saved->base_checksum != expect.base_checksum) {
+    return Status::error(f.path() + ": its adapters were trained on base " + saved->base + " (checksum " +
+                         std::to_string(saved->base_checksum) + "), but this run's base " + expect.base +
                          " has checksum " + std::to_string(expect.base_checksum) + ": the base changed");
   }
   return Status::ok();
-}
-
-// xxh3 of a Hugging Face folder's config.json and safetensors files, in name order, streamed.
-Result<uint64_t> hf_files_checksum(const std::string& dir) {
-  std::vector<std::string> files = {dir + "/config.json"};
-  std::vector<std::string> tensors;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    if (e.path().extension() == ".safetensors") tensors.push_back(e.path().string());
-  }
-  std::sort(tensors.begin(), tensors.end());
-  files.insert(files.end(), tensors.begin(), tensors.end());
-  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st(XXH3_createState(), XXH3_freeState);
-  XXH3_64bits_reset(st.get());
-  std::vector<char> buf(16 << 20);
-  for (const std::string& file : files) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) return Status::error(file + ": cannot open to checksum the base");
-    while (in) {
-      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-      XXH3_64bits_update(st.get(), buf.data(), static_cast<size_t>(in.gcount()));
-    }
-    if (in.bad()) return Status::error(file + ": read error while checksumming the base");
-  }
-  return static_cast<uint64_t>(XXH3_64bits_digest(st.get()));
 }
 
 Status load_adapters(const std::string& path, const AdapterSource& src, Llama& model, const Mesh& mesh) {
@@ -583,32 +579,14 @@ Result<std::optional<AdapterSource>> read_adapter_source(const std::string& path
   }
   if (fs::is_directory(path) || !fs::exists(path)) return std::optional<AdapterSource>();
   LETHE_ASSIGN_OR_RETURN(H5File f, open_checkpoint(path));
-  auto kind = f.attr_string("adapter");
-  if (!kind) return std::optional<AdapterSource>();
-  if (*kind != "lora") return Status::error(path + ": adapter \"" + *kind + "\": this build reads \"lora\"");
-  AdapterSource src;
-  LETHE_ASSIGN_OR_RETURN(src.lora.rank, f.attr_int("lora_rank"));
-  LETHE_ASSIGN_OR_RETURN(std::string alpha, f.attr_string("lora_alpha"));
-  LETHE_ASSIGN_OR_RETURN(std::string dropout, f.attr_string("lora_dropout"));
-  LETHE_ASSIGN_OR_RETURN(std::string targets, f.attr_string("lora_targets"));
-  LETHE_ASSIGN_OR_RETURN(src.base, f.attr_string("base"));
-  LETHE_ASSIGN_OR_RETURN(int64_t sum, f.attr_int("base_checksum"));
-  src.lora.alpha = std::stod(alpha);
-  src.lora.dropout = std::stod(dropout);
-  for (size_t at = 0; at <= targets.size();) {
-    const size_t comma = std::min(targets.find(',', at), targets.size());
-    src.lora.targets.push_back(targets.substr(at, comma - at));
-    at = comma + 1;
-  }
-  src.base_checksum = static_cast<uint64_t>(sum);
-  return std::optional<AdapterSource>(src);
+  return adapter_source_of(f);
 }
 
 Result<uint64_t> weights_checksum(const std::string& path, Communicator& world) {
   if (!is_hf_dir(path)) {  // a Lethe checkpoint: its stored checksums, read by every rank
     LETHE_ASSIGN_OR_RETURN(H5File f, open_checkpoint(path));
     std::vector<uint64_t> sums;
-    for (const std::string& group : {"model", "optim/master"}) {
+    for (const std::string group : {"model", "optim/master"}) {
       if (!f.exists(group)) continue;
       for (const std::string& n : f.list(group)) {
         LETHE_ASSIGN_OR_RETURN(uint64_t x, f.stored_checksum(group + "/" + n));
@@ -618,7 +596,7 @@ Result<uint64_t> weights_checksum(const std::string& path, Communicator& world) 
     return static_cast<uint64_t>(XXH3_64bits(sums.data(), sums.size() * sizeof(uint64_t)));
   }
   Result<uint64_t> mine = uint64_t{0};
-  if (world.rank() == 0) mine = hf_files_checksum(path);
+  if (world.rank() == 0) mine = hf_checksum(path);
   at::Tensor shared = at::zeros({2}, at::kLong);  // {failed on rank 0, checksum}
   if (world.rank() == 0) {
     shared[0] = mine ? 0 : 1;

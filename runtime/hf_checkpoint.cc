@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
@@ -9,6 +10,7 @@
 #include <map>
 #include <optional>
 #include <nlohmann/json.hpp>
+#include <xxhash.h>
 
 #include "base/check.h"
 #include "io/safetensors.h"
@@ -198,6 +200,29 @@ Status export_hf(const Llama& model, const std::string& dir, int64_t shard_bytes
   const json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
   LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/model.safetensors.index.json", index.dump(2) + "\n"));
   return write_file_atomic(dir + "/config.json", hf_config_json(model.config(), torch_dtype));
+}
+
+Result<uint64_t> hf_checksum(const std::string& dir) {
+  std::vector<std::string> files = {dir + "/config.json"};
+  std::vector<std::string> tensors;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() == ".safetensors") tensors.push_back(e.path().string());
+  }
+  std::sort(tensors.begin(), tensors.end());
+  files.insert(files.end(), tensors.begin(), tensors.end());
+  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st(XXH3_createState(), XXH3_freeState);
+  XXH3_64bits_reset(st.get());
+  std::vector<char> buf(16 << 20);
+  for (const std::string& file : files) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) return Status::error(file + ": cannot open to checksum the base");
+    while (in) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      XXH3_64bits_update(st.get(), buf.data(), static_cast<size_t>(in.gcount()));
+    }
+    if (in.bad()) return Status::error(file + ": read error while checksumming the base");
+  }
+  return static_cast<uint64_t>(XXH3_64bits_digest(st.get()));
 }
 
 bool is_peft_dir(const std::string& path) {

@@ -23,6 +23,10 @@ std::string hf_name(const std::string& lethe_name);
 // A folder holding config.json and model.safetensors or model.safetensors.index.json.
 bool is_hf_dir(const std::string& path);
 
+// xxh3 of a Hugging Face folder's config.json and every *.safetensors file in name order, streamed
+// (one read of the files): what weights_checksum gives a Hugging Face base.
+Result<uint64_t> hf_checksum(const std::string& dir);
+
 // Loads every parameter of `model` from a Hugging Face folder; each rank maps the files and reads
 // only its tensor-parallel slice of each tensor. The folder's shapes must match the model's (the
 // error names the tensor and the file). Collective over nothing: every rank reads for itself.

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <optional>
 
 #include "base/check.h"
@@ -234,28 +235,38 @@ LoraOptions lora_options(const UnlearnConfig& cfg) {
   return {cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.lora_dropout};
 }
 
-void Llama::add_lora(const LoraOptions& opts) {
-  LETHE_CHECK_MSG(adapters_.empty(), "the model has adapters already");
-  lora_ = opts;
+std::vector<ParamSpec> lora_param_specs(const ModelConfig& cfg, const LoraOptions& opts) {
+  std::map<std::string, ParamSpec> base;
+  for (ParamSpec& p : llama_param_specs(cfg)) base[p.name] = p;
   const int64_t r = opts.rank;
-  const auto fp32 = at::TensorOptions(mesh_->device()).dtype(at::kFloat);
-  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+  std::vector<ParamSpec> out;
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     for (const Projection& p : kProjections) {
       if (!targeted(opts, p.target)) continue;
       const std::string name = "layers." + std::to_string(l) + "." + p.name;
-      const Param& base = *std::find_if(params_.begin(), params_.end(), [&](const Param& q) { return q.name == name; });
-      const int64_t out = base.global_shape[0], in = base.global_shape[1];
-      // Column-parallel base: A [r, in] replicated, B [out, r] split like the output; row-parallel:
-      // A split like the input, B replicated (Note [LoRA under tp]).
-      ParamSpec a{name + ".lora_a", {r, in}, p.row ? 1 : -1}, b{name + ".lora_b", {out, r}, p.row ? -1 : 0};
-      at::Tensor av = init_shard(a.name, a.global_shape, a.split_dim, 1.0 / std::sqrt(3.0 * static_cast<double>(in)),
-                                 seed_, mesh_->tp()).to(fp32);
-      std::vector<int64_t> b_local = b.global_shape;
-      if (b.split_dim >= 0) b_local[0] /= mesh_->tp_size();
-      at::Tensor bv = at::zeros(b_local, fp32);
-      adapters_.push_back(Param{a.name, av.set_requires_grad(true), a.global_shape, a.split_dim, true});
-      adapters_.push_back(Param{b.name, bv.set_requires_grad(true), b.global_shape, b.split_dim, true});
+      const int64_t rows = base.at(name).global_shape[0], cols = base.at(name).global_shape[1];
+      out.push_back({name + ".lora_a", {r, cols}, p.row ? 1 : -1});
+      out.push_back({name + ".lora_b", {rows, r}, p.row ? -1 : 0});
     }
+  }
+  return out;
+}
+
+void Llama::add_lora(const LoraOptions& opts) {
+  LETHE_CHECK_MSG(adapters_.empty(), "the model has adapters already");
+  lora_ = opts;
+  const auto fp32 = at::TensorOptions(mesh_->device()).dtype(at::kFloat);
+  for (const ParamSpec& s : lora_param_specs(cfg_, opts)) {
+    at::Tensor v;
+    if (s.name.compare(s.name.size() - 6, 6, "lora_b") == 0) {  // B: zero
+      std::vector<int64_t> local = s.global_shape;
+      if (s.split_dim >= 0) local[s.split_dim] /= mesh_->tp_size();
+      v = at::zeros(local, fp32);
+    } else {  // A: N(0, 1/(3 · in)), drawn by name
+      const double in = static_cast<double>(s.global_shape[1]);
+      v = init_shard(s.name, s.global_shape, s.split_dim, 1.0 / std::sqrt(3.0 * in), seed_, mesh_->tp()).to(fp32);
+    }
+    adapters_.push_back(Param{s.name, v.set_requires_grad(true), s.global_shape, s.split_dim, true});
   }
   bind();
 }

@@ -59,6 +59,10 @@ struct LoraOptions {
   double dropout = 0.0;
 };
 LoraOptions lora_options(const UnlearnConfig& cfg);
+// The adapters' names, full shapes and tp splits, in the order Llama::add_lora makes them (per
+// layer and targeted projection, lora_a then lora_b): column-parallel base → A [r, in] replicated,
+// B [out, r] split on dim 0; row-parallel base → A split on dim 1, B replicated.
+std::vector<ParamSpec> lora_param_specs(const ModelConfig& cfg, const LoraOptions& opts);
 
 class Llama {
  public:

@@ -63,6 +63,15 @@ double max_rel_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a - b).abs().max().item<double>() / std::max(1e-12, b.abs().max().item<double>());
 }
 
+// Rows 0–3 of random_dataset: the batch the tensor-parallel tests compare on.
+Batch tp_test_batch() { return make_batch(random_dataset(), {0, 1, 2, 3}); }
+
+// Mean token NLL of a batch: the loss the tensor-parallel tests differentiate.
+at::Tensor masked_nll(const Llama& m, const Batch& b) {
+  return -(m.token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT) * b.loss_mask_BT).sum() /
+         b.loss_mask_BT.sum();
+}
+
 TrainConfig train_config() {
   TrainConfig t;
   t.batch_size = 8;
@@ -88,8 +97,7 @@ TEST(Distributed, TensorParallelMatchesOneProcess) {
   if (world.size() < 2) GTEST_SKIP() << "needs mpirun -np 2 or 4";
   LocalCommunicator local;
   Mesh one = make_mesh(local, 1, 1);
-  const TokenDataset ds = random_dataset();
-  const Batch b = make_batch(ds, {0, 1, 2, 3});
+  const Batch b = tp_test_batch();
   for (int64_t tp = 2; tp <= world.size(); tp *= 2) {
     SCOPED_TRACE("tp " + std::to_string(tp));
     Mesh mesh = make_mesh(world, tp, world.size() / tp);
@@ -98,10 +106,8 @@ TEST(Distributed, TensorParallelMatchesOneProcess) {
     at::Tensor logits = model.full_logits(b.input_BT, b.positions_BT, b.segments_BT);
     at::Tensor ref_logits = ref.full_logits(b.input_BT, b.positions_BT, b.segments_BT);
     EXPECT_LT((logits - ref_logits).abs().max().item<double>(), kAbs);
-    at::Tensor loss = -(model.token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT) * b.loss_mask_BT).sum() /
-                      b.loss_mask_BT.sum();
-    at::Tensor ref_loss = -(ref.token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT) * b.loss_mask_BT).sum() /
-                          b.loss_mask_BT.sum();
+    at::Tensor loss = masked_nll(model, b);
+    at::Tensor ref_loss = masked_nll(ref, b);
     EXPECT_NEAR(loss.item<double>(), ref_loss.item<double>(), kAbs);
     torch::autograd::backward({loss});
     torch::autograd::backward({ref_loss});
@@ -120,8 +126,7 @@ TEST(Distributed, LoraAtTp2EqualsTp1WithDropoutOn) {
   if (world.size() < 2) GTEST_SKIP() << "needs mpirun -np 2 or 4";
   LocalCommunicator local;
   Mesh one = make_mesh(local, 1, 1);
-  const TokenDataset ds = random_dataset();
-  const Batch b = make_batch(ds, {0, 1, 2, 3});
+  const Batch b = tp_test_batch();
   ModelOptions frozen;
   frozen.trainable = false;
   const LoraOptions lora{8, 16.0, lora_target_names(), 0.2};
@@ -137,8 +142,7 @@ TEST(Distributed, LoraAtTp2EqualsTp1WithDropoutOn) {
   };
   auto ref = make(one);
   at::Tensor ref_logits = ref->full_logits(b.input_BT, b.positions_BT, b.segments_BT);
-  at::Tensor ref_loss = -(ref->token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT) * b.loss_mask_BT).sum() /
-                        b.loss_mask_BT.sum();
+  at::Tensor ref_loss = masked_nll(*ref, b);
   torch::autograd::backward({ref_loss + ref_logits.mean()});
   for (int64_t tp = 2; tp <= world.size(); tp *= 2) {
     SCOPED_TRACE("tp " + std::to_string(tp));
@@ -146,8 +150,7 @@ TEST(Distributed, LoraAtTp2EqualsTp1WithDropoutOn) {
     auto model = make(mesh);
     model->set_activation_checkpointing(tp == 2);
     at::Tensor logits = model->full_logits(b.input_BT, b.positions_BT, b.segments_BT);
-    at::Tensor loss = -(model->token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT) * b.loss_mask_BT).sum() /
-                      b.loss_mask_BT.sum();
+    at::Tensor loss = masked_nll(*model, b);
     torch::autograd::backward({loss + logits.mean()});
     // Each dp rank draws its own masks (its rows are other samples): dp rank 0's are the reference's.
     if (mesh.dp_rank() != 0) continue;
@@ -294,7 +297,7 @@ TEST(Distributed, CheckpointReshardsToOtherLayoutsAndContinuesTheSameRun) {
     Llama saved_model(model_config(), saved_mesh, 5, {dtype});
     Trainer saver(saved_model, saved_mesh, train_config(), ds, 11);
     for (int s = 0; s < 3; ++s) saver.step();
-    auto path = save_checkpoint(dir, saver, CheckpointMeta{"test", "", {}}, 2);
+    auto path = save_checkpoint(dir, saver, CheckpointMeta{"test", "", {}, "", 0}, 2);
     ASSERT_TRUE(path.is_ok()) << path.status().message();
     std::vector<at::Tensor> at_save;
     for (const Param& p : saved_model.params()) at_save.push_back(gather_tp(p, p.value.detach(), saved_mesh));
