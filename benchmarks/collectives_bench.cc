@@ -41,7 +41,7 @@ int main() {
     return 1;
   }
   lethe::Communicator& c = *world->comm;
-  const MPI_Comm comm = lethe::mpi_comm_of(c);
+  const MPI_Comm comm = c.io().comm;
   const int n = c.size();
   if (c.rank() == 0) {
     std::printf("ranks %d, float32; medians of 5 timings\n\n", n);

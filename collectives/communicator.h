@@ -10,6 +10,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <mpi.h>
 
 #include <memory>
 #include <string>
@@ -17,6 +18,14 @@
 namespace lethe {
 
 enum class ReduceOp { kSum, kAvg, kMax };
+
+// What collective file I/O (MPI-IO under parallel HDF5) needs from the ranks: their MPI
+// communicator and the deadline every collective call runs under. comm is MPI_COMM_NULL for a
+// backend without MPI (a world of one).
+struct IoChannel {
+  MPI_Comm comm = MPI_COMM_NULL;
+  double timeout_s = 0;
+};
 
 // A collective started by an *_async call. wait() completes it (with the deadline of a blocking
 // call); poll() lets the backend make progress without blocking (MPI progresses only inside its
@@ -47,6 +56,7 @@ class Communicator {
   virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
   // The same ranks' communicator for CPU tensors: itself for CPU backends, MPI under NCCL.
   virtual Communicator& host() { return *this; }
+  virtual IoChannel io() { return {}; }
 };
 
 inline std::unique_ptr<PendingCollective> Communicator::all_reduce_async(at::Tensor& t, ReduceOp op) {

@@ -2,11 +2,8 @@
 
 #include <ATen/ATen.h>
 
-#include <chrono>
-#include <mutex>
-#include <thread>
-
 #include "base/check.h"
+#include "base/deadline.h"
 
 namespace lethe {
 
@@ -41,11 +38,6 @@ MPI_Datatype mpi_type(at::ScalarType t) {
   return MPI_DATATYPE_NULL;
 }
 
-MPI_Comm mpi_comm_of(Communicator& c) {
-  auto* m = dynamic_cast<const MpiCommunicator*>(&c.host());
-  return m ? m->comm() : MPI_COMM_NULL;
-}
-
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, double timeout_s) : comm_(comm), timeout_s_(timeout_s) {
   MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
   check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
@@ -67,52 +59,18 @@ void MpiCommunicator::check(int rc, const char* op) const {
                                 " failed: " + std::string(text, len));
 }
 
-// Note [Collective deadline]: blocking MPI calls cannot time out, and non-blocking ones progress
-// only while polled (measured: 1.3–1.8× slower than the blocking call). So operations are the
-// blocking calls, and a watchdog thread watches the one in flight: past its deadline it prints the
-// rank and the operation and aborts the job (MPI_Abort), so one dead rank cannot leave the others
-// waiting. The watchdog makes no other MPI call.
-class Watchdog {
- public:
-  static Watchdog& get() {
-    static Watchdog* w = new Watchdog();  // lives until exit; its thread is detached
-    return *w;
-  }
-  void arm(std::string what, double timeout_s) {
-    std::lock_guard<std::mutex> lock(mu_);
-    what_ = std::move(what);
-    deadline_ = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                        std::chrono::duration<double>(timeout_s));
-    armed_ = true;
-  }
-  void disarm() {
-    std::lock_guard<std::mutex> lock(mu_);
-    armed_ = false;
-  }
-
- private:
-  Watchdog() {
-    std::thread([this] {
-      for (;;) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        std::lock_guard<std::mutex> lock(mu_);
-        if (armed_ && std::chrono::steady_clock::now() > deadline_) fatal(__FILE__, __LINE__, what_);
-      }
-    }).detach();
-  }
-  std::mutex mu_;
-  bool armed_ = false;
-  std::string what_;
-  std::chrono::steady_clock::time_point deadline_;
-};
-
+// Note [Collective deadline]: every operation is MPI's blocking call under a Deadline (Note
+// [Watchdog] in base/deadline.cc): past run.collective_timeout_s the watchdog names this rank and
+// the operation and ends the process, and the launcher ends the job.
 void MpiCommunicator::run(const std::string& op, int64_t bytes, const std::function<int()>& call) const {
-  Watchdog::get().arm("rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ": " + op + " of " +
-                          std::to_string(bytes) + " bytes did not complete within " + std::to_string(timeout_s_) +
-                          " s (run.collective_timeout_s): a peer rank died, hung or issued a different collective",
-                      timeout_s_);
-  const int rc = call();
-  Watchdog::get().disarm();
+  int rc = MPI_SUCCESS;
+  {
+    Deadline d("rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ": " + op + " of " +
+                   std::to_string(bytes) + " bytes did not complete within " + std::to_string(timeout_s_) +
+                   " s (run.collective_timeout_s): a peer rank died, hung or issued a different collective",
+               timeout_s_);
+    rc = call();
+  }
   check(rc, op.c_str());
 }
 

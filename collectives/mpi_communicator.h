@@ -1,8 +1,8 @@
 // The MPI backend: CPU tensors, in place on their data pointers.
 //
-// Every operation is MPI's blocking call under a watchdog: an operation that does not complete
-// within the timeout (a dead or stuck peer) ends the whole job through MPI_Abort with a message
-// naming this rank, the operation and its size — never a silent hang.
+// Every operation is MPI's blocking call under a Deadline: an operation that does not complete
+// within the timeout (a dead or stuck peer) ends the whole job with a message naming this rank,
+// the operation and its size — never a silent hang.
 // 16-bit floats are reduced through an fp32 copy (Open MPI 4.1 has no bf16 sum); all-reduce and
 // broadcast split buffers larger than kChunkElements into several calls.
 #pragma once
@@ -38,7 +38,7 @@ class MpiCommunicator final : public Communicator {
   void barrier() override;
   std::unique_ptr<Communicator> split(int color, int key) override;
 
-  MPI_Comm comm() const { return comm_; }
+  IoChannel io() override { return {comm_, timeout_s_}; }
   // Elements per call for all-reduce and broadcast (kChunkElements; smaller in tests).
   void set_chunk_elements(int64_t n) { chunk_ = n; }
   double timeout_s() const { return timeout_s_; }
@@ -57,9 +57,5 @@ class MpiCommunicator final : public Communicator {
 
 // MPI datatype of a tensor's elements (16-bit floats as 16-bit unsigned: for moving, not reducing).
 MPI_Datatype mpi_type(at::ScalarType t);
-
-// The MPI communicator under `c` (or under its host(), for NCCL), or MPI_COMM_NULL when there is
-// none (the local backend).
-MPI_Comm mpi_comm_of(Communicator& c);
 
 }  // namespace lethe

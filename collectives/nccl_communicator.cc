@@ -5,12 +5,14 @@
 #include <nccl.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <deque>
 #include <mutex>
 #include <thread>
 
 #include "base/check.h"
+#include "base/deadline.h"
 #include "collectives/mpi_communicator.h"
 
 namespace lethe {
@@ -61,8 +63,10 @@ bool is_16bit_float(const at::Tensor& t) { return t.scalar_type() == at::kBFloat
 // Note [NCCL deadline]: NCCL calls return once enqueued, so a dead peer shows up as a kernel that
 // never finishes. After each operation an event is recorded; a watchdog thread polls the pending
 // events and the communicator's asynchronous error, and when an event is still pending past
-// run.collective_timeout_s, or NCCL reports an error, it ends the job (MPI_Abort) with the rank and
-// the operation — the same contract as the MPI backend.
+// run.collective_timeout_s, or NCCL reports an error, it aborts the NCCL communicator
+// (ncclCommAbort, which NCCL allows from another thread and which frees the kernels stuck on it)
+// and ends the process with the rank and the operation (exit_from_thread: no MPI call off the main
+// thread, Note [Watchdog]) — the same contract as the MPI backend.
 class Watch {
  public:
   Watch(ncclComm_t comm, int device, std::string who)
@@ -95,24 +99,28 @@ class Watch {
       ncclCommGetAsyncError(comm_, &async);
       std::lock_guard<std::mutex> lock(mu_);
       if (async != ncclSuccess && async != ncclInProgress) {
-        fatal(__FILE__, __LINE__, (pending_.empty() ? who_ + "NCCL" : pending_.front().what) + " failed: " +
-                                      ncclGetErrorString(async) + " (" + ncclGetLastError(comm_) + ")");
+        fail((pending_.empty() ? who_ + "NCCL" : pending_.front().what) + " failed: " + ncclGetErrorString(async) +
+             " (" + ncclGetLastError(comm_) + ")");
       }
       while (!pending_.empty()) {
         const Pending& p = pending_.front();
         const cudaError_t e = cudaEventQuery(p.event);
         if (e == cudaErrorNotReady) {
-          if (Clock::now() > p.deadline) fatal(__FILE__, __LINE__, p.what + " did not complete within the timeout "
-                                                                          "(run.collective_timeout_s): a peer rank died, "
-                                                                          "hung or issued a different collective");
+          if (Clock::now() > p.deadline) fail(p.what + " did not complete within the timeout (run.collective_timeout_s): "
+                                                       "a peer rank died, hung or issued a different collective");
           break;
         }
-        check_cuda(e, p.what);
+        if (e != cudaSuccess) fail(p.what + ": " + cudaGetErrorString(e));
         cudaEventDestroy(p.event);
         pending_.pop_front();
       }
     }
   }
+  [[noreturn]] void fail(const std::string& message) {
+    ncclCommAbort(comm_);
+    exit_from_thread(rank_of(who_), "fatal: " + message);
+  }
+  static int rank_of(const std::string& who) { return std::atoi(who.c_str() + who.find(' ') + 1); }
   ncclComm_t comm_;
   int device_;
   std::string who_;
@@ -146,12 +154,21 @@ class NcclCommunicator final : public Communicator {
         watch_(std::make_unique<Watch>(comm, device, prefix())) {
     check_cuda(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), prefix() + "cudaStreamCreate");
   }
+  // Never hangs: work still pending after the timeout (a failed peer) is aborted, not awaited.
   ~NcclCommunicator() override {
-    cudaStreamSynchronize(side_);
-    cudaStreamSynchronize(stream());
+    const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s_));
+    bool drained = false;
+    while (!(drained = cudaStreamQuery(side_) == cudaSuccess && cudaStreamQuery(stream()) == cudaSuccess) &&
+           Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     watch_.reset();
-    cudaStreamDestroy(side_);
-    ncclCommDestroy(comm_);
+    if (drained) {
+      cudaStreamDestroy(side_);
+      ncclCommDestroy(comm_);
+    } else {
+      ncclCommAbort(comm_);
+    }
   }
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
@@ -160,6 +177,7 @@ class NcclCommunicator final : public Communicator {
   int size() const override { return host_->size(); }
   std::string backend() const override { return "nccl"; }
   Communicator& host() override { return *host_; }
+  IoChannel io() override { return host_->io(); }
 
   void all_reduce(at::Tensor& t, ReduceOp op) override {
     if (t.is_cpu()) return host_->all_reduce(t, op);
@@ -249,7 +267,11 @@ class NcclCommunicator final : public Communicator {
   // An enqueue error is fatal at once; a completed enqueue is handed to the watchdog.
   void check(ncclResult_t r, const std::string& op, size_t bytes, cudaStream_t on = stream()) {
     const std::string what = prefix() + op + " of " + std::to_string(bytes) + " bytes";
-    if (r != ncclSuccess) fatal(__FILE__, __LINE__, what + " failed: " + ncclGetErrorString(r) + " (" + ncclGetLastError(comm_) + ")");
+    if (r != ncclSuccess) {
+      const std::string why = ncclGetErrorString(r) + std::string(" (") + ncclGetLastError(comm_) + ")";
+      ncclCommAbort(comm_);  // peers blocked on this communicator are released
+      fatal(__FILE__, __LINE__, what + " failed: " + why);
+    }
     watch_->add(what, timeout_s_, on);
   }
 
@@ -272,7 +294,7 @@ Result<std::unique_ptr<Communicator>> make_nccl_communicator(MPI_Comm comm, int 
   const int devices = cuda_device_count();
   if (devices == 0) return Status::error("the NCCL backend needs a CUDA device, and this process sees none");
   MPI_Comm dup;
-  MPI_Comm_dup(comm, &dup);
+  if (MPI_Comm_dup(comm, &dup) != MPI_SUCCESS) return Status::error("MPI_Comm_dup failed (NCCL backend's host communicator)");
   auto host = std::make_unique<MpiCommunicator>(dup, timeout_s);
   const int device = local_rank % devices;
   if (cudaSetDevice(device) != cudaSuccess) return Status::error("cudaSetDevice(" + std::to_string(device) + ") failed");

@@ -1,6 +1,6 @@
 #include "collectives/world.h"
 
-#include <ATen/Context.h>
+#include <ATen/ATen.h>
 #include <torch/version.h>
 #include <mpi.h>
 
@@ -9,6 +9,7 @@
 #include <string>
 
 #include "base/check.h"
+#include "base/deadline.h"
 #include "collectives/local_communicator.h"
 #include "collectives/mpi_communicator.h"
 #include "collectives/nccl_communicator.h"
@@ -45,9 +46,15 @@ LaunchEnv read_launch_env() {
   return e;
 }
 
+int launched_world_size() {
+  const char* forced = std::getenv("LETHE_COMM");
+  return forced && std::string(forced) == "local" ? 1 : read_launch_env().world_size;
+}
+
 bool multi_process() { return g_mpi_started; }
 
 void abort_job(const std::string& message) {
+  if (!on_main_thread()) exit_from_thread(read_launch_env().rank, message);  // no MPI off the main thread
   int rank = 0;
   if (g_mpi_started) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   std::fprintf(stderr, "[rank %d] %s\n", rank, message.c_str());
@@ -83,10 +90,11 @@ Result<World> init_world(double timeout_s) {
     }
     std::atexit(finalize_mpi);
   }
+  set_main_thread();
   g_mpi_started = true;
   set_abort_hook(&abort_hook);
   MPI_Comm dup;
-  MPI_Comm_dup(MPI_COMM_WORLD, &dup);
+  if (MPI_Comm_dup(MPI_COMM_WORLD, &dup) != MPI_SUCCESS) return Status::error("MPI_Comm_dup(MPI_COMM_WORLD) failed");
   auto mpi = std::make_unique<MpiCommunicator>(dup, timeout_s);
   if (mpi->size() != e.world_size && e.world_size > 1) {
     return Status::error("the launcher says " + std::to_string(e.world_size) + " ranks, MPI sees " +
@@ -94,9 +102,9 @@ Result<World> init_world(double timeout_s) {
   }
   // NCCL when asked for, or by default when every rank sees a CUDA device (agreed over all ranks,
   // so that no rank picks another backend than its peers).
-  int all_have_devices = devices > 0;
-  MPI_Allreduce(MPI_IN_PLACE, &all_have_devices, 1, MPI_INT, MPI_MIN, dup);
-  if (backend == "nccl" || (backend.empty() && all_have_devices)) {
+  at::Tensor with_devices = at::full({1}, devices > 0 ? 1 : 0, at::kInt);
+  mpi->all_reduce(with_devices, ReduceOp::kSum);
+  if (backend == "nccl" || (backend.empty() && with_devices.item<int>() == mpi->size())) {
     LETHE_ASSIGN_OR_RETURN(w.comm, make_nccl_communicator(dup, e.local_rank, timeout_s));
   } else {
     w.comm = std::move(mpi);

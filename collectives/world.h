@@ -32,6 +32,10 @@ struct LaunchEnv {
 };
 LaunchEnv read_launch_env();
 
+// The number of ranks init_world will see, from the launcher's environment alone (MPI not started):
+// 1 under LETHE_COMM=local. Lets a run check its layout before MPI_Init.
+int launched_world_size();
+
 // `timeout_s`: how long any collective may wait for its peers before the job is aborted.
 Result<World> init_world(double timeout_s = 600);
 
@@ -43,7 +47,9 @@ Result<at::Device> resolve_device(const std::string& choice, const World& world)
 
 // True once MPI was started by init_world: errors must then end the whole job (abort_job).
 bool multi_process();
-// Prints `message` and ends every rank of the job (MPI_Abort), or this process when MPI is not running.
+// Prints `message` and ends every rank of the job (MPI_Abort), or this process when MPI is not
+// running. Called off the main thread it makes no MPI call (MPI_THREAD_FUNNELED): it _exits, and
+// the launcher ends the other ranks (Note [Watchdog]).
 [[noreturn]] void abort_job(const std::string& message);
 
 }  // namespace lethe

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
 #include "eval/memorization.h"
 #include "eval/rouge.h"
 
@@ -58,6 +60,11 @@ const std::vector<std::string>& metric_names() {
   return names;
 }
 
+std::string metric_text(const Metrics& m, const std::string& key, int decimals) {
+  auto it = m.find(key);
+  return it == m.end() ? "n/a" : fmt::format("{:.{}f}", it->second, decimals);
+}
+
 double verbmem(const Llama& model, const Tokenizer& tok, const std::vector<Tokens>& passages, int64_t prefix,
                int64_t new_tokens, int64_t batch_size) {
   std::vector<Tokens> prompts;
@@ -101,8 +108,8 @@ Metrics evaluate(const Llama& model, const Tokenizer& tok, const EvalSet& set, c
   Metrics m;
   const int64_t B = cfg.batch_size;
   m["verbmem_forget"] = verbmem(model, tok, set.forget, cfg.verbmem_prefix, cfg.verbmem_new_tokens, B);
-  m["knowmem_forget"] = knowmem(model, tok, set.forget_qa, set.shots, cfg.knowmem_new_tokens, B);
-  m["knowmem_retain"] = knowmem(model, tok, set.retain_qa, set.shots, cfg.knowmem_new_tokens, B);
+  if (!set.forget_qa.empty()) m["knowmem_forget"] = knowmem(model, tok, set.forget_qa, set.shots, cfg.knowmem_new_tokens, B);
+  if (!set.retain_qa.empty()) m["knowmem_retain"] = knowmem(model, tok, set.retain_qa, set.shots, cfg.knowmem_new_tokens, B);
   const TeacherForced f = teacher_forced(model, set.forget, cfg.mink_k, B);
   const TeacherForced r = teacher_forced(model, set.retain, cfg.mink_k, B);
   const TeacherForced h = teacher_forced(model, set.holdout, cfg.mink_k, B);

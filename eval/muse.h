@@ -36,8 +36,12 @@ EvalSet make_eval_set(const Corpus& corpus, const Tokenizer& tok, const EvalConf
 // fractions for mink_auc, el_forget, el_holdout, ma_*, es_forget; perplexity for ppl_*.
 using Metrics = std::map<std::string, double>;
 
-// The names evaluate() fills in (for config checks such as unlearn.stop_metric).
+// The names evaluate() fills in (for config checks such as unlearn.stop_metric). knowmem_forget and
+// knowmem_retain are absent when the corpus has no QA probes for that split: not measured, not 0.
 const std::vector<std::string>& metric_names();
+
+// m[key] with `decimals` decimals, or "n/a" when it was not measured (for logs).
+std::string metric_text(const Metrics& m, const std::string& key, int decimals = 1);
 
 Metrics evaluate(const Llama& model, const Tokenizer& tok, const EvalSet& set, const EvalConfig& cfg);
 

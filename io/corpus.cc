@@ -11,6 +11,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "io/atomic_file.h"
+
 namespace lethe {
 
 const char* split_name(Split s) {
@@ -321,14 +323,15 @@ Status write_corpus(const Corpus& c, const std::string& dir) {
   if (ec) return Status::error(dir + ": cannot create: " + ec.message());
   for (Split s : {Split::kForget, Split::kRetain, Split::kHoldout}) {
     std::string name = split_name(s);
-    std::ofstream docs(dir + "/" + name + ".jsonl"), qa(dir + "/" + name + "_qa.jsonl");
-    for (const auto& d : c.docs) if (d.split == s) docs << json{{"id", d.id}, {"group", d.group}, {"text", d.text}}.dump() << "\n";
+    std::string docs, qa;
+    for (const auto& d : c.docs) if (d.split == s) docs += json{{"id", d.id}, {"group", d.group}, {"text", d.text}}.dump() + "\n";
     for (const auto& q : c.qa) {
       if (q.split != s) continue;
-      qa << json{{"id", q.group}, {"question", q.question}, {"answer", q.answer},
-                 {"paraphrased_answer", q.paraphrased_answer}, {"perturbed_answers", q.perturbed_answers}}.dump() << "\n";
+      qa += json{{"id", q.group}, {"question", q.question}, {"answer", q.answer},
+                 {"paraphrased_answer", q.paraphrased_answer}, {"perturbed_answers", q.perturbed_answers}}.dump() + "\n";
     }
-    if (!docs || !qa) return Status::error(dir + "/" + name + ".jsonl: write failed");
+    LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/" + name + ".jsonl", docs));
+    LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/" + name + "_qa.jsonl", qa));
   }
   return Status::ok();
 }

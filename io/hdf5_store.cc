@@ -4,7 +4,20 @@
 #include <hdf5.h>
 #include <xxhash.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <utility>
+
+#include "base/deadline.h"
 
 namespace lethe {
 
@@ -54,20 +67,33 @@ const TypeInfo* type_named(const std::string& n) {
   return nullptr;
 }
 
+// Property lists; an invalid handle (a failed H5P call) makes the call that uses it fail, and that
+// failure is checked there.
 Handle link_props() {
   Handle p(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
-  H5Pset_create_intermediate_group(p.get(), 1);
+  if (p.ok() && H5Pset_create_intermediate_group(p.get(), 1) < 0) return Handle(-1, H5Pclose);
   return p;
 }
 
 Handle collective_xfer() {
   Handle p(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
-  H5Pset_dxpl_mpio(p.get(), H5FD_MPIO_COLLECTIVE);
+  if (p.ok() && H5Pset_dxpl_mpio(p.get(), H5FD_MPIO_COLLECTIVE) < 0) return Handle(-1, H5Pclose);
+  return p;
+}
+
+// Every file reserves a user block that HDF5 skips: the seal (Note [Sealed files]).
+constexpr hsize_t kUserBlock = 512;
+constexpr char kSealMagic[] = "lethe-xxh3-64\n";
+
+Handle file_create_props() {
+  Handle p(H5Pcreate(H5P_FILE_CREATE), H5Pclose);
+  if (p.ok() && H5Pset_userblock(p.get(), kUserBlock) < 0) return Handle(-1, H5Pclose);
   return p;
 }
 
 herr_t write_array_attr(hid_t obj, const std::string& key, hid_t type, std::vector<hsize_t> dims, const void* data) {
   Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+  if (!space.ok()) return -1;
   Handle a(H5Acreate2(obj, key.c_str(), type, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   return a.ok() ? H5Awrite(a.get(), type, data) : -1;
 }
@@ -81,15 +107,15 @@ bool read_array_attr(hid_t obj, const std::string& key, hid_t type, std::vector<
   const int nd = H5Sget_simple_extent_ndims(space.get());
   if (nd < 1 || nd > 2) return false;
   dims.assign(static_cast<size_t>(nd), 0);
-  H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
-  hsize_t n = 1;
-  for (hsize_t d : dims) n *= d;
-  out.assign(n, T{});
+  if (H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr) < 0) return false;
+  const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+  if (n < 0 || n > (hssize_t{1} << 24)) return false;  // a checksum table, not a crafted 10^12 entries
+  out.assign(static_cast<size_t>(n), T{});
   return H5Aread(a.get(), type, out.data()) >= 0;
 }
 
 herr_t write_attr(hid_t obj, const std::string& key, hid_t type, const void* data) {
-  if (H5Aexists(obj, key.c_str()) > 0) H5Adelete(obj, key.c_str());
+  if (H5Aexists(obj, key.c_str()) > 0 && H5Adelete(obj, key.c_str()) < 0) return -1;
   Handle space(H5Screate(H5S_SCALAR), H5Sclose);
   Handle a(H5Acreate2(obj, key.c_str(), type, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   return a.ok() ? H5Awrite(a.get(), type, data) : -1;
@@ -97,7 +123,7 @@ herr_t write_attr(hid_t obj, const std::string& key, hid_t type, const void* dat
 
 herr_t write_str_attr(hid_t obj, const std::string& key, const std::string& v) {
   Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(type.get(), std::max<size_t>(1, v.size()));
+  if (H5Tset_size(type.get(), std::max<size_t>(1, v.size())) < 0) return -1;
   std::string padded = v.empty() ? std::string(1, '\0') : v;
   return write_attr(obj, key, type.get(), padded.data());
 }
@@ -107,13 +133,37 @@ bool read_str_attr(hid_t obj, const std::string& key, std::string& out) {
   Handle a(H5Aopen(obj, key.c_str(), H5P_DEFAULT), H5Aclose);
   Handle type(H5Aget_type(a.get()), H5Tclose);
   if (H5Tget_class(type.get()) != H5T_STRING) return false;
-  size_t n = H5Tget_size(type.get());
+  const size_t n = H5Tget_size(type.get());
+  if (n == 0 || n > (size_t{1} << 20)) return false;  // attributes are short
+  Handle space(H5Aget_space(a.get()), H5Sclose);
+  if (H5Sget_simple_extent_npoints(space.get()) != 1) return false;
   std::string buf(n, '\0');
   Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(mem.get(), n);
-  if (H5Aread(a.get(), mem.get(), buf.data()) < 0) return false;
+  if (H5Tset_size(mem.get(), n) < 0 || H5Aread(a.get(), mem.get(), buf.data()) < 0) return false;
   out = buf.substr(0, buf.find('\0'));
   return true;
+}
+
+// xxh3-64 of a file's bytes after the user block: {checksum, end offset, last read's result (0: EOF, <0: error)}.
+std::tuple<uint64_t, off_t, ssize_t> checksum_after_user_block(int fd) {
+  XXH3_state_t* st = XXH3_createState();
+  XXH3_64bits_reset(st);
+  std::vector<char> buf(size_t{8} << 20);
+  off_t at = static_cast<off_t>(kUserBlock);
+  ssize_t n = 0;
+  while ((n = ::pread(fd, buf.data(), buf.size(), at)) > 0) {
+    XXH3_64bits_update(st, buf.data(), static_cast<size_t>(n));
+    at += n;
+  }
+  const uint64_t sum = XXH3_64bits_digest(st);
+  XXH3_freeState(st);
+  return {sum, at, n};
+}
+
+std::string fmt_hex(uint64_t v) {
+  char b[17];
+  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+  return b;
 }
 
 }  // namespace
@@ -131,26 +181,92 @@ uint64_t tensor_checksum(const at::Tensor& t) {
 
 Result<H5File> H5File::create(const std::string& path) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  Handle fcpl = file_create_props();
+  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), H5P_DEFAULT);
   if (id < 0) return Status::error(path + ": cannot create the HDF5 file");
   return H5File(id, path);
 }
 
-Result<H5File> H5File::create_parallel(const std::string& path, MPI_Comm comm) {
+Result<H5File> H5File::create_parallel(const std::string& path, MPI_Comm comm, double timeout_s) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
-  H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL);
-  hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
-  if (id < 0) return Status::error(path + ": cannot create the HDF5 file (MPI-IO)");
-  int rank = 0;
-  MPI_Comm_rank(comm, &rank);
-  H5File f(id, path, /*parallel=*/true, rank);
+  int rank = 0, size = 1;
+  if (MPI_Comm_rank(comm, &rank) != MPI_SUCCESS || MPI_Comm_size(comm, &size) != MPI_SUCCESS)
+    return Status::error(path + ": not a valid MPI communicator for MPI-IO");
+  H5File f(-1, path, /*parallel=*/true, rank);
   f.comm_ = comm;
+  f.size_ = size;
+  f.timeout_s_ = timeout_s;
+  Status s = f.collective("creating the file", [&]() -> Status {
+    Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+    Handle fcpl = file_create_props();
+    if (!fapl.ok() || H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL) < 0) return f.error("cannot set up MPI-IO");
+    f.id_ = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get());
+    return f.id_ < 0 ? f.error("cannot create the HDF5 file (MPI-IO)") : Status::ok();
+  });
+  if (!s) return s;
   return f;
+}
+
+// Note [Sealed files]: libhdf5 can crash on a crafted or corrupted file, so no file reaches it
+// unverified. Every file Lethe writes starts with a 512-byte user block, which HDF5 skips; once the
+// file is closed, seal() writes there the xxh3-64 and the length of everything after it. open()
+// checks both before HDF5 sees the file. Verified (path, size, mtime) are remembered for the
+// process, so a checkpoint opened several times is read once.
+Status H5File::seal(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDWR);
+  if (fd < 0) return Status::error(path + ": cannot open to seal (" + std::strerror(errno) + ")");
+  const auto [sum, at, n] = checksum_after_user_block(fd);
+  char block[kUserBlock] = {};
+  std::snprintf(block, sizeof block, "%s%016llx %lld\n", kSealMagic, static_cast<unsigned long long>(sum),
+                static_cast<long long>(at - static_cast<off_t>(kUserBlock)));
+  const bool ok = n == 0 && ::pwrite(fd, block, sizeof block, 0) == static_cast<ssize_t>(sizeof block);
+  ::close(fd);
+  return ok ? Status::ok() : Status::error(path + ": cannot seal (read or write failed: " + std::strerror(errno) + ")");
+}
+
+Status H5File::verify_seal(const std::string& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0) return Status::error(path + ": missing or unreadable (" + std::strerror(errno) + ")");
+  static std::mutex mu;
+  static std::map<std::string, std::pair<int64_t, int64_t>> verified;  // path → (size, mtime ns)
+  const std::pair<int64_t, int64_t> id{info.st_size, int64_t{info.st_mtim.tv_sec} * 1000000000 + info.st_mtim.tv_nsec};
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (auto it = verified.find(path); it != verified.end() && it->second == id) return Status::ok();
+  }
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return Status::error(path + ": cannot open (" + std::strerror(errno) + ")");
+  char block[kUserBlock + 1] = {};
+  const ssize_t head = ::pread(fd, block, kUserBlock, 0);
+  unsigned long long stored = 0;
+  long long length = -1;
+  const size_t magic = sizeof kSealMagic - 1;
+  if (head != static_cast<ssize_t>(kUserBlock) || std::memcmp(block, kSealMagic, magic) != 0 ||
+      std::sscanf(block + magic, "%16llx %lld", &stored, &length) != 2) {
+    ::close(fd);
+    return Status::error(path + ": no Lethe seal in its first " + std::to_string(kUserBlock) +
+                         " bytes (not written by Lethe, written before sealing, or corrupt); not opened");
+  }
+  if (length != info.st_size - static_cast<long long>(kUserBlock)) {
+    ::close(fd);
+    return Status::error(path + ": " + std::to_string(info.st_size) + " bytes, the seal says " +
+                         std::to_string(length + static_cast<long long>(kUserBlock)) + " (truncated or appended to); not opened");
+  }
+  const auto [actual, at, n] = checksum_after_user_block(fd);
+  ::close(fd);
+  if (n < 0) return Status::error(path + ": read failed (" + std::string(std::strerror(errno)) + ")");
+  if (actual != stored) {
+    return Status::error(path + ": file checksum mismatch (sealed " + fmt_hex(stored) + ", computed " + fmt_hex(actual) +
+                         "): the file is corrupt; not opened");
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  verified[path] = id;
+  return Status::ok();
 }
 
 Result<H5File> H5File::open(const std::string& path) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  LETHE_RETURN_IF_ERROR(verify_seal(path));
   if (H5Fis_hdf5(path.c_str()) <= 0)
     return Status::error(path + ": missing, unreadable or not an HDF5 file (truncated or corrupt?)");
   hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -158,36 +274,50 @@ Result<H5File> H5File::open(const std::string& path) {
   return H5File(id, path);
 }
 
+Status H5File::collective(const std::string& what, const std::function<Status()>& call) const {
+  if (!parallel_) return call();
+  Deadline d("rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ": " + path_ + ": " + what +
+                 " did not complete within " + std::to_string(timeout_s_) +
+                 " s (run.collective_timeout_s): a peer rank died or hung in this collective checkpoint write",
+             timeout_s_);
+  return call();
+}
+
 H5File::H5File(H5File&& o) noexcept
-    : id_(o.id_), path_(std::move(o.path_)), parallel_(o.parallel_), rank_(o.rank_), comm_(o.comm_) {
+    : id_(o.id_), path_(std::move(o.path_)), parallel_(o.parallel_), rank_(o.rank_), size_(o.size_), comm_(o.comm_),
+      timeout_s_(o.timeout_s_) {
   o.id_ = -1;
 }
 H5File& H5File::operator=(H5File&& o) noexcept {
   if (this != &o) {
-    if (id_ >= 0) H5Fclose(id_);
-    id_ = o.id_;
+    (void)close();
+    id_ = std::exchange(o.id_, -1);
     path_ = std::move(o.path_);
     parallel_ = o.parallel_;
     rank_ = o.rank_;
+    size_ = o.size_;
     comm_ = o.comm_;
-    o.id_ = -1;
+    timeout_s_ = o.timeout_s_;
   }
   return *this;
 }
-H5File::~H5File() {
-  if (id_ >= 0) H5Fclose(id_);
-}
+H5File::~H5File() { (void)close(); }
 
 Status H5File::close() {
   if (id_ < 0) return Status::ok();
-  herr_t f = H5Fflush(id_, H5F_SCOPE_GLOBAL);
-  herr_t c = H5Fclose(id_);
-  id_ = -1;
-  if (f < 0 || c < 0) return error("flush/close failed (disk full?)");
-  return Status::ok();
+  return collective("closing the file", [&] {
+    herr_t f = H5Fflush(id_, H5F_SCOPE_GLOBAL);
+    herr_t c = H5Fclose(id_);
+    id_ = -1;
+    return f < 0 || c < 0 ? error("flush/close failed (disk full?)") : Status::ok();
+  });
 }
 
 Status H5File::write_tensor(const std::string& name, const at::Tensor& tensor) {
+  return collective("writing " + name, [&] { return write_tensor_now(name, tensor); });
+}
+
+Status H5File::write_tensor_now(const std::string& name, const at::Tensor& tensor) {
   const TypeInfo* type = type_of(tensor.scalar_type());
   if (!type) return error(name + ": unsupported dtype " + std::string(c10::toString(tensor.scalar_type())));
   at::Tensor t = tensor.detach().cpu().contiguous();
@@ -198,9 +328,9 @@ Status H5File::write_tensor(const std::string& name, const at::Tensor& tensor) {
   if (!ds.ok()) return error(name + ": cannot create the dataset");
   uint64_t sum = tensor_checksum(t);
   if (parallel_) {  // rank 0's data and checksum; the others take part with an empty selection
-    MPI_Bcast(&sum, 1, MPI_UINT64_T, 0, comm_);
+    if (MPI_Bcast(&sum, 1, MPI_UINT64_T, 0, comm_) != MPI_SUCCESS) return error(name + ": MPI_Bcast of its checksum failed");
     Handle xfer = collective_xfer();
-    if (rank_ != 0 && t.numel() > 0) H5Sselect_none(space.get());
+    if (rank_ != 0 && t.numel() > 0 && H5Sselect_none(space.get()) < 0) return error(name + ": cannot select");
     Handle mem(H5Scopy(space.get()), H5Sclose);
     if (t.numel() > 0 && H5Dwrite(ds.get(), type->h5(), mem.get(), space.get(), xfer.get(), t.data_ptr()) < 0)
       return error(name + ": write failed (disk full?)");
@@ -214,6 +344,11 @@ Status H5File::write_tensor(const std::string& name, const at::Tensor& tensor) {
 
 Status H5File::write_sharded(const std::string& name, const std::vector<int64_t>& global_shape, at::ScalarType dtype,
                              const std::vector<Piece>& pieces, const std::vector<int>& mine, const at::Tensor& data) {
+  return collective("writing " + name, [&] { return write_sharded_now(name, global_shape, dtype, pieces, mine, data); });
+}
+
+Status H5File::write_sharded_now(const std::string& name, const std::vector<int64_t>& global_shape, at::ScalarType dtype,
+                                 const std::vector<Piece>& pieces, const std::vector<int>& mine, const at::Tensor& data) {
   const TypeInfo* type = type_of(dtype);
   if (!type) return error(name + ": unsupported dtype " + std::string(c10::toString(dtype)));
   const int nd = static_cast<int>(global_shape.size());
@@ -239,12 +374,13 @@ Status H5File::write_sharded(const std::string& name, const std::vector<int64_t>
   // the order of `data`), read from a 1-D memory space.
   at::Tensor t = mine.empty() ? at::Tensor() : data.detach().cpu().to(dtype).contiguous();
   int64_t total = 0;
-  H5Sselect_none(space.get());
+  if (H5Sselect_none(space.get()) < 0) return error(name + ": cannot select");
   for (int i : mine) {
     const Box& box = pieces[static_cast<size_t>(i)].box;
     std::vector<hsize_t> start(box.start.begin(), box.start.end()), count(box.count.begin(), box.count.end());
     if (box.numel() == 0) continue;
-    H5Sselect_hyperslab(space.get(), H5S_SELECT_OR, start.data(), nullptr, count.data(), nullptr);
+    if (H5Sselect_hyperslab(space.get(), H5S_SELECT_OR, start.data(), nullptr, count.data(), nullptr) < 0)
+      return error(name + ": cannot select piece " + std::to_string(i));
     total += box.numel();
   }
   if (t.defined() && t.numel() != total) {
@@ -252,7 +388,7 @@ Status H5File::write_sharded(const std::string& name, const std::vector<int64_t>
   }
   const hsize_t mem_count = static_cast<hsize_t>(total);
   Handle mem(total > 0 ? H5Screate_simple(1, &mem_count, nullptr) : H5Screate(H5S_SCALAR), H5Sclose);
-  if (total == 0) H5Sselect_none(mem.get());
+  if (total == 0 && H5Sselect_none(mem.get()) < 0) return error(name + ": cannot select");
   Handle xfer = parallel_ ? collective_xfer() : Handle(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
   if ((parallel_ || total > 0) &&
       H5Dwrite(ds.get(), type->h5(), mem.get(), space.get(), xfer.get(), total > 0 ? t.data_ptr() : nullptr) < 0)
@@ -265,7 +401,8 @@ Result<at::Tensor> H5File::read_region(int64_t ds, int64_t file_type, at::Scalar
   std::vector<hsize_t> start(box.start.begin(), box.start.end()), count(box.count.begin(), box.count.end());
   at::Tensor t = at::empty(box.count, at::TensorOptions().dtype(scalar));
   if (t.numel() == 0) return t;
-  if (!count.empty()) H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+  if (!count.empty() && H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr) < 0)
+    return Status::error("cannot select the region");
   Handle mem(count.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
              H5Sclose);
   if (H5Dread(ds, file_type, mem.get(), space.get(), H5P_DEFAULT, t.data_ptr()) < 0)
@@ -280,7 +417,7 @@ Result<std::vector<int64_t>> H5File::shape(const std::string& name) const {
   const int nd = H5Sget_simple_extent_ndims(space.get());
   if (nd < 0) return error(name + ": unreadable dataspace");
   std::vector<hsize_t> dims(static_cast<size_t>(nd));
-  H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  if (H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr) < 0) return error(name + ": unreadable dataspace");
   return std::vector<int64_t>(dims.begin(), dims.end());
 }
 
@@ -386,10 +523,12 @@ Result<at::Tensor> H5File::read_tensor(const std::string& name) const {
 Status H5File::write_string(const std::string& name, const std::string& s) {
   at::Tensor bytes = at::empty({static_cast<int64_t>(s.size())}, at::kByte);
   std::copy(s.begin(), s.end(), reinterpret_cast<char*>(bytes.data_ptr()));
-  LETHE_RETURN_IF_ERROR(write_tensor(name, bytes));
-  Handle ds(H5Dopen2(id_, name.c_str(), H5P_DEFAULT), H5Dclose);
-  if (write_str_attr(ds.get(), "encoding", "utf-8") < 0) return error(name + ": cannot write attributes");
-  return Status::ok();
+  return collective("writing " + name, [&]() -> Status {
+    LETHE_RETURN_IF_ERROR(write_tensor_now(name, bytes));
+    Handle ds(H5Dopen2(id_, name.c_str(), H5P_DEFAULT), H5Dclose);
+    if (write_str_attr(ds.get(), "encoding", "utf-8") < 0) return error(name + ": cannot write attributes");
+    return Status::ok();
+  });
 }
 
 Result<std::string> H5File::read_string(const std::string& name) const {
@@ -400,11 +539,15 @@ Result<std::string> H5File::read_string(const std::string& name) const {
 }
 
 Status H5File::set_attr(const std::string& key, int64_t v) {
-  return write_attr(id_, key, H5T_NATIVE_INT64, &v) < 0 ? error("cannot write attribute " + key) : Status::ok();
+  return collective("writing attribute " + key, [&] {
+    return write_attr(id_, key, H5T_NATIVE_INT64, &v) < 0 ? error("cannot write attribute " + key) : Status::ok();
+  });
 }
 
 Status H5File::set_attr(const std::string& key, const std::string& v) {
-  return write_str_attr(id_, key, v) < 0 ? error("cannot write attribute " + key) : Status::ok();
+  return collective("writing attribute " + key, [&] {
+    return write_str_attr(id_, key, v) < 0 ? error("cannot write attribute " + key) : Status::ok();
+  });
 }
 
 Result<int64_t> H5File::attr_int(const std::string& key) const {
@@ -439,9 +582,10 @@ std::vector<std::string> H5File::list(const std::string& group) const {
   H5G_info_t info;
   if (!g.ok() || H5Gget_info(g.get(), &info) < 0) return names;
   for (hsize_t i = 0; i < info.nlinks; ++i) {
-    ssize_t n = H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
-    std::string s(n, '\0');
-    H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, s.data(), n + 1, H5P_DEFAULT);
+    const ssize_t n = H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+    if (n < 0) continue;  // unreadable link: not listed, so never loaded
+    std::string s(static_cast<size_t>(n), '\0');
+    if (H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, s.data(), static_cast<size_t>(n) + 1, H5P_DEFAULT) < 0) continue;
     names.push_back(s);
   }
   std::sort(names.begin(), names.end());

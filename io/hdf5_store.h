@@ -5,13 +5,15 @@
 // a checksum of its raw bytes that read_tensor verifies. Names may contain '/' (groups are
 // created as needed) and '.' (kept: "model/layers.0.attn.wq"). Readable with h5py.
 // Handles are RAII; every HDF5 return code is checked and turned into a Status naming the file
-// and the object.
+// and the object. Files are sealed (Note [Sealed files] in hdf5_store.cc): open() refuses a file
+// whose whole-file checksum does not match before libhdf5 parses any of it.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <mpi.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -38,9 +40,16 @@ class H5File {
   static Result<H5File> create(const std::string& path);  // truncates
   // Collective over `comm`: one file written by every rank through MPI-IO. In this mode every
   // write below is collective (same names, shapes and order on every rank); write_tensor and
-  // write_string store rank 0's data and checksum, write_sharded each rank's own piece.
-  static Result<H5File> create_parallel(const std::string& path, MPI_Comm comm);
-  static Result<H5File> open(const std::string& path);    // read-only
+  // write_string store rank 0's data and checksum, write_sharded each rank's own piece. Each
+  // collective call runs under a Deadline of `timeout_s`: a rank stalled past it ends the job with
+  // a message naming the rank, the file and the dataset.
+  static Result<H5File> create_parallel(const std::string& path, MPI_Comm comm, double timeout_s);
+  // Read-only, after verify_seal.
+  static Result<H5File> open(const std::string& path);
+  // After close(), on one rank: writes the whole-file checksum into the user block.
+  static Status seal(const std::string& path);
+  // OK when the file's seal matches its contents (the check open() makes).
+  static Status verify_seal(const std::string& path);
   H5File(H5File&& o) noexcept;
   H5File& operator=(H5File&& o) noexcept;
   H5File(const H5File&) = delete;
@@ -75,20 +84,27 @@ class H5File {
   // Names of the objects directly inside `group`, sorted.
   std::vector<std::string> list(const std::string& group) const;
 
-  // Flushes and closes; after this the object is empty. A failure here (full disk) is reported.
+  // Flushes and closes (collective for a parallel file); after this the object is empty. A failure
+  // here (full disk) is reported.
   Status close();
   const std::string& path() const { return path_; }
 
  private:
   H5File(int64_t id, std::string path, bool parallel = false, int rank = 0)
       : id_(id), path_(std::move(path)), parallel_(parallel), rank_(rank) {}
+  // Runs `call`, under the deadline when the file is parallel.
+  Status collective(const std::string& what, const std::function<Status()>& call) const;
+  Status write_tensor_now(const std::string& name, const at::Tensor& t);
+  Status write_sharded_now(const std::string& name, const std::vector<int64_t>& global_shape, at::ScalarType dtype,
+                           const std::vector<Piece>& pieces, const std::vector<int>& mine, const at::Tensor& data);
   Result<at::Tensor> read_region(int64_t ds, int64_t file_type, at::ScalarType scalar, const Box& box) const;
   Status error(const std::string& what) const { return Status::error(path_ + ": " + what); }
   int64_t id_ = -1;  // hid_t
   std::string path_;
   bool parallel_ = false;  // created with create_parallel: writes are collective
-  int rank_ = 0;           // this rank in the parallel file's communicator
+  int rank_ = 0, size_ = 1;  // this rank and the ranks of the parallel file's communicator
   MPI_Comm comm_ = MPI_COMM_NULL;
+  double timeout_s_ = 0;
 };
 
 // xxh3-64 of a contiguous tensor's bytes.

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/check.h"
+#include "io/atomic_file.h"
 
 namespace lethe {
 
@@ -247,9 +248,7 @@ Status SafetensorsWriter::close() {
     std::filesystem::remove(tmp, ec);
     return Status::error(path_ + ": write failed (disk full?)");
   }
-  std::filesystem::rename(tmp, path_, ec);
-  if (ec) return Status::error(path_ + ": rename failed: " + ec.message());
-  return Status::ok();
+  return commit_file(tmp, path_);
 }
 
 Status write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,

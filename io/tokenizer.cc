@@ -7,6 +7,8 @@
 #include <fstream>
 #include <mutex>
 
+#include "io/atomic_file.h"
+
 namespace lethe {
 
 namespace fs = std::filesystem;
@@ -100,18 +102,9 @@ Result<Tokenizer> Tokenizer::train(const std::vector<std::string>& texts, int vo
   char err[512] = {0};
   if (api->train(ptrs.data(), ptrs.size(), kv, std::size(kv) / 2, &model, &model_len, err, sizeof err) != 0)
     return Status::error(std::string("training the tokenizer failed: ") + err);
-  const std::string tmp = save_path + ".tmp";
-  bool ok;
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out.write(model, static_cast<std::streamsize>(model_len));
-    ok = static_cast<bool>(out.flush());
-  }
+  Status written = write_file_atomic(save_path, std::string_view(model, model_len));
   api->release(model);
-  if (!ok) return Status::error(tmp + ": write failed");
-  std::error_code ec;
-  fs::rename(tmp, save_path, ec);
-  if (ec) return Status::error(save_path + ": " + ec.message());
+  LETHE_RETURN_IF_ERROR(written);
   return load(save_path);
 }
 

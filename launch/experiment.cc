@@ -12,6 +12,8 @@
 #include "base/log.h"
 #include "base/memory.h"
 #include "base/torch_compat.h"
+#include "eval/muse.h"
+#include "strategies/strategies.h"
 
 namespace lethe {
 
@@ -54,7 +56,36 @@ Result<Tokenizer> experiment_tokenizer(const RunConfig& cfg, const Corpus& corpu
 
 }  // namespace
 
+Status validate_layout(const RunConfig& cfg, int world_size) {
+  const int64_t tp = cfg.mesh.tp, dp = cfg.mesh.dp;
+  if (tp * dp != world_size) {
+    return Status::error("mesh.tp (" + std::to_string(tp) + ") × mesh.dp (" + std::to_string(dp) +
+                         ") must equal the number of ranks the launcher started (" + std::to_string(world_size) + ")");
+  }
+  LETHE_RETURN_IF_ERROR(check_model_for_tp(cfg.model, tp));
+  const std::pair<const char*, int64_t> per_dp[] = {
+      {"train.batch_size / train.grad_accum", cfg.train.batch_size / cfg.train.grad_accum},
+      {"unlearn.forget_batch", cfg.unlearn.forget_batch},
+      {"unlearn.retain_batch", cfg.unlearn.retain_batch}};
+  for (auto [key, rows] : per_dp) {
+    if (rows % dp != 0) {
+      return Status::error(std::string(key) + " (" + std::to_string(rows) + " rows) must be divisible by mesh.dp (" +
+                           std::to_string(dp) + "): every dp rank takes the same number of rows");
+    }
+  }
+  for (const std::string& m : cfg.unlearn.methods) LETHE_RETURN_IF_ERROR(make_strategy(m, cfg.unlearn).status());
+  const auto& names = metric_names();
+  const std::string& stop = cfg.unlearn.stop_metric;
+  if (!stop.empty() && stop != "privleak" && std::find(names.begin(), names.end(), stop) == names.end()) {
+    std::string valid;
+    for (const auto& n : names) valid += " " + n;
+    return Status::error("unlearn.stop_metric: \"" + stop + "\" is not a metric; valid: privleak" + valid);
+  }
+  return Status::ok();
+}
+
 Result<std::unique_ptr<Experiment>> open_mesh(const RunConfig& cfg) {
+  LETHE_RETURN_IF_ERROR(validate_layout(cfg, launched_world_size()));  // before MPI starts
   auto e = std::make_unique<Experiment>();
   e->cfg = cfg;
   LETHE_ASSIGN_OR_RETURN(e->world, init_world(cfg.run.collective_timeout_s));
@@ -120,15 +151,7 @@ json metrics_json(const Metrics& m) {
 
 Status write_json(const std::string& path, const json& j) {
   if (!writes_reports()) return Status::ok();
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump(2) << "\n";
-    if (!out.flush()) return Status::error(tmp + ": write failed");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  return ec ? Status::error(path + ": rename failed: " + ec.message()) : Status::ok();
+  return write_file_atomic(path, j.dump(2) + "\n");
 }
 
 Result<json> read_json(const std::string& path) {
@@ -157,6 +180,17 @@ bool StopSignal::requested(Communicator& world) const {
 }
 
 bool writes_reports() { return read_launch_env().rank == 0; }
+
+Status keep_records(const std::string& path, const std::function<bool(const json&, int64_t)>& keep) {
+  if (!writes_reports()) return Status::ok();
+  std::ifstream in(path);
+  std::string kept, line;
+  for (int64_t i = 0; std::getline(in, line); ++i) {
+    const json j = json::parse(line, nullptr, false);
+    if (!j.is_discarded() && keep(j, i)) kept += line + "\n";
+  }
+  return write_file_atomic(path, kept);
+}
 
 std::string report_path(const std::string& path) { return writes_reports() ? path : "/dev/null"; }
 

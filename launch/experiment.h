@@ -2,6 +2,7 @@
 // the evaluation set, JSON reports and the stop signal.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -11,6 +12,7 @@
 #include "base/status.h"
 #include "collectives/world.h"
 #include "eval/muse.h"
+#include "io/atomic_file.h"
 #include "io/config.h"
 #include "io/corpus.h"
 #include "io/token_dataset.h"
@@ -46,7 +48,13 @@ struct Experiment {
   std::optional<EvalSet> eval_set_;
 };
 
-// Starts the world, threads and mesh (checked against the model); no data.
+// Everything about a run that depends on the number of ranks, tp, dp and the model, checked before
+// MPI starts: tp × dp = `world_size`, the model's sizes divisible by tp, every batch divisible by dp,
+// the unlearning methods and stop metric known. Each error names its key.
+Status validate_layout(const RunConfig& cfg, int world_size);
+
+// validate_layout (the world size from the launcher's environment), then starts the world, threads
+// and mesh; no data.
 Result<std::unique_ptr<Experiment>> open_mesh(const RunConfig& cfg);
 // open_mesh, then loads (and writes to <run.dir>/corpus) the corpus; finds or
 // trains the tokenizer (the configured one, else <run.dir>/tokenizer.model, else a new one).
@@ -79,5 +87,7 @@ class StopSignal {
 bool writes_reports();
 // `path` on the reporting rank, /dev/null elsewhere.
 std::string report_path(const std::string& path);
+// On the reporting rank, rewrites the JSON-lines file `path` with the records keep(record, index) accepts.
+Status keep_records(const std::string& path, const std::function<bool(const json&, int64_t)>& keep);
 
 }  // namespace lethe

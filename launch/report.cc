@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
+#include <sstream>
 
 #include "base/log.h"
 #include "eval/memorization.h"
@@ -21,7 +23,8 @@ namespace {
 
 struct Row {
   std::string name;
-  double verbmem = 0, knowmem_f = 0, privleak = 0, knowmem_r = 0, ppl = 0;
+  double verbmem = 0, privleak = 0, ppl = 0;
+  std::optional<double> knowmem_f, knowmem_r;  // absent: the corpus has no QA probes for that split
   double seconds = 0, flops = 0;
   double speedup = 0, flops_ratio = 0;  // retrain cost ÷ this model's cost (unlearning methods only)
   double gap = 0;                        // Note [Closest to retrain]
@@ -31,14 +34,14 @@ Result<Row> read_row(const std::string& path, const std::string& name, double au
   LETHE_ASSIGN_OR_RETURN(json j, read_json(path));
   if (!j.contains("metrics") || !j.contains("cost")) return Status::error(path + ": no \"metrics\" or \"cost\"");
   const json& m = j["metrics"];
-  for (const char* k : {"verbmem_forget", "knowmem_forget", "knowmem_retain", "mink_auc", "ppl_holdout"}) {
+  for (const char* k : {"verbmem_forget", "mink_auc", "ppl_holdout"}) {
     if (!m.contains(k)) return Status::error(path + ": metrics." + k + " missing (evaluated by an older build?)");
   }
   Row r;
   r.name = name;
   r.verbmem = m["verbmem_forget"];
-  r.knowmem_f = m["knowmem_forget"];
-  r.knowmem_r = m["knowmem_retain"];
+  if (m.contains("knowmem_forget")) r.knowmem_f = m["knowmem_forget"].get<double>();
+  if (m.contains("knowmem_retain")) r.knowmem_r = m["knowmem_retain"].get<double>();
   r.privleak = privleak(m["mink_auc"].get<double>(), auc_retrain);
   r.ppl = m["ppl_holdout"];
   r.seconds = j["cost"]["seconds"];
@@ -50,17 +53,23 @@ Result<Row> read_row(const std::string& path, const std::string& name, double au
 // each method gets the largest of four normalised distances: VerbMem and KnowMem-forget as a
 // fraction of the target–retrain gap, PrivLeak / 100 (the target sits near −100), and the
 // KnowMem-retain loss as a fraction of the retrained value. 0 = indistinguishable from retraining
-// on these metrics; 1 = as far as the target (or lost all utility).
+// on these metrics; 1 = as far as the target (or lost all utility). A KnowMem that was not measured
+// (no QA probes) is left out, and the table says so.
 double gap(const Row& r, const Row& target, const Row& retrain) {
   auto frac = [](double d, double scale) { return std::abs(d) / std::max(std::abs(scale), 1e-9); };
-  return std::max({frac(r.verbmem - retrain.verbmem, target.verbmem - retrain.verbmem),
-                   frac(r.knowmem_f - retrain.knowmem_f, target.knowmem_f - retrain.knowmem_f),
-                   std::abs(r.privleak) / 100.0, frac(r.knowmem_r - retrain.knowmem_r, retrain.knowmem_r)});
+  double g = std::max(frac(r.verbmem - retrain.verbmem, target.verbmem - retrain.verbmem), std::abs(r.privleak) / 100.0);
+  if (r.knowmem_f && target.knowmem_f && retrain.knowmem_f)
+    g = std::max(g, frac(*r.knowmem_f - *retrain.knowmem_f, *target.knowmem_f - *retrain.knowmem_f));
+  if (r.knowmem_r && retrain.knowmem_r) g = std::max(g, frac(*r.knowmem_r - *retrain.knowmem_r, *retrain.knowmem_r));
+  return g;
 }
 
+json or_null(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
+std::string or_na(const std::optional<double>& v) { return v ? fmt::format("{:.1f}", *v) : "n/a"; }
+
 json row_json(const Row& r) {
-  return {{"model", r.name},     {"verbmem_forget", r.verbmem}, {"knowmem_forget", r.knowmem_f},
-          {"privleak", r.privleak}, {"knowmem_retain", r.knowmem_r}, {"ppl_holdout", r.ppl},
+  return {{"model", r.name},     {"verbmem_forget", r.verbmem}, {"knowmem_forget", or_null(r.knowmem_f)},
+          {"privleak", r.privleak}, {"knowmem_retain", or_null(r.knowmem_r)}, {"ppl_holdout", r.ppl},
           {"seconds", r.seconds}, {"flops", r.flops}, {"speedup_vs_retrain", r.speedup},
           {"flops_ratio_vs_retrain", r.flops_ratio}, {"gap_to_retrain", r.gap}};
 }
@@ -72,8 +81,8 @@ std::string table(const std::vector<Row>& rows) {
                    "", "", "vs retr", "→0");
   for (const Row& r : rows) {
     const bool method = r.speedup > 0;
-    t += fmt::format("{:<10} {:>8.1f} {:>10.1f} {:>9.1f} {:>10.1f} {:>8.2f} {:>8.1f} {:>9.3f} {:>8} {:>6}\n", r.name,
-                     r.verbmem, r.knowmem_f, r.privleak, r.knowmem_r, r.ppl, r.seconds, r.flops / 1e12,
+    t += fmt::format("{:<10} {:>8.1f} {:>10} {:>9.1f} {:>10} {:>8.2f} {:>8.1f} {:>9.3f} {:>8} {:>6}\n", r.name,
+                     r.verbmem, or_na(r.knowmem_f), r.privleak, or_na(r.knowmem_r), r.ppl, r.seconds, r.flops / 1e12,
                      method ? fmt::format("{:.1f}×", r.speedup) : "", r.name == "target" ? "" : fmt::format("{:.2f}", r.gap));
   }
   return t;
@@ -81,12 +90,13 @@ std::string table(const std::vector<Row>& rows) {
 
 // A two-panel scatter plot: forgetting (VerbMem, KnowMem-forget) against utility (KnowMem-retain).
 Status write_plot(const std::string& dir, const std::vector<Row>& rows) {
-  {
-    std::ofstream dat(dir + "/comparison.dat");
-    dat << "# model verbmem knowmem_forget privleak knowmem_retain\n";
-    for (const Row& r : rows) dat << r.name << " " << r.verbmem << " " << r.knowmem_f << " " << r.privleak << " " << r.knowmem_r << "\n";
+  std::ostringstream dat, gp;
+  dat << "# model verbmem knowmem_forget privleak knowmem_retain\n";
+  for (const Row& r : rows) {
+    dat << r.name << " " << r.verbmem << " " << r.knowmem_f.value_or(NAN) << " " << r.privleak << " "
+        << r.knowmem_r.value_or(NAN) << "\n";
   }
-  std::ofstream gp(dir + "/comparison.gnuplot");
+  LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/comparison.dat", dat.str()));
   gp << "# gnuplot comparison.gnuplot  (writes comparison.png)\n"
         "set terminal pngcairo size 1200,520 font 'sans,11'\n"
         "set output 'comparison.png'\n"
@@ -102,7 +112,7 @@ Status write_plot(const std::string& dir, const std::vector<Row>& rows) {
        << "lc rgb variable ps 2.2, '' using 5:" << col << ":1 with labels offset char 1.2,0.8 left\n";
   }
   gp << "unset multiplot\n";
-  gp.close();
+  LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/comparison.gnuplot", gp.str()));
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
     log().warn("gnuplot not found: {}/comparison.gnuplot written, no plot drawn", dir);
     return Status::ok();
@@ -140,6 +150,9 @@ Status run_compare(const std::string& dir) {
     if (r.speedup > 0 && (!best || r.gap < best->gap)) best = &r;
   }
   std::string out = table(rows);
+  if (!target.knowmem_f || !target.knowmem_r) {
+    out += "\nKnowMem: not measured (the corpus has no QA probes for the forget or retain split); the gap leaves it out\n";
+  }
   if (best) {
     out += fmt::format("\nclosest to the retrained model on all four MUSE metrics at once: {} (largest normalised gap "
                        "{:.2f}; 0 = retrain, 1 = target), {:.1f}× faster than retraining\n",
@@ -150,7 +163,7 @@ Status run_compare(const std::string& dir) {
   for (const Row& r : rows) j["models"].push_back(row_json(r));
   if (best) j["closest_to_retrain"] = best->name;
   LETHE_RETURN_IF_ERROR(write_json(dir + "/comparison.json", j));
-  std::ofstream(dir + "/comparison.txt") << out;
+  LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/comparison.txt", out));
   return write_plot(dir, rows);
 }
 

@@ -13,28 +13,10 @@ namespace lethe {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-// Keeps the metrics records up to `step` (a resumed run rewrites what came after its checkpoint).
-void truncate_metrics(const std::string& path, int64_t step) {
-  std::ifstream in(path);
-  std::stringstream kept;
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.value("step", int64_t{0}) <= step) kept << line << "\n";
-  }
-  in.close();
-  std::ofstream(path, std::ios::trunc) << kept.str();
-}
-
-}  // namespace
-
 Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
   const std::string phase = opts.include_forget ? "target" : "retrain";
   LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Experiment> ex, open_experiment(cfg));
   const Mesh& mesh = *ex->mesh;
-  LETHE_RETURN_IF_ERROR(Trainer::check(cfg.train, mesh));
   const int64_t T = cfg.data.seq_len;
   LETHE_ASSIGN_OR_RETURN(TokenDataset train,
                          ex->dataset("train", ex->corpus.training_documents(opts.include_forget, cfg.corpus.qa_in_training)));
@@ -46,12 +28,14 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
                                                    : Experiment::Use::kTrainFromInit);
   Trainer trainer(*model, mesh, cfg.train, train, static_cast<uint64_t>(cfg.run.seed));
   fs::create_directories(dir);
-  std::ofstream(report_path(dir + "/config.toml")) << to_toml(cfg);
+  if (writes_reports()) LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/config.toml", to_toml(cfg)));
   const CheckpointMeta meta{phase, to_toml(cfg), {{"train", train.checksum()}}, "", 0};
   if (opts.resume) {
     LETHE_ASSIGN_OR_RETURN(std::string from, resume_latest(ckpt_dir, trainer, meta));
     log().info("resumed {} from {} at step {}", phase, from, trainer.steps_taken());
-    if (writes_reports()) truncate_metrics(dir + "/metrics.jsonl", trainer.steps_taken());
+    // The records up to the checkpoint's step are kept; the resumed run rewrites the rest.
+    const int64_t step = trainer.steps_taken();
+    LETHE_RETURN_IF_ERROR(keep_records(dir + "/metrics.jsonl", [&](const json& j, int64_t) { return j.value("step", 0) <= step; }));
   }
   std::ofstream metrics(report_path(dir + "/metrics.jsonl"), opts.resume ? std::ios::app : std::ios::trunc);
 
@@ -98,8 +82,9 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
   const Metrics m = ex->evaluate(*model);
   json summary = {{"phase", phase},           {"steps", trainer.steps_taken()}, {"parameters", model->num_params_global()},
                   {"flops_per_token", flops_per_token}, {"metrics", metrics_json(m)},   {"cost", cost_json(cost, flops_per_token, mesh)}};
-  log().info("{}: VerbMem {:.1f}  KnowMem forget {:.1f}  KnowMem retain {:.1f}  MA forget {:.3f}  ppl holdout {:.2f}", phase,
-             m.at("verbmem_forget"), m.at("knowmem_forget"), m.at("knowmem_retain"), m.at("ma_forget"), m.at("ppl_holdout"));
+  log().info("{}: VerbMem {:.1f}  KnowMem forget {}  KnowMem retain {}  MA forget {:.3f}  ppl holdout {:.2f}", phase,
+             m.at("verbmem_forget"), metric_text(m, "knowmem_forget"), metric_text(m, "knowmem_retain"), m.at("ma_forget"),
+             m.at("ppl_holdout"));
   return write_json(dir + "/summary.json", summary);
 }
 

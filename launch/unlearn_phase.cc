@@ -160,10 +160,13 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   if (data.retain) meta.data_checksums["retain"] = data.retain->checksum();
 
   fs::create_directories(dir);
-  std::ofstream(report_path(dir + "/config.toml")) << to_toml(cfg);
+  if (writes_reports()) LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/config.toml", to_toml(cfg)));
   if (resuming) {
     LETHE_ASSIGN_OR_RETURN(std::string from, resume_latest(ckpt_dir, engine, meta));
     log().info("{}: resumed from {}", method, from);
+    // The reports the checkpoint counts are kept; a report written after it is written again.
+    const int64_t kept = engine.reports();
+    LETHE_RETURN_IF_ERROR(keep_records(dir + "/metrics.jsonl", [&](const json&, int64_t i) { return i < kept; }));
   } else {
     std::error_code ec;
     fs::remove_all(ckpt_dir, ec);
@@ -188,9 +191,9 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
               {"cost", cost_json(r.cost, flops_per_token, *ex.mesh)}, {"stop", r.stop_reason}};
     metrics << j.dump() << std::endl;
     const auto& m = r.metrics;
-    log().info("{} request {} cycle {}: {} samples  VerbMem {:.1f}  KnowMem f {:.1f} r {:.1f}  MA f {:.3f}  {:.1f}s{}", method,
-               r.request, r.cycle, r.forget_samples, m.at("verbmem_forget"), m.at("knowmem_forget"),
-               m.at("knowmem_retain"), m.at("ma_forget"), r.cost.seconds,
+    log().info("{} request {} cycle {}: {} samples  VerbMem {:.1f}  KnowMem f {} r {}  MA f {:.3f}  {:.1f}s{}", method,
+               r.request, r.cycle, r.forget_samples, m.at("verbmem_forget"), metric_text(m, "knowmem_forget"),
+               metric_text(m, "knowmem_retain"), m.at("ma_forget"), r.cost.seconds,
                r.stop_reason.empty() ? "" : "  → " + r.stop_reason);
     last = r;
   };
@@ -212,15 +215,6 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
 }  // namespace
 
 Status run_unlearn_phase(const RunConfig& cfg, const UnlearnOptions& opts) {
-  for (const std::string& m : cfg.unlearn.methods) LETHE_RETURN_IF_ERROR(make_strategy(m, cfg.unlearn).status());
-  if (!cfg.unlearn.stop_metric.empty()) {
-    const auto& names = metric_names();
-    if (std::find(names.begin(), names.end(), cfg.unlearn.stop_metric) == names.end() && cfg.unlearn.stop_metric != "privleak") {
-      std::string valid;
-      for (const auto& n : names) valid += " " + n;
-      return Status::error("unlearn.stop_metric: \"" + cfg.unlearn.stop_metric + "\" is not a metric; valid: privleak" + valid);
-    }
-  }
   LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Experiment> ex, open_experiment(cfg));
   LETHE_ASSIGN_OR_RETURN(std::string source, source_checkpoint(cfg));
   LETHE_ASSIGN_OR_RETURN(UnlearnInputs data, unlearn_data(*ex));

@@ -21,7 +21,7 @@
 #include "base/check.h"
 #include "base/log.h"
 #include "base/torch_compat.h"
-#include "collectives/mpi_communicator.h"
+#include "io/atomic_file.h"
 #include "io/hdf5_store.h"
 #include "runtime/hf_checkpoint.h"
 
@@ -30,14 +30,6 @@ namespace lethe {
 namespace fs = std::filesystem;
 
 namespace {
-
-Status fsync_path(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return Status::error(path + ": cannot open for fsync");
-  int rc = ::fsync(fd);
-  ::close(fd);
-  return rc == 0 ? Status::ok() : Status::error(path + ": fsync failed");
-}
 
 // Note [Reserve before HDF5]: a write error (full disk) met inside HDF5 leaves its file state
 // broken — the failed H5Fclose cannot be retried and the library crashes closing it at exit. So the
@@ -221,6 +213,9 @@ Status write_all(H5File& f, Checkpointable& t, const StateTensors& state, const 
   for (const ShardedWrite& x : sharded_writes(t)) {
     LETHE_RETURN_IF_ERROR(
         f.write_sharded(x.name, x.param->global_shape, x.data.scalar_type(), x.placed.pieces, x.placed.mine, x.data));
+  }
+  if (const char* k = std::getenv("LETHE_TEST_STALL_RANK_IN_CHECKPOINT"); k && std::atoi(k) == t.mesh().world().rank()) {
+    ::pause();  // test hook: a rank hung mid-write; its peers wait in the next collective write
   }
   LETHE_RETURN_IF_ERROR(f.write_tensor("step", at::scalar_tensor(t.optimizer().steps_taken(), at::kLong)));
   LETHE_RETURN_IF_ERROR(f.write_tensor("rng_cpu", at::detail::getDefaultCPUGenerator().get_state()));
@@ -447,22 +442,6 @@ Status load_adapters(const std::string& path, const AdapterSource& src, Llama& m
 
 }  // namespace
 
-Status write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    if (!out.flush()) {
-      fs::remove(tmp);
-      return Status::error(tmp + ": write failed (disk full?)");
-    }
-  }
-  LETHE_RETURN_IF_ERROR(fsync_path(tmp));
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  return ec ? Status::error(path + ": rename failed: " + ec.message()) : Status::ok();
-}
-
 at::Tensor int_state(int64_t v) { return at::scalar_tensor(v, at::kLong); }
 
 Result<int64_t> read_int(const StateTensors& state, const std::string& key) {
@@ -503,7 +482,8 @@ Result<std::string> save_checkpoint(const std::string& dir, Checkpointable& t, c
   if (Status s = agree(world, prepared); !s) return s.with_context("checkpoint not written; earlier checkpoints are untouched");
 
   Status s = [&]() -> Status {
-    LETHE_ASSIGN_OR_RETURN(H5File f, parallel ? H5File::create_parallel(tmp, mpi_comm_of(world)) : H5File::create(tmp));
+    const IoChannel io = world.io();
+    LETHE_ASSIGN_OR_RETURN(H5File f, parallel ? H5File::create_parallel(tmp, io.comm, io.timeout_s) : H5File::create(tmp));
     LETHE_RETURN_IF_ERROR(write_all(f, t, state, meta));
     if (const char* k = std::getenv("LETHE_TEST_KILL_RANK_IN_CHECKPOINT"); k && std::atoi(k) == world.rank()) {
       ::raise(SIGKILL);  // test hook: a rank dying mid-write (tests/checkpoint_kill.sh)
@@ -513,10 +493,8 @@ Result<std::string> save_checkpoint(const std::string& dir, Checkpointable& t, c
   if (!s && parallel) fatal(__FILE__, __LINE__, "rank " + std::to_string(world.rank()) + ": " + s.message());
   if (s && world.rank() == 0) {
     s = [&]() -> Status {
-      LETHE_RETURN_IF_ERROR(fsync_path(tmp));
-      fs::rename(tmp, final_path, ec);
-      if (ec) return Status::error(final_path + ": rename failed: " + ec.message());
-      LETHE_RETURN_IF_ERROR(fsync_path(dir));
+      LETHE_RETURN_IF_ERROR(H5File::seal(tmp));
+      LETHE_RETURN_IF_ERROR(commit_file(tmp, final_path));
       return write_file_atomic(dir + "/latest", name + "\n");
     }();
   }

@@ -86,9 +86,6 @@ Status load_checkpoint(const std::string& path, Checkpointable& loop, const Chec
 // and targets), else merged into its weights. Collective over the mesh's world.
 Status load_weights(const std::string& path, Llama& model, const Mesh& mesh);
 
-// Writes `text` to `path` via a temporary file, fsync and rename.
-Status write_file_atomic(const std::string& path, const std::string& text);
-
 // Checkpoints in `dir`, newest first: the one `latest` names, then older ones by step.
 std::vector<std::string> list_checkpoints(const std::string& dir);
 

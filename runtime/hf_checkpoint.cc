@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "base/check.h"
+#include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "runtime/checkpoint.h"
 #include "runtime/tp_ops.h"

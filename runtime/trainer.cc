@@ -8,15 +8,6 @@ namespace lethe {
 Trainer::Trainer(Llama& model, const Mesh& mesh, const TrainConfig& cfg, const TokenDataset& data, uint64_t seed)
     : model_(model), mesh_(mesh), cfg_(cfg), data_(data), opt_(model, AdamHyper{cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay}, mesh), loader_(data.rows(), seed) {}
 
-Status Trainer::check(const TrainConfig& cfg, const Mesh& mesh) {
-  const int64_t micro = cfg.batch_size / cfg.grad_accum;
-  if (micro % mesh.dp_size() != 0) {
-    return Status::error("train.batch_size / train.grad_accum (" + std::to_string(micro) +
-                         " rows per micro-batch) must be divisible by mesh.dp (" + std::to_string(mesh.dp_size()) + ")");
-  }
-  return Status::ok();
-}
-
 StateTensors Trainer::state() const {
   StateTensors s;
   put_cursor(s, "data", loader_.cursor());

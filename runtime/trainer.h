@@ -29,9 +29,8 @@ struct StepStats {
 class Trainer : public Checkpointable {
  public:
   // `model` and `data` must outlive the trainer. REQUIRES: batch_size / grad_accum divisible by
-  // the dp size (Trainer::check).
+  // the dp size (validate_layout checks it before a run starts).
   Trainer(Llama& model, const Mesh& mesh, const TrainConfig& cfg, const TokenDataset& data, uint64_t seed);
-  static Status check(const TrainConfig& cfg, const Mesh& mesh);
 
   StepStats step();
 

@@ -182,6 +182,7 @@ Status Unlearner::run(const UnlearnHooks& hooks) {
       if (!finished()) LETHE_RETURN_IF_ERROR(begin_request());
     }
     if (hooks.report) hooks.report(rep);
+    ++reports_;  // before the checkpoint, which then counts this report
     if (hooks.checkpoint) LETHE_RETURN_IF_ERROR(hooks.checkpoint());
     ++cycles_run;
     if ((hooks.stop_after_cycles > 0 && cycles_run >= hooks.stop_after_cycles) || (hooks.interrupted && hooks.interrupted())) {
@@ -195,6 +196,7 @@ StateTensors Unlearner::state() const {
   StateTensors s;
   s["request"] = int_state(request_);
   s["cycle"] = int_state(cycle_);
+  s["reports"] = int_state(reports_);
   put_cursor(s, "retain", retain_loader_.cursor());
   s["cost_train_tokens"] = int_state(cost_.train_tokens);
   s["cost_forward_tokens"] = int_state(cost_.forward_tokens);
@@ -206,6 +208,7 @@ StateTensors Unlearner::state() const {
 Status Unlearner::set_state(const StateTensors& s) {
   LETHE_ASSIGN_OR_RETURN(int64_t request, read_int(s, "request"));
   LETHE_ASSIGN_OR_RETURN(int64_t cycle, read_int(s, "cycle"));
+  LETHE_ASSIGN_OR_RETURN(int64_t reports, read_int(s, "reports"));
   LETHE_ASSIGN_OR_RETURN(DataCursor retain, read_cursor(s, "retain"));
   LETHE_ASSIGN_OR_RETURN(int64_t train_tokens, read_int(s, "cost_train_tokens"));
   LETHE_ASSIGN_OR_RETURN(int64_t forward_tokens, read_int(s, "cost_forward_tokens"));
@@ -231,6 +234,7 @@ Status Unlearner::set_state(const StateTensors& s) {
     }
   }
   cycle_ = cycle;
+  reports_ = reports;
   retain_loader_.set_cursor(retain);
   cost_ = Cost{train_tokens, forward_tokens, secs->second.item<double>()};
   return Status::ok();

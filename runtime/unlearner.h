@@ -68,6 +68,9 @@ class Unlearner : public Checkpointable {
   // Runs the remaining cycles. Returns when every request is done, or a hook asked to stop.
   Status run(const UnlearnHooks& hooks);
   bool finished() const { return request_ >= static_cast<int64_t>(requests_.size()); }
+  // Cycle reports handed to UnlearnHooks::report so far, over every resume (saved in checkpoints):
+  // a resumed run keeps that many records and rewrites the rest.
+  int64_t reports() const { return reports_; }
   const Cost& cost() const { return cost_; }
 
   Llama& model() override { return model_; }
@@ -96,6 +99,7 @@ class Unlearner : public Checkpointable {
   DataLoader retain_loader_;
   Cost cost_;
   int64_t request_ = 0, cycle_ = 0;  // the next cycle to run
+  int64_t reports_ = 0;
   int64_t begun_ = -1;               // request whose strategy.begin ran
 };
 

@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "io/config.h"
+#include "launch/experiment.h"
 #include "tests/helpers.h"
 
 namespace lethe {
@@ -132,6 +133,38 @@ TEST(Config, MissingFileIsAClearError) {
   auto cfg = load_config("/nonexistent/run.toml");
   ASSERT_FALSE(cfg.is_ok());
   EXPECT_EQ(cfg.status().message(), "/nonexistent/run.toml: cannot open the config file");
+}
+
+// Every layout error is found from the config and the launcher's rank count alone (before MPI
+// starts; the mpirun entries in tests/CMakeLists.txt check that), and names its key.
+TEST(Layout, ValidateLayoutNamesEachKey) {
+  RunConfig cfg = test::tiny_config(test::scratch_dir("layout"));
+  cfg.mesh.tp = 2;
+  cfg.mesh.dp = 2;
+  EXPECT_TRUE(validate_layout(cfg, 4).is_ok()) << validate_layout(cfg, 4).message();
+  auto error = [&](RunConfig c, int world) { return validate_layout(c, world).message(); };
+  EXPECT_NE(error(cfg, 2).find("mesh.tp (2) × mesh.dp (2) must equal the number of ranks the launcher started (2)"),
+            std::string::npos);
+  RunConfig c = cfg;
+  c.model.num_key_value_heads = 3;
+  c.model.num_attention_heads = 3;
+  EXPECT_NE(error(c, 4).find("model.num_attention_heads (3) is not divisible by mesh.tp (2)"), std::string::npos) << error(c, 4);
+  c = cfg;
+  c.unlearn.retain_batch = 3;
+  EXPECT_NE(error(c, 4).find("unlearn.retain_batch (3 rows) must be divisible by mesh.dp (2)"), std::string::npos) << error(c, 4);
+  c = cfg;
+  c.unlearn.forget_batch = 5;
+  EXPECT_NE(error(c, 4).find("unlearn.forget_batch (5 rows)"), std::string::npos);
+  c = cfg;
+  c.train.batch_size = 6;
+  c.train.grad_accum = 2;
+  EXPECT_NE(error(c, 4).find("train.batch_size / train.grad_accum (3 rows)"), std::string::npos);
+  c = cfg;
+  c.unlearn.stop_metric = "verbmen";
+  EXPECT_NE(error(c, 4).find("unlearn.stop_metric: \"verbmen\" is not a metric"), std::string::npos);
+  c = cfg;
+  c.unlearn.methods = {"ga", "nope"};
+  EXPECT_NE(error(c, 4).find("nope"), std::string::npos);
 }
 
 }  // namespace

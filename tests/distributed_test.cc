@@ -94,7 +94,7 @@ constexpr double kAbs = 1e-5, kRel = 1e-4, kAdamRel = 1e-3;
 // all), tp 4 without.
 TEST(Distributed, TensorParallelMatchesOneProcess) {
   Communicator& world = test_world();
-  if (world.size() < 2) GTEST_SKIP() << "needs mpirun -np 2 or 4";
+  ASSERT_GE(world.size(), 2) << "run by the mpi2/mpi4.Distributed entries";
   LocalCommunicator local;
   Mesh one = make_mesh(local, 1, 1);
   const Batch b = tp_test_batch();
@@ -123,7 +123,7 @@ TEST(Distributed, TensorParallelMatchesOneProcess) {
 // every adapter's gradient. tp 2 recomputes its blocks (activation checkpointing).
 TEST(Distributed, LoraAtTp2EqualsTp1WithDropoutOn) {
   Communicator& world = test_world();
-  if (world.size() < 2) GTEST_SKIP() << "needs mpirun -np 2 or 4";
+  ASSERT_GE(world.size(), 2) << "run by the mpi2/mpi4.Distributed entries";
   LocalCommunicator local;
   Mesh one = make_mesh(local, 1, 1);
   const Batch b = tp_test_batch();
@@ -205,7 +205,7 @@ void expect_same_run(const TrainRun& a, const TrainRun& ref, double rel, double 
 
 TEST(Distributed, DataParallelAndZero1MatchOneProcessOnTheSameGlobalBatch) {
   Communicator& world = test_world();
-  if (world.size() < 2) GTEST_SKIP() << "needs mpirun -np 2 or 4";
+  ASSERT_GE(world.size(), 2) << "run by the mpi2/mpi4.Distributed entries";
   const TokenDataset ds = random_dataset();
   LocalCommunicator local;
   const TrainRun ref = train(make_mesh(local, 1, 1), ds, 6);
@@ -228,7 +228,7 @@ TEST(Distributed, DataParallelAndZero1MatchOneProcessOnTheSameGlobalBatch) {
 // rounding of the per-rank sums moves losses by up to 1e-2 after 5 steps at this lr.)
 TEST(Distributed, Bf16OptimizerLayoutsMatchOneProcessOnTheSameGlobalBatch) {
   Communicator& world = test_world();
-  if (world.size() < 2) GTEST_SKIP() << "needs mpirun -np 2 or 4";
+  ASSERT_GE(world.size(), 2) << "run by the mpi2/mpi4.Distributed entries";
   const TokenDataset ds = random_dataset();
   LocalCommunicator local;
   const int W = world.size();
@@ -262,7 +262,7 @@ TEST(Distributed, Bf16OptimizerLayoutsMatchOneProcessOnTheSameGlobalBatch) {
 // at once, for either split dim, sizes that 16 does or does not divide, and tiny tensors.
 TEST(Distributed, ShardLocalInitEqualsTheFullDraw) {
   Communicator& world = test_world();
-  if (world.size() < 2) GTEST_SKIP() << "needs mpirun -np 2 or 4";
+  ASSERT_GE(world.size(), 2) << "run by the mpi2/mpi4.Distributed entries";
   LocalCommunicator local;
   for (int64_t tp = 1; tp <= world.size(); tp *= 2) {
     Mesh mesh = tp == 1 ? make_mesh(local, 1, 1) : make_mesh(world, tp, world.size() / tp);
@@ -286,7 +286,7 @@ TEST(Distributed, ShardLocalInitEqualsTheFullDraw) {
 // matmuls see other shapes).
 TEST(Distributed, CheckpointReshardsToOtherLayoutsAndContinuesTheSameRun) {
   Communicator& world = test_world();
-  if (world.size() < 2) GTEST_SKIP() << "needs mpirun -np 2 or 4";
+  ASSERT_GE(world.size(), 2) << "run by the mpi2/mpi4.Distributed entries";
   const int W = world.size();
   const TokenDataset ds = random_dataset();
   const int64_t save_tp = W == 4 ? 2 : 1, save_dp = W / save_tp;
@@ -332,7 +332,7 @@ TEST(Distributed, CheckpointReshardsToOtherLayoutsAndContinuesTheSameRun) {
 // to 1e-5 (other batch shapes round differently).
 TEST(Distributed, EvaluationSplitOverDpMatchesOneProcess) {
   Communicator& world = test_world();
-  if (world.size() < 2) GTEST_SKIP() << "needs mpirun -np 2 or 4";
+  ASSERT_GE(world.size(), 2) << "run by the mpi2/mpi4.Distributed entries";
   at::Generator gen = at::detail::createCPUGenerator(7);
   std::vector<Tokens> samples;
   for (int64_t i = 0; i < 13; ++i) {
@@ -372,7 +372,7 @@ TEST(Distributed, EvaluationSplitOverDpMatchesOneProcess) {
 // shards, and the gathered logits match the expected ones as at tp 1.
 TEST(Distributed, HfFixtureLoadsTensorParallelAndGivesTheExpectedLogits) {
   Communicator& world = test_world();
-  if (world.size() < 2) GTEST_SKIP() << "needs mpirun -np 2 or 4";
+  ASSERT_GE(world.size(), 2) << "run by the mpi2/mpi4.Distributed entries";
   Mesh mesh = make_mesh(world, 2, world.size() / 2);
   auto model = test::load_hf_fixture(mesh);
   ASSERT_NE(model, nullptr);
@@ -389,6 +389,7 @@ void expect_unlearning_at_tp2_dp2_matches_one_process(const std::string& name, c
                                                       const std::vector<std::string>& settings, double loss_rel,
                                                       double metric_abs) {
   Communicator& world = test_world();
+  ASSERT_EQ(world.size(), 4) << "run by the mpi4.Distributed entry";
   const std::string dir = test::shared_scratch_dir(name, world);
   std::string list;
   for (const auto& m : methods) list += (list.empty() ? "\"" : ", \"") + m + "\"";
@@ -448,24 +449,21 @@ void expect_unlearning_at_tp2_dp2_matches_one_process(const std::string& name, c
   }
 }
 
-TEST(Distributed, UnlearningAtTp2Dp2MatchesOneProcess) {
-  if (test_world().size() != 4) GTEST_SKIP() << "needs mpirun -np 4";
+TEST(Distributed4, UnlearningAtTp2Dp2MatchesOneProcess) {  // 4 ranks: the mpi4.Distributed entry
   expect_unlearning_at_tp2_dp2_matches_one_process("unlearn", {"npo", "kl", "icu"}, {}, 1e-3, 1.0);
 }
 
 // NPO in bf16 with the distributed optimizer (fp32 masters and moments sharded over dp 2, the
 // reference freed once its log-probs are cached). bf16 matmuls of other batch shapes round
 // differently, so losses agree to 2e-2 relative and argmax metrics to 5 points.
-TEST(Distributed, Bf16NpoWithTheDistributedOptimizerAtTp2Dp2MatchesOneProcess) {
-  if (test_world().size() != 4) GTEST_SKIP() << "needs mpirun -np 4";
+TEST(Distributed4, Bf16NpoWithTheDistributedOptimizerAtTp2Dp2MatchesOneProcess) {  // 4 ranks: the mpi4.Distributed entry
   expect_unlearning_at_tp2_dp2_matches_one_process("unlearn-bf16", {"npo"}, {"train.dtype=\"bf16\"", "mesh.optimizer=\"distributed\""},
                                                    2e-2, 5.0);
 }
 
 // NPO with LoRA adapters (the frozen base is the reference; dropout off, since dp ranks draw their
 // own masks): the same cycle records at tp 2 × dp 2 as at one process.
-TEST(Distributed, LoraNpoAtTp2Dp2MatchesOneProcess) {
-  if (test_world().size() != 4) GTEST_SKIP() << "needs mpirun -np 4";
+TEST(Distributed4, LoraNpoAtTp2Dp2MatchesOneProcess) {  // 4 ranks: the mpi4.Distributed entry
   expect_unlearning_at_tp2_dp2_matches_one_process("unlearn-lora", {"npo"}, {"unlearn.adapter=\"lora\"", "unlearn.lora_dropout=0.0",
                                                    "unlearn.npo_retain=\"kl\""}, 1e-3, 1.0);
 }
@@ -475,7 +473,7 @@ TEST(Distributed, LoraNpoAtTp2Dp2MatchesOneProcess) {
 // micro-batches at dp = world size.
 TEST(Distributed, OverlappedGradientReductionEqualsReductionAfterBackward) {
   Communicator& world = test_world();
-  if (world.size() < 2) GTEST_SKIP() << "needs mpirun -np 2 or 4";
+  ASSERT_GE(world.size(), 2) << "run by the mpi2/mpi4.Distributed entries";
   const TokenDataset ds = random_dataset();
   std::vector<at::Tensor> params[2];
   for (bool overlap : {false, true}) {
@@ -499,9 +497,9 @@ TEST(Distributed, OverlappedGradientReductionEqualsReductionAfterBackward) {
 // One real Llama-2-70B layer (d 8192, 64 heads over 8 KV heads, FFN 28672; the vocabulary cut to
 // 1024) at tp 8, each rank holding its 1/8 of it, against the same layer at tp 1 on rank 0 alone:
 // logits, loss and every parameter's gradient norm. Run by ctest as mpi8.SeventyBLayer.
-TEST(Distributed, SeventyBLayerAtTp8MatchesOneProcess) {
+TEST(Distributed8, SeventyBLayerAtTp8MatchesOneProcess) {  // 8 ranks: the mpi8.SeventyBLayer entry
   Communicator& world = test_world();
-  if (world.size() != 8) GTEST_SKIP() << "needs mpirun -np 8";
+  ASSERT_EQ(world.size(), 8);
   ModelConfig cfg = *model_preset("llama-2-70b");
   cfg.num_hidden_layers = 1;
   cfg.vocab_size = 1024;

@@ -95,15 +95,72 @@ TEST(Strategy, LossesMatchDirectComputation) {
   EXPECT_NEAR(total("simnpo"), simnpo_g + nll(re), 1e-5);
 }
 
+// Rows `rows` of the datasets named, stacked into one dataset (row r of the result is rows[r]).
+TokenDataset stack_rows(const std::string& name, const std::vector<std::pair<const TokenDataset*, int64_t>>& rows) {
+  TokenDataset ds;
+  ds.name = name;
+  ds.seq_len = rows.front().first->seq_len;
+  std::vector<at::Tensor> tok, seg, pos;
+  for (auto [d, r] : rows) {
+    tok.push_back(d->tokens[r]);
+    seg.push_back(d->segments[r].clone().masked_fill_(d->segments[r].ge(0), static_cast<int64_t>(tok.size()) - 1));
+    pos.push_back(d->positions[r]);
+    ds.sample_ids.push_back(name + std::to_string(tok.size() - 1));
+  }
+  ds.tokens = at::stack(tok);
+  ds.segments = at::stack(seg);
+  ds.positions = at::stack(pos);
+  return ds;
+}
+
 TEST(Strategy, IcuLossPairsEachForgetSampleWithItsNearestRetainSample) {
   Rig r;
+  // Retain rows: two others, and the forget rows in swapped places, so the nearest neighbours are
+  // known: forget 0 → retain 3, forget 1 → retain 1.
+  const TokenDataset other_a = tiny_data("a", 5), other_b = tiny_data("b", 9);
+  r.retain = stack_rows("r", {{&other_a, 0}, {&r.forget, 1}, {&other_b, 1}, {&r.forget, 0}});
   auto icu = r.strategy("icu");
+  // Brute force: cosine similarity of the reference's mean-pooled final hidden states, every pair.
+  auto embed = [&](const TokenDataset& d, int64_t row) {
+    at::NoGradGuard g;
+    Batch b = make_batch(d, {row});
+    at::Tensor h = r.reference.hidden(b.input_BT, b.positions_BT, b.segments_BT)[0];
+    at::Tensor mask = b.segments_BT[0].ge(0).to(at::kFloat).unsqueeze(-1);
+    at::Tensor e = (h * mask).sum(0) / mask.sum();
+    return e / e.norm();
+  };
+  std::vector<int64_t> nearest;
+  for (int64_t f = 0; f < 2; ++f) {
+    int64_t best = -1;
+    double best_sim = -2;
+    for (int64_t k = 0; k < r.retain.rows(); ++k) {
+      const double sim = at::dot(embed(r.forget, f), embed(r.retain, k)).item<double>();
+      if (sim > best_sim + 1e-4) best = k, best_sim = sim;
+    }
+    nearest.push_back(best);
+  }
+  ASSERT_EQ(nearest, (std::vector<int64_t>{3, 1}));
+
+  r.cfg.icu_alpha = 0.7;
+  r.cfg.icu_beta = 1.3;
+  icu = r.strategy("icu");
   LossTerms t = icu->loss(r.model, r.batch);
   ASSERT_EQ(t.terms.size(), 3u);
   EXPECT_EQ(t.terms[0].first, "forget_neg_nll");
   EXPECT_EQ(t.terms[1].first, "pair_nll");
   EXPECT_EQ(t.terms[2].first, "pair_kl");
+  at::NoGradGuard g;
   EXPECT_NEAR(t.terms[0].second.item<double>(), -nll(direct(r.model, r.batch.forget)), 1e-5);
+  // The pair terms are α · NLL and β · KL(ref ‖ θ) over exactly the brute-force neighbours' rows.
+  const Batch pairs = make_batch(r.retain, nearest);
+  const Direct p = direct(r.model, pairs), p_ref = direct(r.reference, pairs);
+  at::Tensor kl_tok = (p_ref.logp_all.exp() * (p_ref.logp_all - p.logp_all)).sum(-1);
+  const double kl = ((kl_tok * p.mask).sum() / p.mask.sum()).item<double>();
+  EXPECT_NEAR(t.terms[1].second.item<double>(), 0.7 * nll(p), 1e-5);
+  EXPECT_NEAR(t.terms[2].second.item<double>(), 1.3 * kl, 1e-5);
+  // Any other pairing gives other values (so the check above can fail).
+  const Direct wrong = direct(r.model, make_batch(r.retain, {0, 2}));
+  EXPECT_GT(std::abs(0.7 * nll(wrong) - t.terms[1].second.item<double>()), 1e-3);
   EXPECT_EQ(icu->forget_rows(), (std::vector<int64_t>{0, 1}));
   // Its state round-trips and rejects a wrong size.
   StateTensors s = icu->state();

@@ -110,7 +110,7 @@ struct Rig {
     data = std::make_unique<TokenDataset>(pack_documents("train", corpus.training_documents(true, false), *tok, 64, 512).value());
     model = std::make_unique<Llama>(cfg.model, mesh, 1);
     trainer = std::make_unique<Trainer>(*model, mesh, cfg.train, *data, 1);
-    meta = {"target", to_toml(cfg), {{"train", data->checksum()}}};
+    meta = {"target", to_toml(cfg), {{"train", data->checksum()}}, "", 0};
   }
   RunConfig cfg;
   LocalCommunicator world;
@@ -189,6 +189,12 @@ TEST(Checkpoint, CorruptionIsDetectedAndThePreviousCheckpointIsUsed) {
   corrupt_dataset(second, "model/layers.1.mlp.w_up");
   Rig fresh(test::scratch_dir("corrupt-fresh"));
   Status s = load_checkpoint(second, *fresh.trainer, rig.meta);
+  ASSERT_FALSE(s.is_ok());
+  // The file's seal catches it before libhdf5 reads anything (Note [Sealed files])…
+  EXPECT_NE(s.message().find(second + ": file checksum mismatch"), std::string::npos) << s.message();
+  // …and resealed, the dataset's own checksum does.
+  ASSERT_TRUE(H5File::seal(second).is_ok());
+  s = load_checkpoint(second, *fresh.trainer, rig.meta);
   ASSERT_FALSE(s.is_ok());
   EXPECT_NE(s.message().find("model/layers.1.mlp.w_up: checksum mismatch"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find(second), std::string::npos);
@@ -300,6 +306,9 @@ TEST(Checkpoint, Bf16TensorsRoundTripThroughHdf5) {
     ASSERT_TRUE(f->write_tensor("a/b.c", x).is_ok());
     ASSERT_TRUE(f->close().is_ok());
   }
+  Status unsealed = H5File::open(dir + "/t.h5").status();
+  EXPECT_NE(unsealed.message().find("t.h5: no Lethe seal"), std::string::npos) << unsealed.message();
+  ASSERT_TRUE(H5File::seal(dir + "/t.h5").is_ok());
   auto f = H5File::open(dir + "/t.h5");
   auto y = f->read_tensor("a/b.c");
   ASSERT_TRUE(y.is_ok()) << y.status().message();
