@@ -247,6 +247,12 @@ Status H5File::verify_seal(const std::string& path) {
     return Status::error(path + ": no Lethe seal in its first " + std::to_string(kUserBlock) +
                          " bytes (not written by Lethe, written before sealing, or corrupt); not opened");
   }
+  const char* line_end = std::strchr(block + magic, '\n');  // `block` ends with a NUL
+  const char* block_end = block + kUserBlock;
+  if (!line_end || std::any_of(line_end + 1, block_end, [](char c) { return c != 0; })) {
+    ::close(fd);
+    return Status::error(path + ": the user block after its seal is not blank (corrupt); not opened");
+  }
   if (length != info.st_size - static_cast<long long>(kUserBlock)) {
     ::close(fd);
     return Status::error(path + ": " + std::to_string(info.st_size) + " bytes, the seal says " +
@@ -447,6 +453,17 @@ Result<at::Tensor> H5File::read_box(const std::string& name, const Box& want) co
   if (!read_str_attr(ds.get(), "dtype", dtype) || !type_named(dtype)) return error(name + ": missing or unknown \"dtype\" attribute");
   const TypeInfo* type = type_named(dtype);
   const size_t nd = dims.size();
+  // A shape is believed only as far as the file stores its bytes (Lethe never compresses): a
+  // crafted 10^12-element shape is refused here, before anything is allocated for it.
+  uint64_t bytes = at::elementSize(type->scalar);
+  for (int64_t d : dims) {
+    if (d < 0 || (d > 0 && bytes > UINT64_MAX / static_cast<uint64_t>(d))) return error(name + ": impossible shape");
+    bytes *= static_cast<uint64_t>(d);
+  }
+  if (bytes > H5Dget_storage_size(ds.get())) {
+    return error(name + ": its shape " + c10::str(at::IntArrayRef(dims)) + " needs " + std::to_string(bytes) +
+                 " bytes, the file stores " + std::to_string(H5Dget_storage_size(ds.get())) + " (truncated or crafted)");
+  }
   if (want.start.size() != nd || want.count.size() != nd) return error(name + ": asked for a region of another rank");
   for (size_t d = 0; d < nd; ++d) {
     if (want.start[d] < 0 || want.count[d] < 0 || want.start[d] + want.count[d] > dims[d])

@@ -55,7 +55,11 @@ Result<const SpmApi*> spm_api() {
       error = "cannot load the sentencepiece module (" + std::string(LETHE_SPM_MODULE) + "): " + error;
       return;
     }
-    auto sym = [&](const char* name) { return dlsym(lib, name); };
+    auto sym = [&](const char* name) {
+      void* f = dlsym(lib, name);
+      if (!f && error.empty()) error = std::string(LETHE_SPM_MODULE) + ": missing symbol " + name + " (a stale build?)";
+      return f;
+    };
     api.load = reinterpret_cast<decltype(api.load)>(sym("lspm_load"));
     api.free = reinterpret_cast<decltype(api.free)>(sym("lspm_free"));
     api.info = reinterpret_cast<decltype(api.info)>(sym("lspm_info"));

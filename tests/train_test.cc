@@ -297,6 +297,22 @@ TEST(Train, Fp32AdamWIsTheReferenceUpdateBitForBit) {
   }
 }
 
+// A dataset claiming 10^12 elements that the file does not store is refused, not allocated.
+TEST(Checkpoint, AHugeClaimedShapeIsRefusedBeforeAllocation) {
+  const std::string path = test::scratch_dir("h5-huge") + "/t.h5";
+  {
+    H5File f = H5File::create(path).value();
+    const std::vector<Piece> none{Piece{Box{{0, 0}, {0, 0}}, 0}};  // a piece table, no data written
+    ASSERT_TRUE(f.write_sharded("w", {1000000, 1000000}, at::kFloat, none, {}, at::Tensor()).is_ok());
+    ASSERT_TRUE(f.close().is_ok());
+  }
+  ASSERT_TRUE(H5File::seal(path).is_ok());
+  auto t = H5File::open(path).value().read_box("w", Box{{0, 0}, {1000000, 1000000}});
+  ASSERT_FALSE(t.is_ok());
+  EXPECT_NE(t.status().message().find("w: its shape [1000000, 1000000] needs 4000000000000 bytes, the file stores 0"),
+            std::string::npos) << t.status().message();
+}
+
 TEST(Checkpoint, Bf16TensorsRoundTripThroughHdf5) {
   std::string dir = test::scratch_dir("h5");
   at::Tensor x = at::randn({3, 5}).to(at::kBFloat16);
