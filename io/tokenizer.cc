@@ -35,6 +35,12 @@ struct Tokenizer::Impl {
 
 namespace {
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr int kDeepBind = 0;  // AddressSanitizer refuses RTLD_DEEPBIND (scripts/sanitize.sh builds)
+#else
+constexpr int kDeepBind = RTLD_DEEPBIND;
+#endif
+
 // The module sits next to the executable once installed, or in the build tree (LETHE_SPM_MODULE).
 Result<const SpmApi*> spm_api() {
   static SpmApi api;
@@ -48,7 +54,7 @@ Result<const SpmApi*> spm_api() {
     candidates.push_back(LETHE_SPM_MODULE);
     void* lib = nullptr;
     for (const auto& c : candidates) {
-      if (fs::exists(c) && (lib = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND))) break;
+      if (fs::exists(c) && (lib = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL | kDeepBind))) break;
       if (fs::exists(c)) error = dlerror();
     }
     if (!lib) {
