@@ -284,7 +284,8 @@ Status H5File::collective(const std::string& what, const std::function<Status()>
   if (!parallel_) return call();
   Deadline d("rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ": " + path_ + ": " + what +
                  " did not complete within " + std::to_string(timeout_s_) +
-                 " s (run.collective_timeout_s): a peer rank died or hung in this collective checkpoint write",
+                 " s (run.collective_timeout_s): a peer rank died or hung in this collective checkpoint write, or the file "
+                 "system is full or stalled",
              timeout_s_);
   return call();
 }
