@@ -96,7 +96,7 @@ class Watch {
     while (!stop_) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
       ncclResult_t async = ncclSuccess;
-      ncclCommGetAsyncError(comm_, &async);
+      if (ncclResult_t r = ncclCommGetAsyncError(comm_, &async); r != ncclSuccess) async = r;
       std::lock_guard<std::mutex> lock(mu_);
       if (async != ncclSuccess && async != ncclInProgress) {
         fail((pending_.empty() ? who_ + "NCCL" : pending_.front().what) + " failed: " + ncclGetErrorString(async) +

@@ -157,9 +157,23 @@ TEST(Corpus, WrittenCorpusReimportsWithItsGroups) {
   }
   EXPECT_EQ(of_person, static_cast<size_t>(gen.passages_per_person));
   EXPECT_EQ(moved, of_person);  // all of the person's passages, not one document
+  // Without forget_ids: the same splits, and the forget documents in the same order with the same
+  // groups (what unlearn.requests splits by), as generated.
+  cfg.forget_ids.clear();
+  auto same = load_corpus(cfg, dir);
+  ASSERT_TRUE(same.is_ok()) << same.status().message();
+  auto forget_groups = [](const Corpus& k) {
+    std::vector<std::pair<std::string, std::string>> g;
+    for (const Document& d : k.docs) if (d.split == Split::kForget) g.emplace_back(d.id, d.group);
+    return g;
+  };
+  EXPECT_EQ(forget_groups(*same), forget_groups(original));
+  for (const Document& d : same->docs) {
+    const auto o = std::find_if(original.docs.begin(), original.docs.end(), [&](const Document& x) { return x.id == d.id; });
+    EXPECT_EQ(d.split, o->split) << d.id;
+  }
   std::ofstream(dir + "/bad-group.jsonl") << R"({"id": "r1", "text": "ok", "group": 7})" "\n";
   cfg.retain_file = "bad-group.jsonl";
-  cfg.forget_ids.clear();
   auto bad = load_corpus(cfg, dir);
   ASSERT_FALSE(bad.is_ok());
   EXPECT_NE(bad.status().message().find("bad-group.jsonl:1: expected a string \"group\""), std::string::npos)
