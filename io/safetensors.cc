@@ -175,7 +175,9 @@ at::Tensor SafetensorsFile::read(const SafetensorsEntry& e, int dim, int64_t sta
   at::Tensor out = at::empty(shape, at::TensorOptions().dtype(e.dtype));
   auto* dst = static_cast<uint8_t*>(out.data_ptr());
   const uint8_t* src = map_ + data_start_ + e.begin;
-  for (int64_t o = 0; o < outer; ++o) std::memcpy(dst + o * length * inner, src + (o * full + start) * inner, length * inner);
+  if (length * inner > 0) {  // an empty tensor has no buffer to copy into
+    for (int64_t o = 0; o < outer; ++o) std::memcpy(dst + o * length * inner, src + (o * full + start) * inner, length * inner);
+  }
   // Release the pages read, so that reading a model shard by shard never holds the file.
   const auto page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   const uint64_t lo = (data_start_ + e.begin) / page * page;

@@ -35,11 +35,16 @@ struct Tokenizer::Impl {
 
 namespace {
 
+// Note [Sentencepiece isolation] in sentencepiece_module.cc. AddressSanitizer refuses RTLD_DEEPBIND,
+// so a sanitizer build (scripts/sanitize.sh) loads the module, built uninstrumented, into a link
+// namespace of its own instead; only ints, chars and the module's own buffers cross either way.
+void* load_module(const std::string& path) {
 #if defined(__SANITIZE_ADDRESS__)
-constexpr int kDeepBind = 0;  // AddressSanitizer refuses RTLD_DEEPBIND (scripts/sanitize.sh builds)
+  return dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL);
 #else
-constexpr int kDeepBind = RTLD_DEEPBIND;
+  return dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
 #endif
+}
 
 // The module sits next to the executable once installed, or in the build tree (LETHE_SPM_MODULE).
 Result<const SpmApi*> spm_api() {
@@ -54,7 +59,7 @@ Result<const SpmApi*> spm_api() {
     candidates.push_back(LETHE_SPM_MODULE);
     void* lib = nullptr;
     for (const auto& c : candidates) {
-      if (fs::exists(c) && (lib = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL | kDeepBind))) break;
+      if (fs::exists(c) && (lib = load_module(c))) break;
       if (fs::exists(c)) error = dlerror();
     }
     if (!lib) {

@@ -18,6 +18,8 @@ export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1:strict_strin
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 suites="Config.*:Layout.*:Corpus.*:TokenizerTest.*:DataLoader.*:Checkpoint.*:Resume.*:Safetensors.*:HfInterop.*"
 suites+=":Rouge.*:Memorization.*:Muse.*:Generate.*:Strategy.*"
+# Not the test that measures peak memory: ASan's shadow memory and quarantine inflate it.
+suites+=":-HfInterop.StreamedExportHoldsOneTensorAtATimeAndReloadsToTheSameLogits"
 build-asan/tests/lethe_tests --gtest_filter="$suites" --gtest_brief=1
 for format in toml jsonl config_json safetensors h5 h5_resealed tokenizer; do
   build-asan/tests/lethe_fuzz "$format" "${LETHE_FUZZ_INPUTS:-10000}" 1 build-asan/fuzz-findings > "build-asan/fuzz-$format.txt" ||

@@ -25,7 +25,6 @@
 #include <functional>
 #include <map>
 #include <random>
-#include <regex>
 #include <sstream>
 #include <string>
 
@@ -123,10 +122,24 @@ struct Format {
   std::function<Status(const std::string& mutant)> read;  // reads a mutant of `file` at that path
 };
 
+// The message with the scratch folder as <dir>, 16-hex-digit checksums as H and numbers as N.
 std::string fold(std::string m, const std::string& dir) {
   for (size_t p; (p = m.find(dir)) != std::string::npos;) m.replace(p, dir.size(), "<dir>");
-  m = std::regex_replace(m, std::regex("[0-9a-f]{16}"), "H");  // checksums
-  return std::regex_replace(m, std::regex("-?[0-9][0-9a-fx.e+]*"), "N");
+  std::string out;
+  for (size_t i = 0; i < m.size();) {
+    size_t hex = i;
+    while (hex < m.size() && std::isxdigit(static_cast<unsigned char>(m[hex])) && !std::isupper(static_cast<unsigned char>(m[hex]))) ++hex;
+    if (hex - i == 16) {
+      out += 'H';
+      i = hex;
+    } else if (std::isdigit(static_cast<unsigned char>(m[i]))) {
+      out += 'N';
+      while (i < m.size() && (std::isalnum(static_cast<unsigned char>(m[i])) || m[i] == '.')) ++i;
+    } else {
+      out += m[i++];
+    }
+  }
+  return out;
 }
 
 struct Tally {
