@@ -345,7 +345,7 @@ TEST(Phase, BadInputsAreClearErrors) {
   cfg.mesh.tp = 2;
   s = run_train_phase(cfg, {true, false, 0});
   ASSERT_FALSE(s.is_ok());
-  EXPECT_NE(s.message().find("must equal the number of ranks (1)"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("must equal the number of ranks the launcher started (1)"), std::string::npos) << s.message();
 
   cfg = test::tiny_config(dir);
   cfg.tokenizer.model = dir + "/missing.model";
