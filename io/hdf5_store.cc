@@ -160,6 +160,12 @@ std::tuple<uint64_t, off_t, ssize_t> checksum_after_user_block(int fd) {
   return {sum, at, n};
 }
 
+std::string seal_line(uint64_t sum, int64_t length) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%s%016llx %lld\n", kSealMagic, static_cast<unsigned long long>(sum), static_cast<long long>(length));
+  return b;
+}
+
 std::string fmt_hex(uint64_t v) {
   char b[17];
   std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
@@ -217,8 +223,8 @@ Status H5File::seal(const std::string& path) {
   if (fd < 0) return Status::error(path + ": cannot open to seal (" + std::strerror(errno) + ")");
   const auto [sum, at, n] = checksum_after_user_block(fd);
   char block[kUserBlock] = {};
-  std::snprintf(block, sizeof block, "%s%016llx %lld\n", kSealMagic, static_cast<unsigned long long>(sum),
-                static_cast<long long>(at - static_cast<off_t>(kUserBlock)));
+  const std::string line = seal_line(sum, at - static_cast<off_t>(kUserBlock));
+  std::memcpy(block, line.data(), line.size());
   const bool ok = n == 0 && ::pwrite(fd, block, sizeof block, 0) == static_cast<ssize_t>(sizeof block);
   ::close(fd);
   return ok ? Status::ok() : Status::error(path + ": cannot seal (read or write failed: " + std::strerror(errno) + ")");
@@ -247,11 +253,13 @@ Status H5File::verify_seal(const std::string& path) {
     return Status::error(path + ": no Lethe seal in its first " + std::to_string(kUserBlock) +
                          " bytes (not written by Lethe, written before sealing, or corrupt); not opened");
   }
-  const char* line_end = std::strchr(block + magic, '\n');  // `block` ends with a NUL
+  // The seal line exactly as seal() writes it (no other spelling of the same numbers), then zeros.
+  const std::string line = seal_line(stored, length);
   const char* block_end = block + kUserBlock;
-  if (!line_end || std::any_of(line_end + 1, block_end, [](char c) { return c != 0; })) {
+  if (std::memcmp(block, line.data(), line.size()) != 0 ||
+      std::any_of(static_cast<const char*>(block) + line.size(), block_end, [](char c) { return c != 0; })) {
     ::close(fd);
-    return Status::error(path + ": the user block after its seal is not blank (corrupt); not opened");
+    return Status::error(path + ": the user block is not the seal and zeros (corrupt); not opened");
   }
   if (length != info.st_size - static_cast<long long>(kUserBlock)) {
     ::close(fd);

@@ -323,6 +323,7 @@ int run(const std::string& which, int64_t inputs, uint64_t seed, const std::stri
         spit(keep + "/" + f.name + "-crash-" + std::to_string(i), m);
       } else if (s) {
         ++t.accepted;
+        if (f.name == "h5") spit(keep + "/h5-past-the-seal-" + std::to_string(i), m);  // must never happen
       } else {
         ++t.rejected;
         ++t.errors[fold(s.message(), dir)];
