@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# kill_resume.sh LETHE CONFIG TESTS KILLS SEED NP [MPIRUN...]: SIGKILLs `lethe train` and then
-# `lethe unlearn` (NP ranks; NP 1 runs without a launcher) at seeded random times, KILLS times each,
-# resuming after every kill, and checks that the final parameters, metrics.jsonl and summary.json
-# equal an uninterrupted run's (bit-identical; timings left out) and that every resume found a
-# loadable checkpoint. TESTS is the GoogleTest binary that compares the two runs. Checkpoints come
-# every 2 steps and every cycle, so many kills land mid-checkpoint.
+# kill_resume.sh LETHE CONFIG TESTS KILLS SEED NP [MPIRUN...]: SIGKILLs `lethe train` and
+# `lethe unlearn` (NP ranks; NP 1 runs without a launcher) at seeded random times, resuming after
+# every kill, until KILLS kills have hit a running job, and checks that the final parameters,
+# metrics.jsonl and summary.json of every killed run equal an uninterrupted run's (bit-identical;
+# timings left out) and that every resume found a loadable checkpoint. TESTS is the GoogleTest
+# binary that compares two runs. Checkpoints come every 2 steps and every cycle, so many kills land
+# mid-checkpoint.
 set -u -m
 lethe=$1 config=$2 tests=$3 kills=$4 seed=$5 np=$6
 shift 6
@@ -34,34 +35,45 @@ run "$work/ref" unlearn || fail "uninterrupted unlearn: $(tail -5 "$work/ref.log
 t_unlearn=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 echo "uninterrupted: train ${t_train} s, unlearn ${t_unlearn} s"
 
-mkdir -p "$work/run"
-total=0
-for phase in train unlearn; do
-  summary=$work/run/$([ "$phase" = train ] && echo target || echo unlearn-npo)/summary.json
-  ckpts=$(dirname "$summary")/checkpoints
-  span=$([ "$phase" = train ] && echo "$t_train" || echo "$t_unlearn")
-  n=0
-  while [ ! -f "$summary" ]; do
-    resume=()
-    [ -f "$ckpts/latest" ] && resume=(--resume)
-    if [ "$n" -lt "$kills" ]; then
-      # A kill time in [0.3 s, the uninterrupted time]: random, seeded.
-      delay=$(awk -v r="$RANDOM" -v s="$span" 'BEGIN { printf "%.2f", 0.3 + r / 32767 * (s - 0.3) }')
-      run "$work/run" "$phase" "${resume[@]}" &
-      pid=$!
-      sleep "$delay"
-      kill -9 -- -"$pid" 2>/dev/null && n=$((n + 1))
-      wait "$pid" 2>/dev/null
-    else
-      run "$work/run" "$phase" "${resume[@]}" || fail "$phase after $n kills: $(tail -5 "$work/run.log")"
-    fi
+# Episodes until KILLS kills in all: each runs train then unlearn from scratch in its own folder,
+# killed at random times in [0.3 s, a third of the phase's uninterrupted time] until the phase
+# finishes, and is then compared with the uninterrupted run.
+# Half the kills go to train, half to unlearn.
+declare -A target=([train]=$((kills / 2)) [unlearn]=$((kills - kills / 2))) done_=([train]=0 [unlearn]=0)
+total=0 resumes=0 episode=0
+while [ "$total" -lt "$kills" ]; do
+  episode=$((episode + 1))
+  run_dir=$work/run$episode
+  mkdir -p "$run_dir"
+  for phase in train unlearn; do
+    summary=$run_dir/$([ "$phase" = train ] && echo target || echo unlearn-npo)/summary.json
+    ckpts=$(dirname "$summary")/checkpoints
+    span=$([ "$phase" = train ] && echo "$t_train" || echo "$t_unlearn")
+    n=0
+    while [ ! -f "$summary" ]; do
+      resume=()
+      [ -f "$ckpts/latest" ] && resume=(--resume)
+      if [ "${done_[$phase]}" -lt "${target[$phase]}" ]; then
+        delay=$(awk -v r="$RANDOM" -v s="$span" 'BEGIN { printf "%.2f", 0.3 + r / 32767 * (s / 3 - 0.3) }')
+        run "$run_dir" "$phase" "${resume[@]}" &
+        pid=$!
+        sleep "$delay"
+        if kill -9 -- -"$pid" 2>/dev/null; then
+          n=$((n + 1)) total=$((total + 1))
+          done_[$phase]=$((done_[$phase] + 1))
+        fi
+        wait "$pid" 2>/dev/null
+      else
+        run "$run_dir" "$phase" "${resume[@]}" || fail "$phase after $n kills: $(tail -5 "$run_dir.log")"
+      fi
+    done
+    echo "episode $episode, $phase: $n kills, then finished"
   done
-  echo "$phase: $n kills, then finished"
-  total=$((total + n))
+  grep -E "unusable|no usable checkpoint|no checkpoint to resume" "$run_dir.log" && fail "a resume found no loadable checkpoint"
+  resumes=$((resumes + $(grep -c "resumed" "$run_dir.log")))
+  LETHE_RUN_A=$work/ref LETHE_RUN_B=$run_dir LETHE_PHASES="target unlearn-npo" \
+    "$tests" --gtest_also_run_disabled_tests --gtest_filter=KillResume.DISABLED_RunsAreBitIdentical > "$run_dir.compare" 2>&1 ||
+    { cat "$run_dir.compare"; fail "episode $episode differs from the uninterrupted run"; }
 done
-grep -E "unusable|no usable checkpoint|no checkpoint to resume" "$work/run.log" && fail "a resume found no loadable checkpoint"
-resumes=$(grep -c "resumed" "$work/run.log")
-echo "$total kills, $resumes resumes"
-LETHE_RUN_A=$work/ref LETHE_RUN_B=$work/run LETHE_PHASES="target unlearn-npo" \
-  "$tests" --gtest_also_run_disabled_tests --gtest_filter=KillResume.DISABLED_RunsAreBitIdentical || fail "the runs differ"
+echo "$total kills over $episode episodes, $resumes resumes, 0 mismatches"
 echo PASS
