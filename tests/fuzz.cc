@@ -1,7 +1,7 @@
 // lethe_fuzz FORMAT INPUTS [SEED] [KEEP_DIR]: feeds INPUTS mutants of a valid file to Lethe's reader
 // of that format and reports how many were accepted, how many rejected, every distinct error message
 // (numbers and paths folded), and crashes. FORMAT: toml, jsonl, config_json, safetensors, h5,
-// h5_resealed, tokenizer, or all.
+// h5_resealed, tokenizer, or all. `lethe_fuzz FORMAT replay FILE` reads one kept input in-process.
 //
 // A deterministic mutator, not libFuzzer: libFuzzer needs the code under test built by clang with
 // -fsanitize=fuzzer, a third full build of Lethe and its LibTorch headers; this driver runs in the
@@ -289,6 +289,22 @@ class IsolatedReader {
   int cmd_ = -1, res_ = -1;
 };
 
+// Reads one kept input in this process (a reproducer: a crash shows its stack).
+int replay(const std::string& which, const std::string& file) {
+  const std::string dir = fs::temp_directory_path() / ("lethe-fuzz-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  for (const Format& f : formats(dir)) {
+    if (f.name != which) continue;
+    const std::string path = dir + "/replay-" + fs::path(f.file).filename().string();
+    fs::copy_file(file, path, fs::copy_options::overwrite_existing);
+    if (f.reseal) (void)H5File::seal(path);
+    const Status s = f.read(path);
+    std::printf("%s: %s\n", file.c_str(), s ? "accepted" : s.message().c_str());
+  }
+  fs::remove_all(dir);
+  return 0;
+}
+
 int run(const std::string& which, int64_t inputs, uint64_t seed, const std::string& keep) {
   const std::string dir = fs::temp_directory_path() / ("lethe-fuzz-" + std::to_string(getpid()));
   fs::create_directories(dir);
@@ -348,11 +364,12 @@ int run(const std::string& which, int64_t inputs, uint64_t seed, const std::stri
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: lethe_fuzz FORMAT INPUTS [SEED] [KEEP_DIR]\n");
+    std::fprintf(stderr, "usage: lethe_fuzz FORMAT INPUTS [SEED] [KEEP_DIR] | lethe_fuzz FORMAT replay FILE\n");
     return 2;
   }
   at::set_num_threads(1);  // the forked readers must not inherit a thread pool
   std::signal(SIGPIPE, SIG_IGN);  // a reader child that died is seen as a short write
+  if (std::string(argv[2]) == "replay") return argc > 3 ? lethe::replay(argv[1], argv[3]) : 2;
   const std::string keep = argc > 4 ? argv[4] : "fuzz-findings";
   return lethe::run(argv[1], std::atoll(argv[2]), argc > 3 ? std::strtoull(argv[3], nullptr, 10) : 1, keep);
 }
