@@ -36,9 +36,10 @@ t_unlearn=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - 
 echo "uninterrupted: train ${t_train} s, unlearn ${t_unlearn} s"
 
 # Episodes until KILLS kills in all: each runs train then unlearn from scratch in its own folder,
-# killed at random times in [0.3 s, two thirds of the phase's uninterrupted time] until the phase
-# finishes (a kill that comes after the end is not counted), and is then compared with the
-# uninterrupted run.
+# killed at a random time within what the attempt still has to do (until the phase finishes; a
+# kill that comes after the end is not counted), and is then compared with the uninterrupted run.
+# Optimizer steps per phase (train.steps; unlearn: max_cycles × (unlearn_steps + learn_steps)).
+declare -A steps=([train]=24 [unlearn]=18)
 # Half the kills go to train, half to unlearn.
 declare -A target=([train]=$((kills / 2)) [unlearn]=$((kills - kills / 2))) done_=([train]=0 [unlearn]=0)
 total=0 resumes=0 episode=0 mid=0
@@ -55,7 +56,11 @@ while [ "$total" -lt "$kills" ]; do
       resume=()
       [ -f "$ckpts/latest" ] && resume=(--resume)
       if [ "${done_[$phase]}" -lt "${target[$phase]}" ]; then
-        delay=$(awk -v r="$RANDOM" -v s="$span" 'BEGIN { printf "%.2f", 0.3 + r / 32767 * (s * 2 / 3 - 0.3) }')
+        # Within the time the attempt still needs: the phase's time less the part its latest
+        # checkpoint saves (steps done of `steps`), less a margin.
+        done_steps=$(sed -n 's/^step-0*\([0-9][0-9]*\)\.h5$/\1/p' "$ckpts/latest" 2>/dev/null)
+        delay=$(awk -v r="$RANDOM" -v s="$span" -v d="${done_steps:-0}" -v n="${steps[$phase]}" \
+                'BEGIN { left = s * (1 - d / n) * 0.8; if (left < 1) left = 1; printf "%.2f", 0.3 + r / 32767 * (left - 0.3) }')
         run "$run_dir" "$phase" "${resume[@]}" &
         pid=$!
         sleep "$delay"
