@@ -40,6 +40,9 @@ echo "uninterrupted: train ${t_train} s, unlearn ${t_unlearn} s"
 # kill that comes after the end is not counted), and is then compared with the uninterrupted run.
 # Optimizer steps per phase (train.steps; unlearn: max_cycles × (unlearn_steps + learn_steps)).
 declare -A steps=([train]=24 [unlearn]=18)
+# Each phase's expected time, from the uninterrupted run, shortened whenever an attempt finished
+# before its kill (kept across episodes).
+declare -A span=([train]=$t_train [unlearn]=$t_unlearn)
 # Half the kills go to train, half to unlearn.
 declare -A target=([train]=$((kills / 2)) [unlearn]=$((kills - kills / 2))) done_=([train]=0 [unlearn]=0)
 total=0 resumes=0 episode=0 mid=0
@@ -50,7 +53,6 @@ while [ "$total" -lt "$kills" ]; do
   for phase in train unlearn; do
     summary=$run_dir/$([ "$phase" = train ] && echo target || echo unlearn-npo)/summary.json
     ckpts=$(dirname "$summary")/checkpoints
-    span=$([ "$phase" = train ] && echo "$t_train" || echo "$t_unlearn")
     n=0
     while [ ! -f "$summary" ]; do
       resume=()
@@ -59,7 +61,7 @@ while [ "$total" -lt "$kills" ]; do
         # Within the time the attempt still needs: the phase's time less the part its latest
         # checkpoint saves (steps done of `steps`), less a margin.
         done_steps=$(sed -n 's/^step-0*\([0-9][0-9]*\)\.h5$/\1/p' "$ckpts/latest" 2>/dev/null)
-        delay=$(awk -v r="$RANDOM" -v s="$span" -v d="${done_steps:-0}" -v n="${steps[$phase]}" \
+        delay=$(awk -v r="$RANDOM" -v s="${span[$phase]}" -v d="${done_steps:-0}" -v n="${steps[$phase]}" \
                 'BEGIN { left = s * (1 - d / n) * 0.8; if (left < 1) left = 1; printf "%.2f", 0.3 + r / 32767 * (left - 0.3) }')
         run "$run_dir" "$phase" "${resume[@]}" &
         pid=$!
@@ -69,7 +71,7 @@ while [ "$total" -lt "$kills" ]; do
           done_[$phase]=$((done_[$phase] + 1))
           compgen -G "$ckpts/*.tmp" > /dev/null && mid=$((mid + 1))  # killed inside a checkpoint write
         else  # the attempt finished first: this machine runs the phase faster than measured
-          span=$(awk -v s="$span" 'BEGIN { printf "%.2f", s * 0.7 }')
+          span[$phase]=$(awk -v s="${span[$phase]}" 'BEGIN { printf "%.2f", s * 0.7 }')
         fi
         wait "$pid" 2>/dev/null
       else
