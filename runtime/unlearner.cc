@@ -4,6 +4,8 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
 
 #include "base/log.h"
 
@@ -183,6 +185,9 @@ Status Unlearner::run(const UnlearnHooks& hooks) {
     }
     if (hooks.report) hooks.report(rep);
     ++reports_;  // before the checkpoint, which then counts this report
+    if (const char* k = std::getenv("LETHE_TEST_KILL_AFTER_REPORT"); k && std::atoi(k) == reports_) {
+      ::raise(SIGKILL);  // test hook: killed between a cycle's record and its checkpoint (tests/kill_after_report.sh)
+    }
     if (hooks.checkpoint) LETHE_RETURN_IF_ERROR(hooks.checkpoint());
     ++cycles_run;
     if ((hooks.stop_after_cycles > 0 && cycles_run >= hooks.stop_after_cycles) || (hooks.interrupted && hooks.interrupted())) {
