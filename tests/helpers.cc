@@ -139,6 +139,13 @@ nlohmann::json read_json(const std::string& path) {
   return nlohmann::json::parse(in);
 }
 
+bool is_timing_key(const std::string& key) {
+  for (const char* k : {"seconds", "time_s", "tokens_per_s", "flops_per_s", "peak_host_gb", "peak_device_gb"}) {
+    if (key == k) return true;
+  }
+  return false;
+}
+
 std::vector<nlohmann::json> read_jsonl(const std::string& path) {
   std::ifstream in(path);
   std::vector<nlohmann::json> out;

@@ -46,5 +46,7 @@ void expect_fixture_logits(const Llama& model);
 // A JSON file, and a JSON-lines file as one value per line (tests fail loudly on bad JSON).
 nlohmann::json read_json(const std::string& path);
 std::vector<nlohmann::json> read_jsonl(const std::string& path);
+// Keys of reports and metrics records that hold wall time or memory, which no two runs share.
+bool is_timing_key(const std::string& key);
 
 }  // namespace lethe::test
