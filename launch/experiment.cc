@@ -143,6 +143,18 @@ json cost_json(const Cost& c, double flops_per_token, const Mesh& mesh) {
           {"flops_per_s", c.seconds > 0 ? flops / c.seconds : 0.0}};
 }
 
+json profile_json(const Profile& p, double total_s) {
+  json j = json::object();
+  double parts = 0;
+  for (const auto& [part, s] : p.seconds()) {
+    j[part] = s;
+    parts += s;
+  }
+  j["other"] = std::max(0.0, total_s - parts);
+  j["total"] = total_s;
+  return j;
+}
+
 json metrics_json(const Metrics& m) {
   json j = json::object();
   for (const auto& [k, v] : m) j[k] = v;

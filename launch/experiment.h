@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/profile.h"
 #include "base/status.h"
 #include "collectives/world.h"
 #include "eval/muse.h"
@@ -65,6 +66,9 @@ Result<std::unique_ptr<Experiment>> open_experiment(const RunConfig& cfg);
 // kind and the devices (ranks) that did the work: `lethe plan --measured` reads them.
 json cost_json(const Cost& cost, double flops_per_token, const Mesh& mesh);
 json metrics_json(const Metrics& m);
+// A phase's Profile as JSON: seconds per part, "other" (the rest of `total_s`: setup, data,
+// logging) and "total" (Note [Phase profile]).
+json profile_json(const Profile& p, double total_s);
 // Writes JSON (pretty) to `path` via a temporary file and rename.
 Status write_json(const std::string& path, const json& j);
 Result<json> read_json(const std::string& path);

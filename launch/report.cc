@@ -122,6 +122,28 @@ Status write_plot(const std::string& dir, const std::vector<Row>& rows) {
   return Status::ok();
 }
 
+// Note [Phase profile]: one row per phase with a "profile" in its summary, one column per part.
+std::string profile_table(const std::vector<std::pair<std::string, json>>& phases) {
+  std::vector<std::string> parts;
+  for (const auto& [name, p] : phases) {
+    for (const auto& [part, v] : p.items()) {
+      if (part != "other" && part != "total" && std::find(parts.begin(), parts.end(), part) == parts.end()) parts.push_back(part);
+    }
+  }
+  std::sort(parts.begin(), parts.end());
+  parts.push_back("other");
+  parts.push_back("total");
+  std::string t = fmt::format("{:<10}", "wall s");
+  for (const std::string& part : parts) t += fmt::format(" {:>13}", part);
+  t += "\n";
+  for (const auto& [name, p] : phases) {
+    t += fmt::format("{:<10}", name);
+    for (const std::string& part : parts) t += p.contains(part) ? fmt::format(" {:>13.1f}", p[part].get<double>()) : fmt::format(" {:>13}", "");
+    t += "\n";
+  }
+  return t;
+}
+
 }  // namespace
 
 Status run_compare(const std::string& dir) {
@@ -159,6 +181,18 @@ Status run_compare(const std::string& dir) {
                        best->name, best->gap, best->speedup);
   }
   std::cout << "\n" << out << std::flush;
+  std::vector<std::pair<std::string, json>> profiles;
+  std::vector<std::string> phases = {"target", "retrain"};
+  phases.insert(phases.end(), methods.begin(), methods.end());
+  for (const std::string& phase : phases) {
+    auto j = read_json(dir + "/" + phase + "/summary.json");
+    if (j && j->contains("profile")) profiles.emplace_back(phase.rfind("unlearn-", 0) == 0 ? phase.substr(8) : phase, (*j)["profile"]);
+  }
+  if (!profiles.empty()) {
+    const std::string prof = profile_table(profiles);
+    std::cout << "\nwhere the time went (wall seconds per phase; profile.txt):\n" << prof << std::flush;
+    LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/profile.txt", prof));
+  }
   json j = {{"run", dir}, {"auc_retrain", auc_retrain}, {"models", json::array()}};
   for (const Row& r : rows) j["models"].push_back(row_json(r));
   if (best) j["closest_to_retrain"] = best->name;

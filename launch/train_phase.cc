@@ -15,6 +15,8 @@ namespace fs = std::filesystem;
 
 Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
   const std::string phase = opts.include_forget ? "target" : "retrain";
+  const auto phase_start = std::chrono::steady_clock::now();
+  Profile prof;
   LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Experiment> ex, open_experiment(cfg));
   const Mesh& mesh = *ex->mesh;
   const int64_t T = cfg.data.seq_len;
@@ -49,7 +51,11 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
   double window_seconds = 0;
   int64_t window_tokens = 0, window_rows = 0;
   while (trainer.steps_taken() < cfg.train.steps) {
-    StepStats s = trainer.step();
+    StepStats s;
+    {
+      auto timed = prof.time("steps");
+      s = trainer.step();
+    }
     window_seconds += s.seconds;
     window_tokens += s.tokens;
     window_rows += cfg.train.batch_size * T;
@@ -68,6 +74,7 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
       window_tokens = window_rows = 0;
     }
     if ((cfg.train.checkpoint_every > 0 && s.step % cfg.train.checkpoint_every == 0) || last) {
+      auto timed = prof.time("checkpoints");
       LETHE_ASSIGN_OR_RETURN(std::string path, save_checkpoint(ckpt_dir, trainer, meta, cfg.train.keep_checkpoints));
       log().info("checkpoint {}", path);
     }
@@ -79,9 +86,19 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
   }
   const Cost cost{trainer.steps_taken() * cfg.train.batch_size * T, 0, trainer.seconds()};
   log().info("{} trained in {:.1f}s; evaluating", phase, cost.seconds);
-  const Metrics m = ex->evaluate(*model);
-  json summary = {{"phase", phase},           {"steps", trainer.steps_taken()}, {"parameters", model->num_params_global()},
-                  {"flops_per_token", flops_per_token}, {"metrics", metrics_json(m)},   {"cost", cost_json(cost, flops_per_token, mesh)}};
+  Metrics m;
+  {
+    auto timed = prof.time("evaluation");
+    m = ex->evaluate(*model);
+  }
+  const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - phase_start).count();
+  json summary = {{"phase", phase},
+                  {"steps", trainer.steps_taken()},
+                  {"parameters", model->num_params_global()},
+                  {"flops_per_token", flops_per_token},
+                  {"metrics", metrics_json(m)},
+                  {"cost", cost_json(cost, flops_per_token, mesh)},
+                  {"profile", profile_json(prof, total_s)}};
   log().info("{}: VerbMem {:.1f}  KnowMem forget {}  KnowMem retain {}  MA forget {:.3f}  ppl holdout {:.2f}", phase,
              m.at("verbmem_forget"), metric_text(m, "knowmem_forget"), metric_text(m, "knowmem_retain"), m.at("ma_forget"),
              m.at("ppl_holdout"));

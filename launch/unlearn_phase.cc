@@ -1,5 +1,6 @@
 #include "launch/unlearn_phase.h"
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -116,6 +117,8 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
     log().info("{}: already finished ({}/summary.json)", method, dir);
     return Status::ok();
   }
+  const auto phase_start = std::chrono::steady_clock::now();
+  Profile prof;
   LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, make_strategy(method, cfg.unlearn));
   const bool resuming = opts.resume && !list_checkpoints(ckpt_dir).empty();
   CheckpointMeta meta{"unlearn-" + method, to_toml(cfg), {}, "", 0};
@@ -135,7 +138,10 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
     if (strategy->needs_reference()) reference = model->base_view();
     meta.base = fs::absolute(source).lexically_normal().string();
     LETHE_ASSIGN_OR_RETURN(meta.base_checksum, weights_checksum(source, ex.mesh->world()));
-    if (!resuming) LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, data.requests, reference.get(), caching));
+    if (!resuming) {
+      auto timed = prof.time("prepare");
+      LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, data.requests, reference.get(), caching));
+    }
   } else {
     // The frozen reference, in the run's dtype without gradients. A method that only caches from
     // it does so before the trained model and its optimizer exist, then frees it; a resume needs
@@ -144,7 +150,10 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
       reference = ex.new_model(Experiment::Use::kReference);
       LETHE_RETURN_IF_ERROR(load_weights(source, *reference, *ex.mesh));
     }
-    if (!resuming) LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, data.requests, reference.get(), caching));
+    if (!resuming) {
+      auto timed = prof.time("prepare");
+      LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, data.requests, reference.get(), caching));
+    }
     if (reference && !strategy->keeps_reference()) {
       reference.reset();
       log().info("{}: reference model freed after caching what the method needs of it", method);
@@ -181,10 +190,15 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   std::optional<CycleReport> last;
   std::vector<std::string> stops;
   UnlearnHooks hooks;
-  hooks.evaluate = [&](const Llama& m, int64_t, int64_t) { return evaluate_with_privleak(ex, m, auc_retrain); };
+  hooks.evaluate = [&](const Llama& m, int64_t, int64_t) {
+    auto timed = prof.time("evaluation");
+    return evaluate_with_privleak(ex, m, auc_retrain);
+  };
   hooks.checkpoint = [&]() -> Status {
+    auto timed = prof.time("checkpoints");
     return save_checkpoint(ckpt_dir, engine, meta, cfg.unlearn.keep_checkpoints).status();
   };
+  hooks.profile = &prof;
   hooks.report = [&](const CycleReport& r) {
     json j = {{"request", r.request}, {"cycle", r.cycle}, {"step", r.step}, {"forget_samples", r.forget_samples},
               {"losses", metrics_json(r.losses)}, {"metrics", metrics_json(r.metrics)},
@@ -208,7 +222,8 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   const Metrics final_metrics = last ? last->metrics : evaluate_with_privleak(ex, *model, auc_retrain);
   json summary = {{"phase", "unlearn-" + method}, {"method", method}, {"from", source}, {"adapter", cfg.unlearn.adapter},
                   {"steps", engine.optimizer().steps_taken()}, {"flops_per_token", flops_per_token},
-                  {"metrics", metrics_json(final_metrics)}, {"cost", cost_json(engine.cost(), flops_per_token, *ex.mesh)}};
+                  {"metrics", metrics_json(final_metrics)}, {"cost", cost_json(engine.cost(), flops_per_token, *ex.mesh)},
+                  {"profile", profile_json(prof, std::chrono::duration<double>(std::chrono::steady_clock::now() - phase_start).count())}};
   return write_json(dir + "/summary.json", summary);
 }
 

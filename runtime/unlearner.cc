@@ -141,8 +141,13 @@ Status Unlearner::begin_request() {
 
 Status Unlearner::run(const UnlearnHooks& hooks) {
   int64_t cycles_run = 0;
+  Profile unused;
+  Profile& prof = hooks.profile ? *hooks.profile : unused;
   while (!finished()) {
-    LETHE_RETURN_IF_ERROR(begin_request());
+    {
+      auto timed = prof.time("begin_request");
+      LETHE_RETURN_IF_ERROR(begin_request());
+    }
     const auto start = std::chrono::steady_clock::now();
     CycleReport rep;
     rep.request = request_;
@@ -154,11 +159,21 @@ Status Unlearner::run(const UnlearnHooks& hooks) {
     } else {
       // A fresh order per (request, cycle): resuming at a cycle boundary needs no forget cursor.
       DataLoader order(static_cast<int64_t>(active.size()), seed_ + 1000003 * (request_ + 1) + static_cast<uint64_t>(cycle_));
-      for (int64_t s = 0; s < cfg_.unlearn_steps; ++s) {
-        for (const auto& [name, v] : unlearn_step(order, active)) rep.losses[name] += v / static_cast<double>(cfg_.unlearn_steps);
+      {
+        auto timed = prof.time("unlearn_steps");
+        for (int64_t s = 0; s < cfg_.unlearn_steps; ++s) {
+          for (const auto& [name, v] : unlearn_step(order, active)) rep.losses[name] += v / static_cast<double>(cfg_.unlearn_steps);
+        }
       }
-      for (int64_t s = 0; s < cfg_.learn_steps; ++s) rep.losses["learn_nll"] += learn_step() / static_cast<double>(cfg_.learn_steps);
-      Verdict v = strategy_.end_cycle({request_, cycle_, &model_});
+      {
+        auto timed = prof.time("learn_steps");
+        for (int64_t s = 0; s < cfg_.learn_steps; ++s) rep.losses["learn_nll"] += learn_step() / static_cast<double>(cfg_.learn_steps);
+      }
+      Verdict v;
+      {
+        auto timed = prof.time("refinement");
+        v = strategy_.end_cycle({request_, cycle_, &model_});
+      }
       if (v.stop) rep.stop_reason = v.reason;
     }
     cost_.seconds += seconds_since(start);

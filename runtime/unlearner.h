@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "base/profile.h"
 #include "runtime/checkpoint.h"
 #include "runtime/cost.h"
 #include "runtime/strategy.h"
@@ -45,6 +46,9 @@ struct UnlearnHooks {
   std::function<void(const CycleReport&)> report;
   std::function<bool()> interrupted;  // checked after each cycle: checkpoint and return
   int64_t stop_after_cycles = 0;      // > 0: return after this many cycles (resume later)
+  // When set, the engine adds its parts' wall time: "begin_request", "unlearn_steps",
+  // "learn_steps", "refinement" (Strategy::end_cycle). Hooks time their own work.
+  Profile* profile = nullptr;
 };
 
 class Unlearner : public Checkpointable {

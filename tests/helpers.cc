@@ -140,7 +140,7 @@ nlohmann::json read_json(const std::string& path) {
 }
 
 bool is_timing_key(const std::string& key) {
-  for (const char* k : {"seconds", "time_s", "tokens_per_s", "flops_per_s", "peak_host_gb", "peak_device_gb"}) {
+  for (const char* k : {"seconds", "time_s", "tokens_per_s", "flops_per_s", "peak_host_gb", "peak_device_gb", "profile"}) {
     if (key == k) return true;
   }
   return false;

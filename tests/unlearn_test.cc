@@ -95,11 +95,25 @@ TEST_F(Unlearning, EveryMethodForgetsTowardTheRetrainedModelAndKeepsRetainKnowle
     EXPECT_TRUE(u.contains("privleak"));
     EXPECT_GT(summary["cost"]["train_tokens"].get<int64_t>(), 0);
     EXPECT_EQ(read_jsonl(*dir_ + "/unlearn-" + m + "/metrics.jsonl").size(), 6u);  // one record per cycle
+    // Where the time went (Note [Phase profile]): the parts and the rest add up to the total, and
+    // the method's own cost is the part of it spent unlearning.
+    const json prof = summary["profile"];
+    double parts = 0;
+    for (const auto& [part, v] : prof.items()) parts += part == "total" ? 0.0 : v.get<double>();
+    EXPECT_NEAR(parts, prof["total"].get<double>(), 1e-6) << prof;
+    for (const char* part : {"unlearn_steps", "learn_steps", "evaluation", "checkpoints"}) {
+      EXPECT_GT(prof.value(part, 0.0), 0.0) << part << ": " << prof;
+    }
+    if (m == "icu") EXPECT_GT(prof.value("refinement", 0.0), 0.0) << prof;
+    EXPECT_LE(summary["cost"]["seconds"].get<double>(), prof["total"].get<double>());
   }
   // Methods with a reference model count its forwards.
   EXPECT_GT(read_json(*dir_ + "/unlearn-kl/summary.json")["cost"]["forward_tokens"].get<int64_t>(), 0);
 
   ASSERT_TRUE(run_compare(*dir_).is_ok());
+  std::ifstream profile(*dir_ + "/profile.txt");
+  const std::string profile_text((std::istreambuf_iterator<char>(profile)), std::istreambuf_iterator<char>());
+  EXPECT_NE(profile_text.find("refinement"), std::string::npos) << profile_text;
   const json cmp = read_json(*dir_ + "/comparison.json");
   EXPECT_EQ(cmp["models"].size(), 2 + strategy_names().size());
   // PrivLeak of every row against the retrained model's AUC, from each model's own summary.
