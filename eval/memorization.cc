@@ -7,28 +7,35 @@
 #include <set>
 
 #include "eval/dp_split.h"
+#include "runtime/tp_ops.h"
 
 namespace lethe {
 
 namespace {
 
-// Right-padded inputs/targets of samples[first, last).
+// Right-padded inputs/targets of samples[first, last), on the host.
 struct Padded {
-  at::Tensor input_BT, target_BT, positions_BT, segments_BT;
+  Batch batch;
   std::vector<int64_t> targets;  // per row
 };
 
 Padded pad_samples(const std::vector<Tokens>& samples, size_t first, size_t last) {
   int64_t T = 1;
-  for (size_t i = first; i < last; ++i) T = std::max<int64_t>(T, static_cast<int64_t>(samples[i].size()) - 1);
+  bool same_length = true;
+  for (size_t i = first; i < last; ++i) {
+    T = std::max<int64_t>(T, static_cast<int64_t>(samples[i].size()) - 1);
+    same_length = same_length && samples[i].size() == samples[first].size();
+  }
   const int64_t B = static_cast<int64_t>(last - first);
   Padded p;
-  p.input_BT = at::zeros({B, T}, at::kLong);
-  p.target_BT = at::zeros({B, T}, at::kLong);
-  p.segments_BT = at::full({B, T}, -1, at::kLong);
-  p.positions_BT = at::arange(T, at::kLong).unsqueeze(0).repeat({B, 1});
-  auto in = p.input_BT.accessor<int64_t, 2>(), tg = p.target_BT.accessor<int64_t, 2>();
-  auto sg = p.segments_BT.accessor<int64_t, 2>();
+  Batch& b = p.batch;
+  b.input_BT = at::zeros({B, T}, at::kLong);
+  b.target_BT = at::zeros({B, T}, at::kLong);
+  b.segments_BT = at::full({B, T}, -1, at::kLong);
+  b.positions_BT = at::arange(T, at::kLong).unsqueeze(0).repeat({B, 1});
+  b.one_sample_per_row = same_length;  // no padding anywhere
+  auto in = b.input_BT.accessor<int64_t, 2>(), tg = b.target_BT.accessor<int64_t, 2>();
+  auto sg = b.segments_BT.accessor<int64_t, 2>();
   for (int64_t b = 0; b < B; ++b) {
     const Tokens& x = samples[first + b];
     const int64_t n = static_cast<int64_t>(x.size()) - 1;
@@ -84,11 +91,12 @@ TeacherForced teacher_forced(const Llama& model, const std::vector<Tokens>& samp
   auto out = rows.accessor<double, 2>();
   for (size_t first = mine.first; first < mine.last; first += static_cast<size_t>(batch_size)) {
     const size_t last = std::min(mine.last, first + static_cast<size_t>(batch_size));
-    Padded p = pad_samples(samples, first, last);
-    at::Tensor logits = model.full_logits(p.input_BT, p.positions_BT, p.segments_BT);
-    const at::Tensor target_BT = p.target_BT.to(logits.device());
-    at::Tensor lp = at::log_softmax(logits, -1).gather(-1, target_BT.unsqueeze(-1)).squeeze(-1).cpu().contiguous();
-    at::Tensor hit = logits.argmax(-1).eq(target_BT).to(at::kByte).cpu().contiguous();
+    const Padded p = pad_samples(samples, first, last);
+    // This rank's vocabulary shard only: log-probs and argmax are vocab-parallel (nothing gathered).
+    at::Tensor shard = model.logits(model.hidden(p.batch));
+    const at::Tensor target_BT = p.batch.target_BT.to(shard.device());
+    at::Tensor lp = vocab_parallel_logprobs(shard, target_BT, model.vocab_start(), model.tp()).cpu().contiguous();
+    at::Tensor hit = vocab_parallel_argmax(shard, model.vocab_start(), model.tp()).eq(target_BT).to(at::kByte).cpu().contiguous();
     for (size_t b = 0; b < p.targets.size(); ++b) {
       const int64_t n = p.targets[b];
       const float* lpb = lp[static_cast<int64_t>(b)].data_ptr<float>();
@@ -119,40 +127,39 @@ TeacherForced teacher_forced(const Llama& model, const std::vector<Tokens>& samp
   return r;
 }
 
-std::vector<double> extraction_likelihood(const Llama& model, const std::vector<Tokens>& samples,
-                                          const ExtractionOptions& o, int64_t* forward_tokens) {
+ExtractionJobs extraction_jobs(const std::vector<Tokens>& samples, const ExtractionOptions& o) {
+  ExtractionJobs plan;
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const auto len = static_cast<int64_t>(samples[i].size());
+    for (int64_t t = o.stride; t + o.n <= len; t += o.stride) {
+      plan.jobs.push_back({i, t, o.max_new > 0 ? std::min(len - t, o.max_new) : len - t, -1});
+    }
+  }
+  return plan;
+}
+
+std::vector<double> extraction_scores(const std::vector<Tokens>& samples, const ExtractionOptions& o,
+                                      const ExtractionJobs& plan, std::span<const Tokens> gens) {
   std::vector<double> sum(samples.size(), 0.0);
   std::vector<int64_t> starts(samples.size(), 0);
-  int64_t longest = 0;
-  for (const Tokens& x : samples) longest = std::max<int64_t>(longest, static_cast<int64_t>(x.size()));
-  // All samples continued from the same start t have prompts of equal length: one batch, no padding.
-  for (int64_t t = o.stride; t + o.n <= longest; t += o.stride) {
-    std::vector<size_t> which;
-    std::vector<Tokens> prompts;
-    int64_t max_new = 0;
-    for (size_t i = 0; i < samples.size(); ++i) {
-      const int64_t rest = static_cast<int64_t>(samples[i].size()) - t;
-      if (rest < o.n) continue;
-      which.push_back(i);
-      prompts.emplace_back(samples[i].begin(), samples[i].begin() + t);
-      max_new = std::max(max_new, o.max_new > 0 ? std::min(rest, o.max_new) : rest);
-    }
-    if (which.empty()) continue;
-    std::vector<Tokens> gen = greedy_generate(model, prompts, max_new, /*stop_id=*/-1, o.batch_size);
-    if (forward_tokens) *forward_tokens += generation_tokens(prompts, max_new);
-    for (size_t j = 0; j < which.size(); ++j) {
-      const Tokens& x = samples[which[j]];
-      Tokens truth(x.begin() + t, x.end());
-      const int64_t m = o.max_new > 0 ? std::min<int64_t>(static_cast<int64_t>(truth.size()), o.max_new)
-                                      : static_cast<int64_t>(truth.size());
-      Tokens g(gen[j].begin(), gen[j].begin() + std::min<int64_t>(m, static_cast<int64_t>(gen[j].size())));
-      sum[which[j]] += ngram_overlap(g, truth, o.n);
-      ++starts[which[j]];
-    }
+  for (size_t j = 0; j < plan.jobs.size(); ++j) {
+    const PrefixGeneration& job = plan.jobs[j];
+    const Tokens truth(samples[job.text].begin() + job.start, samples[job.text].end());
+    const auto m = std::min<int64_t>(job.max_new, static_cast<int64_t>(gens[j].size()));
+    sum[job.text] += ngram_overlap(Tokens(gens[j].begin(), gens[j].begin() + m), truth, o.n);
+    ++starts[job.text];
   }
   std::vector<double> el(samples.size(), 0.0);
   for (size_t i = 0; i < samples.size(); ++i) if (starts[i] > 0) el[i] = sum[i] / static_cast<double>(starts[i]);
   return el;
+}
+
+std::vector<double> extraction_likelihood(const Llama& model, const std::vector<Tokens>& samples,
+                                          const ExtractionOptions& o, int64_t* forward_tokens) {
+  const ExtractionJobs plan = extraction_jobs(samples, o);
+  const std::vector<Tokens> gens = greedy_generate(model, samples, plan.jobs, o.batch_size);
+  if (forward_tokens) *forward_tokens += generation_tokens(samples, plan.jobs);
+  return extraction_scores(samples, o, plan, gens);
 }
 
 using Ngram = std::vector<int64_t>;

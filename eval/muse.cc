@@ -1,6 +1,7 @@
 #include "eval/muse.h"
 
 #include <algorithm>
+#include <span>
 
 #include <fmt/format.h>
 
@@ -65,21 +66,60 @@ std::string metric_text(const Metrics& m, const std::string& key, int decimals) 
   return it == m.end() ? "n/a" : fmt::format("{:.{}f}", it->second, decimals);
 }
 
-double verbmem(const Llama& model, const Tokenizer& tok, const std::vector<Tokens>& passages, int64_t prefix,
-               int64_t new_tokens, int64_t batch_size) {
-  std::vector<Tokens> prompts;
+namespace {
+
+// A metric's jobs and, per job, the text its continuation is scored against.
+template <class Job>
+struct Scored {
+  std::vector<Job> jobs;
   std::vector<std::string> truths;
-  for (const Tokens& x : passages) {
+};
+
+// VerbMem's jobs continue prefixes of the passages (`text` indexes `passages`).
+Scored<PrefixGeneration> verbmem_jobs(const Tokenizer& tok, const std::vector<Tokens>& passages, int64_t prefix,
+                                      int64_t new_tokens) {
+  Scored<PrefixGeneration> v;
+  for (size_t i = 0; i < passages.size(); ++i) {
+    const Tokens& x = passages[i];
     if (static_cast<int64_t>(x.size()) <= prefix + 2) continue;  // nothing left to continue
-    prompts.emplace_back(x.begin(), x.begin() + 1 + prefix);
     Tokens rest(x.begin() + 1 + prefix, x.begin() + std::min<int64_t>(static_cast<int64_t>(x.size()), 1 + prefix + new_tokens));
     if (!rest.empty() && rest.back() == tok.eos()) rest.pop_back();
-    truths.push_back(tok.decode(as_ints(rest)));
+    v.jobs.push_back({i, 1 + prefix, new_tokens, tok.eos()});
+    v.truths.push_back(tok.decode(as_ints(rest)));
   }
-  std::vector<Tokens> gen = greedy_generate(model, prompts, new_tokens, tok.eos(), batch_size);
+  return v;
+}
+
+double verbmem_score(const Tokenizer& tok, const Scored<PrefixGeneration>& v, std::span<const Tokens> gens) {
   std::vector<double> scores;
-  for (size_t i = 0; i < gen.size(); ++i) scores.push_back(rouge_l_f1(tok.decode(as_ints(gen[i])), truths[i]));
+  for (size_t i = 0; i < v.truths.size(); ++i) scores.push_back(rouge_l_f1(tok.decode(as_ints(gens[i])), v.truths[i]));
   return 100.0 * mean(scores);
+}
+
+Scored<Generation> knowmem_jobs(const Tokenizer& tok, const std::vector<QaItem>& probes, const std::vector<QaItem>& shots,
+                                int64_t new_tokens) {
+  Scored<Generation> k;
+  for (const QaItem& q : probes) {
+    Tokens x{tok.bos()};
+    for (int id : tok.encode(knowmem_prompt(shots, q.question))) x.push_back(id);
+    k.jobs.push_back({std::move(x), new_tokens, tok.eos()});
+    k.truths.push_back(q.answer);
+  }
+  return k;
+}
+
+double knowmem_score(const Tokenizer& tok, const Scored<Generation>& k, std::span<const Tokens> gens) {
+  std::vector<double> scores;
+  for (size_t i = 0; i < k.truths.size(); ++i) scores.push_back(rouge_l_f1(cut_answer(tok.decode(as_ints(gens[i]))), k.truths[i]));
+  return 100.0 * mean(scores);
+}
+
+}  // namespace
+
+double verbmem(const Llama& model, const Tokenizer& tok, const std::vector<Tokens>& passages, int64_t prefix,
+               int64_t new_tokens, int64_t batch_size) {
+  const Scored<PrefixGeneration> v = verbmem_jobs(tok, passages, prefix, new_tokens);
+  return verbmem_score(tok, v, greedy_generate(model, passages, v.jobs, batch_size));
 }
 
 std::string knowmem_prompt(const std::vector<QaItem>& shots, const std::string& question) {
@@ -90,26 +130,34 @@ std::string knowmem_prompt(const std::vector<QaItem>& shots, const std::string& 
 
 double knowmem(const Llama& model, const Tokenizer& tok, const std::vector<QaItem>& probes,
                const std::vector<QaItem>& shots, int64_t new_tokens, int64_t batch_size) {
-  std::vector<Tokens> prompts;
-  for (const QaItem& q : probes) {
-    Tokens x{tok.bos()};
-    for (int id : tok.encode(knowmem_prompt(shots, q.question))) x.push_back(id);
-    prompts.push_back(std::move(x));
-  }
-  std::vector<Tokens> gen = greedy_generate(model, prompts, new_tokens, tok.eos(), batch_size);
-  std::vector<double> scores;
-  for (size_t i = 0; i < gen.size(); ++i) {
-    scores.push_back(rouge_l_f1(cut_answer(tok.decode(as_ints(gen[i]))), probes[i].answer));
-  }
-  return 100.0 * mean(scores);
+  const Scored<Generation> k = knowmem_jobs(tok, probes, shots, new_tokens);
+  return knowmem_score(tok, k, greedy_generate(model, k.jobs, batch_size));
 }
 
+// Note [One generation pool]: every continuation of an evaluation (VerbMem, both KnowMems, EL on
+// forget and holdout) goes to one greedy_generate call, so the decode steps run over large batches
+// of similar-length prompts instead of one small batch per metric and EL start.
 Metrics evaluate(const Llama& model, const Tokenizer& tok, const EvalSet& set, const EvalConfig& cfg) {
   Metrics m;
   const int64_t B = cfg.batch_size;
-  m["verbmem_forget"] = verbmem(model, tok, set.forget, cfg.verbmem_prefix, cfg.verbmem_new_tokens, B);
-  if (!set.forget_qa.empty()) m["knowmem_forget"] = knowmem(model, tok, set.forget_qa, set.shots, cfg.knowmem_new_tokens, B);
-  if (!set.retain_qa.empty()) m["knowmem_retain"] = knowmem(model, tok, set.retain_qa, set.shots, cfg.knowmem_new_tokens, B);
+  const ExtractionOptions el{cfg.el_n, cfg.el_stride, cfg.el_max_new_tokens, cfg.generate_batch_size};
+  const auto verb = verbmem_jobs(tok, set.forget, cfg.verbmem_prefix, cfg.verbmem_new_tokens);
+  const auto know_f = knowmem_jobs(tok, set.forget_qa, set.shots, cfg.knowmem_new_tokens);
+  const auto know_r = knowmem_jobs(tok, set.retain_qa, set.shots, cfg.knowmem_new_tokens);
+  const ExtractionJobs el_f = extraction_jobs(set.forget, el), el_h = extraction_jobs(set.holdout, el);
+  // VerbMem and EL continue prefixes of the same forget passages: one forward of each passage.
+  std::vector<PrefixGeneration> forget_jobs = verb.jobs;
+  forget_jobs.insert(forget_jobs.end(), el_f.jobs.begin(), el_f.jobs.end());
+  GenerationPool pool;
+  const size_t forget_at = pool.add(set.forget, forget_jobs), holdout_at = pool.add(set.holdout, el_h.jobs);
+  const size_t know_f_at = pool.add(know_f.jobs), know_r_at = pool.add(know_r.jobs);
+  pool.run(model, cfg.generate_batch_size);
+  const std::span<const Tokens> forget_gens = pool.results(forget_at);
+  m["verbmem_forget"] = verbmem_score(tok, verb, forget_gens.first(verb.jobs.size()));
+  if (!set.forget_qa.empty()) m["knowmem_forget"] = knowmem_score(tok, know_f, pool.results(know_f_at));
+  if (!set.retain_qa.empty()) m["knowmem_retain"] = knowmem_score(tok, know_r, pool.results(know_r_at));
+  m["el_forget"] = mean(extraction_scores(set.forget, el, el_f, forget_gens.subspan(verb.jobs.size())));
+  m["el_holdout"] = mean(extraction_scores(set.holdout, el, el_h, pool.results(holdout_at)));
   const TeacherForced f = teacher_forced(model, set.forget, cfg.mink_k, B);
   const TeacherForced r = teacher_forced(model, set.retain, cfg.mink_k, B);
   const TeacherForced h = teacher_forced(model, set.holdout, cfg.mink_k, B);
@@ -121,9 +169,6 @@ Metrics evaluate(const Llama& model, const Tokenizer& tok, const EvalSet& set, c
   m["ppl_forget"] = f.perplexity();
   m["ppl_retain"] = r.perplexity();
   m["ppl_holdout"] = h.perplexity();
-  const ExtractionOptions el{cfg.el_n, cfg.el_stride, cfg.el_max_new_tokens, B};
-  m["el_forget"] = mean(extraction_likelihood(model, set.forget, el));
-  m["el_holdout"] = mean(extraction_likelihood(model, set.holdout, el));
   return m;
 }
 

@@ -88,6 +88,7 @@ void visit(V& v, RunConfig& c) {
   v.field("from", c.unlearn.from);
   v.field("requests", c.unlearn.requests, 1, 1 << 20);
   v.field("max_cycles", c.unlearn.max_cycles, 1, kMaxInt);
+  v.field("eval_every", c.unlearn.eval_every, 1, kMaxInt);
   v.field("unlearn_steps", c.unlearn.unlearn_steps, 1, kMaxInt);
   v.field("learn_steps", c.unlearn.learn_steps, 0, kMaxInt);
   v.field("forget_batch", c.unlearn.forget_batch, 1, kMaxInt);
@@ -126,6 +127,7 @@ void visit(V& v, RunConfig& c) {
   v.field("el_stride", c.eval.el_stride, 1, kMaxInt);
   v.field("el_max_new_tokens", c.eval.el_max_new_tokens, 1, kMaxInt);
   v.field("batch_size", c.eval.batch_size, 1, kMaxInt);
+  v.field("generate_batch_size", c.eval.generate_batch_size, 1, kMaxInt);
   v.field("max_samples", c.eval.max_samples, 0, kMaxInt);
 
   v.section("mesh");

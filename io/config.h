@@ -94,6 +94,7 @@ struct UnlearnConfig {
   std::string from;           // checkpoint to unlearn; default: the newest of <run.dir>/target
   int64_t requests = 1;       // forget set split (by person/group) into sequential requests
   int64_t max_cycles = 8;     // per request
+  int64_t eval_every = 1;     // evaluate every this many cycles (and always a request's last)
   int64_t unlearn_steps = 8;  // per cycle
   int64_t learn_steps = 2;    // per cycle, NLL on retain (0: no learning)
   int64_t forget_batch = 8;   // rows per unlearning step
@@ -139,7 +140,8 @@ struct EvalConfig {
   int64_t el_n = 10;
   int64_t el_stride = 8;         // EL_n starts every el_stride tokens
   int64_t el_max_new_tokens = 32;
-  int64_t batch_size = 32;
+  int64_t batch_size = 32;       // rows per teacher-forced forward
+  int64_t generate_batch_size = 128;  // continuations decoded together (Note [One generation pool])
   int64_t max_samples = 100;     // cap on each evaluated list (passages, QA probes); 0 = all
 };
 

@@ -63,19 +63,37 @@ Result<TokenDataset> pack_documents(const std::string& name, const std::vector<D
   return ds;
 }
 
+namespace {
+
+// [B, T] true where the input's target is the same sample's next token, from [B, T+1] segments.
+at::Tensor loss_mask(const at::Tensor& seg, int64_t T) {
+  at::Tensor in_seg = seg.narrow(1, 0, T);
+  return in_seg.ge(0) & in_seg.eq(seg.narrow(1, 1, T));
+}
+
+}  // namespace
+
+int64_t count_loss_tokens(const TokenDataset& ds, const std::vector<int64_t>& rows) {
+  return loss_mask(ds.segments.index_select(0, at::tensor(rows, at::kLong)), ds.seq_len).sum().item<int64_t>();
+}
+
 Batch make_batch(const TokenDataset& ds, const std::vector<int64_t>& rows, at::Device device) {
   at::Tensor idx = at::tensor(rows, at::kLong);
-  at::Tensor tok = ds.tokens.index_select(0, idx).to(device);
-  at::Tensor seg = ds.segments.index_select(0, idx).to(device);
-  at::Tensor pos = ds.positions.index_select(0, idx).to(device);
   const int64_t T = ds.seq_len;
+  at::Tensor seg = ds.segments.index_select(0, idx);  // on the host: counted here, not on the device
+  at::Tensor in_seg = seg.narrow(1, 0, T);
+  at::Tensor mask = loss_mask(seg, T);
   Batch b;
+  b.loss_tokens = mask.sum().item<int64_t>();
+  b.one_sample_per_row = in_seg.eq(in_seg.narrow(1, 0, 1)).logical_and(in_seg.ge(0)).all().item<bool>();
+  at::Tensor tok = ds.tokens.index_select(0, idx).to(device);
+  at::Tensor pos = ds.positions.index_select(0, idx).to(device);
+  seg = seg.to(device);
   b.input_BT = tok.narrow(1, 0, T);
   b.target_BT = tok.narrow(1, 1, T);
   b.positions_BT = pos.narrow(1, 0, T);
   b.segments_BT = seg.narrow(1, 0, T);
-  at::Tensor next_seg = seg.narrow(1, 1, T);
-  b.loss_mask_BT = (b.segments_BT.ge(0) & b.segments_BT.eq(next_seg)).to(at::kFloat);
+  b.loss_mask_BT = mask.to(at::kFloat).to(device);
   b.rows_B = idx;
   return b;
 }

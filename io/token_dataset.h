@@ -49,8 +49,13 @@ struct Batch {
   at::Tensor segments_BT;          // int64, of the inputs (-1 padding)
   at::Tensor loss_mask_BT;         // float: 1 where target is the same sample's next token
   at::Tensor rows_B;               // int64 row indices into the dataset (always on the host)
+  // Decided on the host when the batch is built, so a step reads nothing back from the device:
+  int64_t loss_tokens = 0;           // sum of loss_mask_BT
+  bool one_sample_per_row = false;   // every row one sample, no padding: plain causal attention
 };
 
+// Loss positions (targets that are the same sample's next token) in `rows` of `ds`, on the host.
+int64_t count_loss_tokens(const TokenDataset& ds, const std::vector<int64_t>& rows);
 // Gathers `rows` (int64 indices) of `ds` into a batch whose token tensors live on `device`.
 Batch make_batch(const TokenDataset& ds, const std::vector<int64_t>& rows, at::Device device = at::kCPU);
 

@@ -6,6 +6,8 @@
 #include <iostream>
 #include <map>
 
+#include <fmt/format.h>
+
 #include "base/log.h"
 #include "eval/memorization.h"
 #include "launch/experiment.h"
@@ -165,6 +167,7 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
                                          reference.get()));
   Unlearner engine(*model, *ex.mesh, *strategy, cfg.unlearn, data.requests, ptr(data.retain), ptr(data.holdout),
                    reference.get(), static_cast<uint64_t>(cfg.run.seed));
+  engine.set_eval(cfg.eval, ex.tok.eos());
   for (const auto& r : data.requests) meta.data_checksums[r.name] = r.forget.checksum();
   if (data.retain) meta.data_checksums["retain"] = data.retain->checksum();
 
@@ -205,10 +208,12 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
               {"cost", cost_json(r.cost, flops_per_token, *ex.mesh)}, {"stop", r.stop_reason}};
     metrics << j.dump() << std::endl;
     const auto& m = r.metrics;
-    log().info("{} request {} cycle {}: {} samples  VerbMem {:.1f}  KnowMem f {} r {}  MA f {:.3f}  {:.1f}s{}", method,
-               r.request, r.cycle, r.forget_samples, m.at("verbmem_forget"), metric_text(m, "knowmem_forget"),
-               metric_text(m, "knowmem_retain"), m.at("ma_forget"), r.cost.seconds,
-               r.stop_reason.empty() ? "" : "  → " + r.stop_reason);
+    const std::string seen = m.empty() ? "not evaluated (unlearn.eval_every)"
+                                       : fmt::format("VerbMem {}  KnowMem f {} r {}  MA f {}", metric_text(m, "verbmem_forget"),
+                                                     metric_text(m, "knowmem_forget"), metric_text(m, "knowmem_retain"),
+                                                     metric_text(m, "ma_forget", 3));
+    log().info("{} request {} cycle {}: {} samples  {}  {:.1f}s{}", method, r.request, r.cycle, r.forget_samples, seen,
+               r.cost.seconds, r.stop_reason.empty() ? "" : "  → " + r.stop_reason);
     last = r;
   };
   hooks.interrupted = [&] { return stop.requested(ex.mesh->world()); };
@@ -245,7 +250,9 @@ Status run_eval(const RunConfig& cfg, const std::string& checkpoint, const std::
     return Status::error(ex->tok.path() + ": tokenizer vocabulary " + std::to_string(ex->tok.vocab_size()) +
                          " does not fit the checkpoint's " + std::to_string(cfg.model.vocab_size));
   }
+  const auto start = std::chrono::steady_clock::now();
   json j = {{"checkpoint", checkpoint}, {"metrics", metrics_json(evaluate_with_privleak(*ex, *model, retrain_auc(cfg)))}};
+  log().info("evaluated {} in {:.1f}s", checkpoint, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   if (out.empty() || out == "-") {
     std::cout << j.dump(2) << std::endl;
     return Status::ok();

@@ -121,6 +121,18 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   return (xf * cos + rotate_half(xf) * sin).to(x.scalar_type());
 }
 
+// `buf` with room for `needed` positions along `dim`, its first `filled` kept: itself when it has
+// them, else a new buffer shaped like `like` of max(needed, want, twice the old) positions.
+at::Tensor with_room(const at::Tensor& buf, const at::Tensor& like, int64_t dim, int64_t filled, int64_t needed,
+                     int64_t want) {
+  if (buf.defined() && buf.size(dim) >= needed) return buf;
+  std::vector<int64_t> shape = like.sizes().vec();
+  shape[dim] = std::max({needed, want, buf.defined() ? 2 * buf.size(dim) : int64_t{0}});
+  at::Tensor grown = at::empty(shape, like.options());
+  if (filled > 0) grown.narrow(dim, 0, filled).copy_(buf.narrow(dim, 0, filled));
+  return grown;
+}
+
 at::Tensor inverse_frequencies(int64_t d, double theta) {
   return (1.0 / at::pow(theta, at::arange(0, d, 2, at::kDouble) / static_cast<double>(d))).to(at::kFloat);
 }
@@ -321,38 +333,66 @@ at::Tensor Llama::attention(const Block& b, const at::Tensor& x, const at::Tenso
   at::Tensor q = apply_rope(b.wq(x, compute_, tp, seed).view({B, T, h, d}).transpose(1, 2), cos, sin);
   at::Tensor k = apply_rope(b.wk(x, compute_, tp, seed).view({B, T, g, d}).transpose(1, 2), cos, sin);
   at::Tensor v = b.wv(x, compute_, tp, seed).view({B, T, g, d}).transpose(1, 2);
-  if (cache) {
+  if (cache) {  // written in place; attention reads positions [0, past + T)
+    const int64_t past = cache->length, S = past + T;
     if (cache->k.size() <= layer) {
-      cache->k.push_back(k);
-      cache->v.push_back(v);
-    } else {
-      cache->k[layer] = k = at::cat({cache->k[layer], k}, 2);
-      cache->v[layer] = v = at::cat({cache->v[layer], v}, 2);
+      cache->k.emplace_back();
+      cache->v.emplace_back();
+    }
+    for (auto [buf, x] : {std::pair{&cache->k[layer], &k}, std::pair{&cache->v[layer], &v}}) {
+      *buf = with_room(*buf, *x, 2, past, S, cache->capacity);
+      buf->narrow(2, past, T).copy_(*x);
+      *x = buf->narrow(2, 0, S);
     }
   }
-  if (g != h) {  // grouped-query attention: each KV head serves h / g query heads
-    k = k.repeat_interleave(h / g, 1);
-    v = v.repeat_interleave(h / g, 1);
+  at::Tensor o;
+  if (g == h) {
+    o = compat::attention(q, k, v, mask);  // [B, h, T, d]
+  } else if (!cache) {  // grouped-query attention: each KV head serves h / g query heads
+    o = compat::attention(q, k.repeat_interleave(h / g, 1), v.repeat_interleave(h / g, 1), mask);
+  } else {
+    // Note [Grouped decoding]: with a cache, the h / g query heads of a KV head attend as one
+    // group of (h / g)·T query rows, so the cached keys and values are read in place instead of
+    // repeated (a copy of the whole cache per layer and step); the mask repeats per query head.
+    const int64_t r = h / g, S = k.size(2);
+    at::Tensor grouped_mask = mask.unsqueeze(2).expand({B, 1, r, T, S}).reshape({B, 1, r * T, S});
+    o = compat::attention(q.reshape({B, g, r * T, d}), k, v, grouped_mask).view({B, h, T, d});
   }
-  at::Tensor o = compat::attention(q, k, v, mask);  // [B, h, T, d]
   return b.wo(o.transpose(1, 2).reshape({B, T, h * d}), compute_, tp, seed);
 }
 
-at::Tensor Llama::hidden(const at::Tensor& input_in, const at::Tensor& positions_in, const at::Tensor& segments_in,
+at::Tensor Llama::hidden(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,
                          KVCache* cache) const {
+  return forward_hidden(input_BT, positions_BT, segments_BT, cache, std::nullopt);
+}
+
+at::Tensor Llama::hidden(const Batch& b) const {
+  return forward_hidden(b.input_BT, b.positions_BT, b.segments_BT, nullptr, b.one_sample_per_row);
+}
+
+at::Tensor Llama::forward_hidden(const at::Tensor& input_in, const at::Tensor& positions_in,
+                                 const at::Tensor& segments_in, KVCache* cache,
+                                 std::optional<bool> one_sample_per_row) const {
   Communicator& tp = mesh_->tp();
   const at::Device dev = mesh_->device();  // inputs may come from the host (a no-op when already there)
   const at::Tensor input_BT = input_in.to(dev), positions_BT = positions_in.to(dev), segments_BT = segments_in.to(dev);
   const int64_t T = input_BT.size(1);
-  const int64_t past = cache ? cache->length() : 0;
-  at::Tensor keys_seg_BS = past ? at::cat({cache->segments_BS, segments_BT}, 1) : segments_BT;
-  const int64_t S = keys_seg_BS.size(1);
+  const int64_t past = cache ? cache->length : 0, S = past + T;
+  at::Tensor keys_seg_BS = segments_BT;
+  if (cache) {
+    cache->segments_BS = with_room(cache->segments_BS, segments_BT, 1, past, S, cache->capacity);
+    cache->segments_BS.narrow(1, past, T).copy_(segments_BT);
+    keys_seg_BS = cache->segments_BS.narrow(1, 0, S);
+  }
   // mask [B, 1, T, S]: same segment and not in the future. Rows that are one sample each (no
   // packing, no padding) need none: plain causal attention, the fused kernels' fastest case.
+  if (cache) {
+    one_sample_per_row = false;
+  } else if (!one_sample_per_row) {
+    one_sample_per_row = segments_BT.eq(segments_BT.narrow(1, 0, 1)).logical_and(segments_BT.ge(0)).all().item<bool>();
+  }
   at::Tensor mask;
-  const bool one_sample_per_row =
-      !cache && segments_BT.eq(segments_BT.narrow(1, 0, 1)).logical_and(segments_BT.ge(0)).all().item<bool>();
-  if (!one_sample_per_row) {
+  if (!*one_sample_per_row) {
     const auto idx = at::TensorOptions(dev).dtype(at::kLong);
     at::Tensor causal = at::arange(S, idx).unsqueeze(0).le(at::arange(past, past + T, idx).unsqueeze(1));
     mask = (segments_BT.unsqueeze(2).eq(keys_seg_BS.unsqueeze(1)) & causal).unsqueeze(1);
@@ -367,7 +407,7 @@ at::Tensor Llama::hidden(const at::Tensor& input_in, const at::Tensor& positions
                                              std::optional<at::Tensor>(mask), static_cast<int64_t>(seed))
                   : block(i, x, cos, sin, mask, cache, seed);
   }
-  if (cache) cache->segments_BS = keys_seg_BS;
+  if (cache) cache->length = S;
   return rms_norm(x, norm_, cfg_.rms_norm_eps);
 }
 
@@ -397,6 +437,10 @@ at::Tensor Llama::token_logprobs(const at::Tensor& input_BT, const at::Tensor& p
                                  const at::Tensor& segments_BT, const at::Tensor& target_BT) const {
   at::Tensor logits_BTv = logits(hidden(input_BT, positions_BT, segments_BT));
   return vocab_parallel_logprobs(logits_BTv, target_BT.to(mesh_->device()), vocab_start(), mesh_->tp());
+}
+
+at::Tensor Llama::token_logprobs(const Batch& b) const {
+  return vocab_parallel_logprobs(logits(hidden(b)), b.target_BT.to(mesh_->device()), vocab_start(), mesh_->tp());
 }
 
 at::Tensor Llama::full_logits(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,

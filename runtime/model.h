@@ -13,20 +13,27 @@
 #include <ATen/core/Tensor.h>
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "io/config.h"
+#include "io/token_dataset.h"
 #include "runtime/layers.h"
 #include "runtime/mesh.h"
 #include "runtime/param_buckets.h"
 
 namespace lethe {
 
-// Keys and values of earlier tokens, per layer, for incremental decoding.
+// Keys and values of earlier tokens, per layer, for incremental decoding. The buffers are
+// allocated at the first forward for `capacity` positions (or as many as it brings, if more) and
+// written in place; a forward beyond them grows them by doubling (one copy), so reserving the
+// prompt length + new tokens up front means no step copies the cache.
 struct KVCache {
-  std::vector<at::Tensor> k, v;  // per layer [B, g, S, d]
-  at::Tensor segments_BS;        // segment of every cached key
-  int64_t length() const { return segments_BS.defined() ? segments_BS.size(1) : 0; }
+  explicit KVCache(int64_t capacity = 0) : capacity(capacity) {}
+  std::vector<at::Tensor> k, v;  // per layer [B, g, ≥ length, d]
+  at::Tensor segments_BS;        // [B, ≥ length]: segment of every cached key
+  int64_t length = 0;            // positions filled
+  int64_t capacity = 0;          // positions to allocate at the first forward
 };
 
 struct Block {
@@ -73,13 +80,17 @@ class Llama {
 
   // Final-norm hidden states [B, T, D]. With `cache`, keys/values of these tokens are appended to it
   // and earlier cached tokens are attended to (the new tokens come after all cached ones).
+  // Without a cache, whether any row needs the segment mask is read from the segments (one host
+  // read); the Batch overloads take it from the batch, decided on the host when it was built.
   at::Tensor hidden(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,
                     KVCache* cache = nullptr) const;
+  at::Tensor hidden(const Batch& b) const;
   // This rank's vocabulary shard of the logits, [B, T, v], in the compute dtype.
   at::Tensor logits(const at::Tensor& hidden_BTD) const;
   // log p(target_t | inputs_≤t), fp32 [B, T]; vocab-parallel (never gathers the vocabulary).
   at::Tensor token_logprobs(const at::Tensor& input_BT, const at::Tensor& positions_BT,
                             const at::Tensor& segments_BT, const at::Tensor& target_BT) const;
+  at::Tensor token_logprobs(const Batch& b) const;
   // Full-vocabulary logits [B, T, V] (gathered over tp): for generation and tests.
   at::Tensor full_logits(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,
                          KVCache* cache = nullptr) const;
@@ -136,6 +147,9 @@ class Llama {
 
  private:
   void bind();  // the layers' tensors from params_
+  // hidden(); `one_sample_per_row` when the caller knows it (no host read).
+  at::Tensor forward_hidden(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,
+                            KVCache* cache, std::optional<bool> one_sample_per_row) const;
   at::Tensor attention(const Block& b, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                        const at::Tensor& mask, KVCache* cache, size_t layer, uint64_t dropout_seed) const;
   uint64_t next_dropout_seed() const;

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <numeric>
 
 #include "runtime/tp_ops.h"
@@ -14,14 +15,12 @@ at::Tensor LossTerms::total() const {
   return sum;
 }
 
-at::Tensor batch_logprobs(const Llama& model, const Batch& b) {
-  return model.token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT) * b.loss_mask_BT;
-}
+at::Tensor batch_logprobs(const Llama& model, const Batch& b) { return model.token_logprobs(b) * b.loss_mask_BT; }
 
-at::Tensor dp_mean_tokens(const Llama& model, const Batch& b) {
-  at::Tensor c = b.loss_mask_BT.sum().to(at::kDouble).reshape({1});
+double dp_mean_tokens(const Llama& model, const Batch& b) {
+  at::Tensor c = at::full({1}, static_cast<double>(b.loss_tokens), at::kDouble);  // counted on the host
   model.mesh().dp().all_reduce(c, ReduceOp::kAvg);
-  return c.clamp_min(1).to(at::kFloat).squeeze();
+  return std::max(1.0, c.item<double>());
 }
 
 at::Tensor mean_nll(const Llama& model, const Batch& b) {
@@ -33,15 +32,15 @@ at::Tensor sequence_logprobs(const at::Tensor& token_logprobs_BT, const Batch& b
 }
 
 NllKl nll_and_kl(const Llama& model, const Llama& reference, const Batch& b, Cost& cost) {
-  at::Tensor logits_BTv = model.logits(model.hidden(b.input_BT, b.positions_BT, b.segments_BT));
+  at::Tensor logits_BTv = model.logits(model.hidden(b));
   at::Tensor ref_BTv;
   {
     at::NoGradGuard no_grad;
-    ref_BTv = reference.log_probs_shard(reference.hidden(b.input_BT, b.positions_BT, b.segments_BT));
+    ref_BTv = reference.log_probs_shard(reference.hidden(b));
   }
   cost.forward_tokens += b.input_BT.numel() * model.mesh().dp_size();  // every dp rank's rows
   const at::Tensor& mask = b.loss_mask_BT;
-  const at::Tensor count = dp_mean_tokens(model, b);
+  const double count = dp_mean_tokens(model, b);
   at::Tensor lp_BT = vocab_parallel_logprobs(logits_BTv, b.target_BT, model.vocab_start(), model.tp());
   at::Tensor lp_BTv = vocab_parallel_log_softmax(logits_BTv, model.tp());
   // Σ_v p_ref (log p_ref − log p_θ): each rank sums its vocabulary shard, then the shards are added.

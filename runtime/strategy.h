@@ -47,6 +47,8 @@ struct StrategyContext {
   const Llama* reference = nullptr;  // the frozen original model, when keeps_reference()
   Cost* cost = nullptr;              // add reference forwards and generation here
   const UnlearnConfig* cfg = nullptr;
+  const EvalConfig* eval = nullptr;  // the run's [eval] options, for methods that generate
+  int64_t eos_id = -1;               // the tokenizer's end of sequence
 };
 
 struct CycleContext {
@@ -103,7 +105,7 @@ at::Tensor batch_logprobs(const Llama& model, const Batch& b);
 // Note [Token means under dp]: a rank's token sum is divided by the batch's token count averaged
 // over dp ranks (not its own count), so that the engine's sum of (loss / dp) over ranks is the
 // mean over the global batch's tokens whatever the dp size. Collective over the model's dp group.
-at::Tensor dp_mean_tokens(const Llama& model, const Batch& b);
+double dp_mean_tokens(const Llama& model, const Batch& b);
 // Mean token NLL over the batch's loss mask (Note [Token means under dp]).
 at::Tensor mean_nll(const Llama& model, const Batch& b);
 // Per-row sums of masked log-probs: log π(y|x) per sample, [B].

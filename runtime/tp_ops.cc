@@ -126,6 +126,15 @@ at::Tensor vocab_parallel_logprobs(const at::Tensor& logits_BTv, const at::Tenso
   return VocabParallelLogProb::apply(logits_BTv, target_BT, vocab_start, &tp);
 }
 
+at::Tensor vocab_parallel_argmax(const at::Tensor& logits_BTv, int64_t vocab_start, Communicator& tp) {
+  auto [m, i] = logits_BTv.to(at::kFloat).max(-1);
+  at::Tensor ids = i + vocab_start;
+  if (tp.size() == 1) return ids;
+  at::Tensor all_m = all_gather_dim(m.unsqueeze(0), 0, tp), all_ids = all_gather_dim(ids.unsqueeze(0), 0, tp);
+  at::Tensor best = std::get<1>(all_m.max(0, /*keepdim=*/true));  // the first (lowest) rank among equal maxima
+  return all_ids.gather(0, best).squeeze(0);
+}
+
 at::Tensor vocab_parallel_log_softmax(const at::Tensor& logits_BTv, Communicator& tp) {
   at::Tensor z = logits_BTv.to(at::kFloat);
   at::Tensor m = std::get<0>(z.detach().max(-1, /*keepdim=*/true)).contiguous();  // a constant shift

@@ -34,4 +34,11 @@ at::Tensor vocab_parallel_logprobs(const at::Tensor& logits_BTv, const at::Tenso
 // differentiable (the normaliser is summed over tp with reduce_from_tp).
 at::Tensor vocab_parallel_log_softmax(const at::Tensor& logits_BTv, Communicator& tp);
 
+// Note [Vocab-parallel argmax]: the global token id of the largest logit per position, [B, T]
+// int64, from this rank's shard (ids from `vocab_start`) without gathering the vocabulary: each
+// rank's max and its index, all-gathered over tp (2 numbers per position), then the largest; ties
+// go to the lowest id (the first maximum within a shard, the lowest rank across shards), as
+// argmax over the gathered logits does.
+at::Tensor vocab_parallel_argmax(const at::Tensor& logits_BTv, int64_t vocab_start, Communicator& tp);
+
 }  // namespace lethe

@@ -31,21 +31,18 @@ StepStats Trainer::step() {
   const int64_t per_rank = micro / mesh_.dp_size();
   // Each micro-batch is gathered once; the step's token count (over all micro-batches and dp ranks)
   // is needed before the first backward.
+  // the step's global token count comes from the host-side dataset: every rank knows every row.
   std::vector<Batch> micro_batches;
-  const auto f64 = at::TensorOptions(model_.device()).dtype(at::kDouble);
-  at::Tensor count = at::zeros({1}, f64);
   for (int64_t m = 0; m < cfg_.grad_accum; ++m) {
     auto first = rows.begin() + m * micro + mesh_.dp_rank() * per_rank;
     micro_batches.push_back(make_batch(data_, std::vector<int64_t>(first, first + per_rank), model_.device()));
-    count += micro_batches.back().loss_mask_BT.sum().to(at::kDouble);
   }
-  mesh_.dp().all_reduce(count, ReduceOp::kSum);
-  const double tokens = count.item<double>();
+  const auto tokens = static_cast<double>(count_loss_tokens(data_, rows));
 
-  at::Tensor loss_sum = at::zeros({1}, f64);
+  at::Tensor loss_sum = at::zeros({1}, at::TensorOptions(model_.device()).dtype(at::kDouble));
   for (const Batch& b : micro_batches) {
     if (&b == &micro_batches.back()) opt_.overlap_next_backward();
-    at::Tensor lp = model_.token_logprobs(b.input_BT, b.positions_BT, b.segments_BT, b.target_BT);
+    at::Tensor lp = model_.token_logprobs(b);
     at::Tensor loss = -(lp * b.loss_mask_BT).sum() / std::max(tokens, 1.0);
     torch::autograd::backward({loss});
     loss_sum += loss.detach().to(at::kDouble);

@@ -131,7 +131,8 @@ double Unlearner::learn_step() {
 
 Status Unlearner::begin_request() {
   if (begun_ == request_) return Status::ok();
-  StrategyContext ctx{{&requests_[static_cast<size_t>(request_)].forget, retain_, holdout_}, reference_, &cost_, &cfg_};
+  StrategyContext ctx{{&requests_[static_cast<size_t>(request_)].forget, retain_, holdout_}, reference_, &cost_, &cfg_,
+                      &eval_, eos_id_};
   const auto start = std::chrono::steady_clock::now();
   LETHE_RETURN_IF_ERROR(strategy_.begin(ctx));
   cost_.seconds += seconds_since(start);
@@ -178,7 +179,10 @@ Status Unlearner::run(const UnlearnHooks& hooks) {
     }
     cost_.seconds += seconds_since(start);
     rep.step = opt_.steps_taken();
-    if (hooks.evaluate) rep.metrics = hooks.evaluate(model_, request_, cycle_);
+    const bool out_of_time = cfg_.time_budget_s > 0 && cost_.seconds >= cfg_.time_budget_s;
+    // Evaluated every eval_every cycles, and always when the request ends here.
+    const bool ends = !rep.stop_reason.empty() || cycle_ + 1 >= cfg_.max_cycles || out_of_time;
+    if (hooks.evaluate && (ends || (cycle_ + 1) % cfg_.eval_every == 0)) rep.metrics = hooks.evaluate(model_, request_, cycle_);
     if (rep.stop_reason.empty() && !cfg_.stop_metric.empty()) {
       auto it = rep.metrics.find(cfg_.stop_metric);
       if (it != rep.metrics.end() && it->second <= cfg_.stop_value) {
@@ -186,7 +190,6 @@ Status Unlearner::run(const UnlearnHooks& hooks) {
       }
     }
     if (rep.stop_reason.empty() && cycle_ + 1 >= cfg_.max_cycles) rep.stop_reason = "max_cycles reached";
-    const bool out_of_time = cfg_.time_budget_s > 0 && cost_.seconds >= cfg_.time_budget_s;
     if (out_of_time && rep.stop_reason.empty()) rep.stop_reason = "time budget spent";
     rep.cost = cost_;
     // Advance first, so the checkpoint names the next cycle to run.

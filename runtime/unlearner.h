@@ -69,6 +69,11 @@ class Unlearner : public Checkpointable {
   static Status prepare(Strategy& strategy, const std::vector<UnlearnRequest>& requests, const Llama* reference, Cost& cost);
   // Adds work done before the engine existed (prepare) to its cost.
   void add_cost(const Cost& c);
+  // The run's [eval] options and the tokenizer's EOS, handed to the strategy (StrategyContext).
+  void set_eval(const EvalConfig& eval, int64_t eos_id) {
+    eval_ = eval;
+    eos_id_ = eos_id;
+  }
   // Runs the remaining cycles. Returns when every request is done, or a hook asked to stop.
   Status run(const UnlearnHooks& hooks);
   bool finished() const { return request_ >= static_cast<int64_t>(requests_.size()); }
@@ -105,6 +110,8 @@ class Unlearner : public Checkpointable {
   int64_t request_ = 0, cycle_ = 0;  // the next cycle to run
   int64_t reports_ = 0;
   int64_t begun_ = -1;               // request whose strategy.begin ran
+  EvalConfig eval_;
+  int64_t eos_id_ = -1;
 };
 
 }  // namespace lethe

@@ -15,6 +15,7 @@
 #include <ATen/ATen.h>
 
 #include <numeric>
+#include <span>
 
 #include "base/log.h"
 #include "eval/dp_split.h"
@@ -39,7 +40,7 @@ at::Tensor embeddings(const Llama& model, const TokenDataset& ds, Cost& cost) {
     std::vector<int64_t> idx = all_rows(std::min<int64_t>(32, static_cast<int64_t>(mine.last) - r));
     for (int64_t& i : idx) i += r;
     Batch rows = make_batch(ds, idx, model.device());
-    at::Tensor h = model.hidden(rows.input_BT, rows.positions_BT, rows.segments_BT).to(at::kFloat);
+    at::Tensor h = model.hidden(rows).to(at::kFloat);
     at::Tensor mask = rows.segments_BT.ge(0).to(at::kFloat).unsqueeze(-1);
     parts.push_back((h * mask).sum(1) / mask.sum(1).clamp_min(1));
   }
@@ -48,24 +49,42 @@ at::Tensor embeddings(const Llama& model, const TokenDataset& ds, Cost& cost) {
   return e / e.norm(2, 1, true).clamp_min(1e-12);
 }
 
-// Token ROUGE-L F1 of the greedy continuation of each sample's first `prefix` tokens (after BOS).
-std::vector<double> continuation_similarity(const Llama& model, const std::vector<Tokens>& samples, int64_t prefix,
-                                            int64_t eos, Cost& cost) {
-  std::vector<Tokens> prompts, truths;
+// The refinement check's jobs: each sample's first `prefix` tokens (after BOS) continued for as
+// many tokens as the longest rest, stopping at `eos` (`text` indexes `samples`); truths are the
+// rests without their EOS.
+struct Check {
+  std::vector<PrefixGeneration> jobs;
+  std::vector<Tokens> truths;
+};
+
+Check check_jobs(const std::vector<Tokens>& samples, int64_t prefix, int64_t eos) {
+  Check c;
   int64_t max_new = 1;
-  for (const Tokens& x : samples) {
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const Tokens& x = samples[i];
     const int64_t p = std::min<int64_t>(1 + prefix, static_cast<int64_t>(x.size()) / 2);
-    prompts.emplace_back(x.begin(), x.begin() + p);
     Tokens rest(x.begin() + p, x.end());
     if (!rest.empty() && rest.back() == eos) rest.pop_back();
     max_new = std::max<int64_t>(max_new, static_cast<int64_t>(rest.size()));
-    truths.push_back(std::move(rest));
+    c.jobs.push_back({i, p, 0, eos});
+    c.truths.push_back(std::move(rest));
   }
-  std::vector<Tokens> gen = greedy_generate(model, prompts, max_new, eos);
-  cost.forward_tokens += generation_tokens(prompts, max_new);
+  for (PrefixGeneration& j : c.jobs) j.max_new = max_new;
+  return c;
+}
+
+// Token ROUGE-L F1 of each continuation against its truth.
+std::vector<double> similarities(const Check& c, std::span<const Tokens> gens) {
   std::vector<double> sim;
-  for (size_t i = 0; i < gen.size(); ++i) sim.push_back(rouge_l_f1(gen[i], truths[i]));
+  for (size_t i = 0; i < c.truths.size(); ++i) sim.push_back(rouge_l_f1(gens[i], c.truths[i]));
   return sim;
+}
+
+// A set's check, then its EL jobs, over its samples' prefixes: one forward of each sample.
+std::vector<PrefixGeneration> joined(const Check& c, const ExtractionJobs& el) {
+  std::vector<PrefixGeneration> jobs = c.jobs;
+  jobs.insert(jobs.end(), el.jobs.begin(), el.jobs.end());
+  return jobs;
 }
 
 class Icu : public BasicStrategy {
@@ -116,8 +135,18 @@ class Icu : public BasicStrategy {
     const Llama& m = *c.model;
     Cost& cost = *ctx_.cost;
     const int64_t eos = forget_samples_.front().back();
-    const std::vector<double> f = continuation_similarity(m, forget_samples_, cfg_.icu_prefix, eos, cost);
-    const double unseen = mean(continuation_similarity(m, holdout_samples_, cfg_.icu_prefix, eos, cost));
+    // The checks and the stop rule's EL_10 on forget and holdout: one generation pool, in which
+    // both continue prefixes of the same samples.
+    const Check check_f = check_jobs(forget_samples_, cfg_.icu_prefix, eos), check_h = check_jobs(holdout_samples_, cfg_.icu_prefix, eos);
+    const ExtractionJobs el_f = extraction_jobs(forget_samples_, kStopRuleEl), el_h = extraction_jobs(holdout_samples_, kStopRuleEl);
+    GenerationPool pool;
+    const size_t forget_at = pool.add(forget_samples_, joined(check_f, el_f));
+    const size_t holdout_at = pool.add(holdout_samples_, joined(check_h, el_h));
+    pool.run(m, generate_batch_size());
+    cost.forward_tokens += generation_tokens(pool.texts(), pool.jobs());
+    const std::span<const Tokens> gens_f = pool.results(forget_at), gens_h = pool.results(holdout_at);
+    const std::vector<double> f = similarities(check_f, gens_f);
+    const double unseen = mean(similarities(check_h, gens_h));
     int64_t* r = remaining_.data_ptr<int64_t>();
     int64_t left = 0, returned = 0;
     for (size_t i = 0; i < f.size(); ++i) {
@@ -126,16 +155,16 @@ class Icu : public BasicStrategy {
       r[i] = keep;
       left += keep;
     }
-    const double el_f = mean(extraction_likelihood(m, forget_samples_, kStopRuleEl, &cost.forward_tokens));
-    const double el_h = mean(extraction_likelihood(m, holdout_samples_, kStopRuleEl, &cost.forward_tokens));
+    const double el_forget = mean(extraction_scores(forget_samples_, kStopRuleEl, el_f, gens_f.subspan(check_f.jobs.size())));
+    const double el_holdout = mean(extraction_scores(holdout_samples_, kStopRuleEl, el_h, gens_h.subspan(check_h.jobs.size())));
     const TeacherForced tf = teacher_forced(m, forget_samples_, 0.4), th = teacher_forced(m, holdout_samples_, 0.4);
     cost.forward_tokens += tf.tokens + th.tokens;
     const double ma_f = mean(tf.ma), ma_h = mean(th.ma);
     log().info("icu refinement: {} of {} forget samples still remembered ({} came back; similarity threshold {:.3f}); "
                "EL_10 {:.3f} vs unseen {:.3f}, MA {:.3f} vs unseen {:.3f}",
-               left, f.size(), returned, unseen, el_f, el_h, ma_f, ma_h);
+               left, f.size(), returned, unseen, el_forget, el_holdout, ma_f, ma_h);
     if (left == 0) return {true, "icu: every forget sample is forgotten"};
-    if (el_f <= el_h && ma_f <= ma_h) return {true, "icu: EL_10 and MA on the forget set fell to the unseen level"};
+    if (el_forget <= el_holdout && ma_f <= ma_h) return {true, "icu: EL_10 and MA on the forget set fell to the unseen level"};
     return {};
   }
 
@@ -154,6 +183,8 @@ class Icu : public BasicStrategy {
   at::Tensor pair_;       // forget row → retain row (host)
   at::Tensor remaining_;  // forget row → 1 while still being unlearned
   std::vector<Tokens> forget_samples_, holdout_samples_;
+
+  int64_t generate_batch_size() const { return ctx_.eval ? ctx_.eval->generate_batch_size : EvalConfig{}.generate_batch_size; }
 };
 
 }  // namespace

@@ -368,6 +368,32 @@ TEST(Distributed, EvaluationSplitOverDpMatchesOneProcess) {
   }
 }
 
+// Note [Vocab-parallel argmax]: at every tp the shards' argmax equals argmax over the whole
+// vocabulary, ties included: equal maxima in two shards, within one shard, and a constant row.
+TEST(Distributed, VocabParallelArgmaxEqualsTheGatheredArgmaxTiesIncluded) {
+  Communicator& world = test_world();
+  ASSERT_GE(world.size(), 2) << "run by the mpi2/mpi4.Distributed entries";
+  const int64_t V = 16;
+  at::Tensor logits = at::randn({5, V}, at::detail::createCPUGenerator(3));
+  logits[0][3] = 9.0;
+  logits[0][12] = 9.0;  // ties across shards (tp 2 and 4)
+  logits[1][5] = 9.0;
+  logits[1][6] = 9.0;   // a tie within one shard
+  logits[2].fill_(1.5);  // every id ties: id 0
+  logits[3][15] = 9.0;  // the last id
+  const at::Tensor want = logits.argmax(-1);
+  EXPECT_EQ(want[0].item<int64_t>(), 3);
+  EXPECT_EQ(want[2].item<int64_t>(), 0);
+  for (int64_t tp : {1, 2, 4}) {
+    if (world.size() % tp != 0) continue;  // tp 4 at 4 ranks
+    SCOPED_TRACE("tp " + std::to_string(tp));
+    Mesh mesh = make_mesh(world, tp, world.size() / tp);
+    const int64_t v = V / tp, start = mesh.tp_rank() * v;
+    at::Tensor got = vocab_parallel_argmax(logits.narrow(1, start, v).unsqueeze(0), start, mesh.tp()).squeeze(0);
+    EXPECT_TRUE(at::equal(got, want)) << got << want;
+  }
+}
+
 // The Hugging Face fixture at tp 2 (and tp 2 × dp 2): each rank reads only its slices of the two
 // shards, and the gathered logits match the expected ones as at tp 1.
 TEST(Distributed, HfFixtureLoadsTensorParallelAndGivesTheExpectedLogits) {

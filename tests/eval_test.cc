@@ -98,6 +98,49 @@ TEST(Generate, CachedLeftPaddedBatchEqualsRecomputingEachPromptAlone) {
   EXPECT_EQ(stopped[0], Tokens(full.begin(), full.begin() + first));
 }
 
+// One pool of jobs with their own lengths and stop tokens, decoded two at a time (sorted by prompt
+// length, so the batches mix the callers' jobs), equals each job decoded alone without a cache.
+TEST(Generate, PoolOfJobsEqualsEachJobRecomputedAlone) {
+  RandomModel r;
+  const std::vector<Tokens> prompts = {random_tokens(9, 2), random_tokens(3, 1), random_tokens(6, 3), random_tokens(4, 5)};
+  std::vector<Tokens> slow;
+  for (const Tokens& p : prompts) slow.push_back(slow_greedy(r.model, p, 12));
+  std::vector<Generation> jobs = {{prompts[0], 12, -1}, {prompts[1], 3, -1}, {prompts[2], 12, slow[2][5]}, {prompts[3], 7, -1}};
+  // Three prefixes of one text, continued from one forward of it.
+  const Tokens text = random_tokens(14, 7);
+  const std::vector<PrefixGeneration> prefixes = {{0, 8, 5, -1}, {0, 3, 5, -1}, {0, 14, 5, -1}};
+  GenerationPool pool;
+  const size_t a = pool.add({jobs[0], jobs[1]}), b = pool.add({jobs[2], jobs[3]}), c = pool.add({text}, prefixes);
+  pool.run(r.model, /*batch_size=*/2);
+  for (size_t i = 0; i < prefixes.size(); ++i) {
+    const Tokens prompt(text.begin(), text.begin() + prefixes[i].start);
+    EXPECT_EQ(pool.results(c)[i], slow_greedy(r.model, prompt, 5)) << "prefix of " << prefixes[i].start;
+  }
+  ASSERT_EQ(pool.results(a).size(), 2u);
+  ASSERT_EQ(pool.results(b).size(), 2u);
+  EXPECT_EQ(pool.results(a)[0], slow[0]);
+  EXPECT_EQ(pool.results(a)[1], Tokens(slow[1].begin(), slow[1].begin() + 3));
+  const auto stop = std::find(slow[2].begin(), slow[2].end(), slow[2][5]) - slow[2].begin();
+  EXPECT_EQ(pool.results(b)[0], Tokens(slow[2].begin(), slow[2].begin() + stop));
+  EXPECT_EQ(pool.results(b)[1], Tokens(slow[3].begin(), slow[3].begin() + 7));
+  EXPECT_EQ(generation_tokens(pool.texts(), pool.jobs()), (9 + 12) + (3 + 3) + (6 + 12) + (4 + 7) + (14 + 3 * 5));
+}
+
+// extraction_likelihood is its jobs, one greedy_generate call and its scores: the halves, run
+// through a pool shared with other jobs, give the same EL.
+TEST(Memorization, ExtractionJobsInASharedPoolGiveTheSameEl) {
+  RandomModel r;
+  const std::vector<Tokens> samples = {random_tokens(20, 4), random_tokens(13, 5), random_tokens(6, 6)};
+  const ExtractionOptions el{3, 4, 5, 2};
+  const ExtractionJobs plan = extraction_jobs(samples, el);
+  ASSERT_EQ(plan.jobs.size(), 4u + 2u);  // starts 4, 8, 12, 16 and 4, 8; the 6-token sample has none
+  GenerationPool pool;
+  pool.add({{random_tokens(7, 9), 9, -1}});
+  const size_t at = pool.add(samples, plan.jobs);
+  pool.run(r.model, 3);
+  EXPECT_EQ(extraction_scores(samples, el, plan, pool.results(at)), extraction_likelihood(r.model, samples, el));
+}
+
 TEST(Memorization, TeacherForcedMetricsMatchTheLogits) {
   RandomModel r;
   std::vector<Tokens> samples = {random_tokens(12, 4), random_tokens(7, 5)};

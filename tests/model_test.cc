@@ -113,14 +113,22 @@ TEST(Model, KvCacheDecodingMatchesFullForward) {
   at::NoGradGuard no_grad;
   at::Tensor ids = at::randint(0, 50, {2, 10}, at::kLong);
   at::Tensor full = model.full_logits(ids, positions(2, 10), one_segment(2, 10));
-  KVCache cache;
-  at::Tensor prefix = model.full_logits(ids.narrow(1, 0, 6), positions(2, 6), one_segment(2, 6), &cache);
-  EXPECT_TRUE(at::allclose(prefix, full.narrow(1, 0, 6), 1e-5, 1e-5));
-  for (int64_t t = 6; t < 10; ++t) {
-    at::Tensor step = model.full_logits(ids.narrow(1, t, 1), at::full({2, 1}, t, at::kLong), one_segment(2, 1), &cache);
-    EXPECT_TRUE(at::allclose(step.squeeze(1), full.select(1, t), 1e-4, 1e-5)) << "position " << t;
+  // Reserved for all 10 positions (written in place: the buffers never move), and reserved for 7
+  // (grown once, by copying, when the 8th position comes).
+  for (int64_t capacity : {10, 7}) {
+    SCOPED_TRACE("capacity " + std::to_string(capacity));
+    KVCache cache(capacity);
+    at::Tensor prefix = model.full_logits(ids.narrow(1, 0, 6), positions(2, 6), one_segment(2, 6), &cache);
+    EXPECT_TRUE(at::allclose(prefix, full.narrow(1, 0, 6), 1e-5, 1e-5));
+    const void* first_buffer = cache.k[0].data_ptr();
+    for (int64_t t = 6; t < 10; ++t) {
+      at::Tensor step = model.full_logits(ids.narrow(1, t, 1), at::full({2, 1}, t, at::kLong), one_segment(2, 1), &cache);
+      EXPECT_TRUE(at::allclose(step.squeeze(1), full.select(1, t), 1e-4, 1e-5)) << "position " << t;
+    }
+    EXPECT_EQ(cache.length, 10);
+    EXPECT_EQ(cache.k[0].data_ptr() == first_buffer, capacity >= 10);
+    EXPECT_EQ(cache.k[0].size(2), capacity >= 10 ? 10 : 14);  // doubled
   }
-  EXPECT_EQ(cache.length(), 10);
 }
 
 // Also the two attention paths against each other: a row that is one sample takes plain causal

@@ -129,6 +129,22 @@ TEST_F(Unlearning, EveryMethodForgetsTowardTheRetrainedModelAndKeepsRetainKnowle
   EXPECT_TRUE(fs::exists(*dir_ + "/comparison.gnuplot"));
 }
 
+// unlearn.eval_every = 4 over 6 cycles and 2 requests: each request's 4th and last cycles are
+// evaluated, the others carry empty metrics; the summary holds the last cycle's.
+TEST_F(Unlearning, EvalEveryEvaluatesEveryNthAndEachRequestsLastCycle) {
+  RunConfig cfg = elsewhere("eval-every", {"unlearn.methods=[\"ga\"]", "unlearn.eval_every=4", "unlearn.requests=2"});
+  Status s = run_unlearn_phase(cfg, {});
+  ASSERT_TRUE(s.is_ok()) << s.message();
+  const auto records = read_jsonl(cfg.run.dir + "/unlearn-ga/metrics.jsonl");
+  ASSERT_EQ(records.size(), 12u);
+  for (const json& rec : records) {
+    const int64_t cycle = rec["cycle"];
+    EXPECT_EQ(rec["metrics"].empty(), cycle != 3 && cycle != 5) << rec.dump();
+  }
+  const json summary = read_json(cfg.run.dir + "/unlearn-ga/summary.json");
+  EXPECT_EQ(summary["metrics"], records.back()["metrics"]);
+}
+
 TEST_F(Unlearning, IcuRefinementRemovesSamplesAndItsStopRuleFires) {
   RunConfig cfg = elsewhere("icu-stop", {"unlearn.methods=[\"icu\"]", "unlearn.lr=5e-4", "unlearn.max_cycles=20",
                                          "unlearn.learn_steps=0"});
