@@ -7,11 +7,13 @@
 //   forgotten keeps its knowledge. Loss: −NLL(f) + α · NLL(p) + β · KL(p).
 // - Iterative Unlearning Refinement: after each cycle every forget sample (removed ones included,
 //   so a sample that resurfaces comes back) is re-checked: its first icu_prefix tokens are
-//   continued greedily and the continuation compared with the truth by token ROUGE-L F1 (the paper
-//   uses BERTScore/BLEU; any documented similarity is allowed). A sample counts as forgotten when
-//   its score is at most the mean score of the same check on holdout samples — the level of data the
+//   continued greedily for up to eval.verbmem_new_tokens tokens (ending at the tokenizer's EOS) and
+//   the continuation compared with the sample's next tokens by token ROUGE-L F1 (the paper uses
+//   BERTScore/BLEU; any documented similarity is allowed). A sample counts as forgotten when its
+//   score is at most the mean score of the same check on holdout samples — the level of data the
 //   model never saw. Forgotten samples leave the unlearning set with their pairs. The method stops
-//   when EL_10 and MA on the forget set are at or below their holdout level, or the set is empty.
+//   when EL_n (eval.el_*) and MA on the forget set are at or below their holdout level, or the set
+//   is empty.
 #include <ATen/ATen.h>
 
 #include <numeric>
@@ -27,8 +29,6 @@ namespace lethe {
 
 namespace {
 
-// EL_10 for the stop rule: starts every 8 tokens, continuations of up to 32 tokens.
-constexpr ExtractionOptions kStopRuleEl{10, 8, 32, 32};
 
 // Mean-pooled final hidden states, L2-normalised, one row per sample [rows, D]. Each dp rank embeds
 // its block of rows; the blocks are gathered.
@@ -49,27 +49,24 @@ at::Tensor embeddings(const Llama& model, const TokenDataset& ds, Cost& cost) {
   return e / e.norm(2, 1, true).clamp_min(1e-12);
 }
 
-// The refinement check's jobs: each sample's first `prefix` tokens (after BOS) continued for as
-// many tokens as the longest rest, stopping at `eos` (`text` indexes `samples`); truths are the
-// rests without their EOS.
+// The refinement check's jobs: each sample's first `prefix` tokens (after BOS) continued for up to
+// `max_new` tokens, stopping at `eos` (`text` indexes `samples`); each truth is the sample's next
+// tokens, as many, without the EOS (VerbMem's comparison, in tokens).
 struct Check {
   std::vector<PrefixGeneration> jobs;
   std::vector<Tokens> truths;
 };
 
-Check check_jobs(const std::vector<Tokens>& samples, int64_t prefix, int64_t eos) {
+Check check_jobs(const std::vector<Tokens>& samples, int64_t prefix, int64_t max_new, int64_t eos) {
   Check c;
-  int64_t max_new = 1;
   for (size_t i = 0; i < samples.size(); ++i) {
     const Tokens& x = samples[i];
     const int64_t p = std::min<int64_t>(1 + prefix, static_cast<int64_t>(x.size()) / 2);
-    Tokens rest(x.begin() + p, x.end());
+    Tokens rest(x.begin() + p, x.begin() + std::min<int64_t>(static_cast<int64_t>(x.size()), p + max_new));
     if (!rest.empty() && rest.back() == eos) rest.pop_back();
-    max_new = std::max<int64_t>(max_new, static_cast<int64_t>(rest.size()));
-    c.jobs.push_back({i, p, 0, eos});
+    c.jobs.push_back({i, p, max_new, eos});
     c.truths.push_back(std::move(rest));
   }
-  for (PrefixGeneration& j : c.jobs) j.max_new = max_new;
   return c;
 }
 
@@ -98,6 +95,7 @@ class Icu : public BasicStrategy {
 
   Status begin(const StrategyContext& ctx) override {
     LETHE_RETURN_IF_ERROR(BasicStrategy::begin(ctx));
+    if (!ctx.eval || ctx.eos_id < 0) return Status::error("icu: its refinement needs the [eval] options and the tokenizer's EOS");
     const TokenDataset& f = *ctx.data.forget;
     at::Tensor sim = at::matmul(embeddings(*ctx.reference, f, *ctx.cost),
                                 embeddings(*ctx.reference, *ctx.data.retain, *ctx.cost).t());
@@ -134,15 +132,17 @@ class Icu : public BasicStrategy {
   Verdict end_cycle(const CycleContext& c) override {
     const Llama& m = *c.model;
     Cost& cost = *ctx_.cost;
-    const int64_t eos = forget_samples_.front().back();
-    // The checks and the stop rule's EL_10 on forget and holdout: one generation pool, in which
-    // both continue prefixes of the same samples.
-    const Check check_f = check_jobs(forget_samples_, cfg_.icu_prefix, eos), check_h = check_jobs(holdout_samples_, cfg_.icu_prefix, eos);
-    const ExtractionJobs el_f = extraction_jobs(forget_samples_, kStopRuleEl), el_h = extraction_jobs(holdout_samples_, kStopRuleEl);
+    // The checks and the stop rule's EL_n on forget and holdout ([eval]'s lengths and EL options):
+    // one generation pool, in which both continue prefixes of the same samples.
+    const EvalConfig& e = *ctx_.eval;
+    const ExtractionOptions el{e.el_n, e.el_stride, e.el_max_new_tokens, e.generate_batch_size};
+    const Check check_f = check_jobs(forget_samples_, cfg_.icu_prefix, e.verbmem_new_tokens, ctx_.eos_id);
+    const Check check_h = check_jobs(holdout_samples_, cfg_.icu_prefix, e.verbmem_new_tokens, ctx_.eos_id);
+    const ExtractionJobs el_f = extraction_jobs(forget_samples_, el), el_h = extraction_jobs(holdout_samples_, el);
     GenerationPool pool;
     const size_t forget_at = pool.add(forget_samples_, joined(check_f, el_f));
     const size_t holdout_at = pool.add(holdout_samples_, joined(check_h, el_h));
-    pool.run(m, generate_batch_size());
+    pool.run(m, e.generate_batch_size);
     cost.forward_tokens += generation_tokens(pool.texts(), pool.jobs());
     const std::span<const Tokens> gens_f = pool.results(forget_at), gens_h = pool.results(holdout_at);
     const std::vector<double> f = similarities(check_f, gens_f);
@@ -155,16 +155,17 @@ class Icu : public BasicStrategy {
       r[i] = keep;
       left += keep;
     }
-    const double el_forget = mean(extraction_scores(forget_samples_, kStopRuleEl, el_f, gens_f.subspan(check_f.jobs.size())));
-    const double el_holdout = mean(extraction_scores(holdout_samples_, kStopRuleEl, el_h, gens_h.subspan(check_h.jobs.size())));
-    const TeacherForced tf = teacher_forced(m, forget_samples_, 0.4), th = teacher_forced(m, holdout_samples_, 0.4);
+    const double el_forget = mean(extraction_scores(forget_samples_, el, el_f, gens_f.subspan(check_f.jobs.size())));
+    const double el_holdout = mean(extraction_scores(holdout_samples_, el, el_h, gens_h.subspan(check_h.jobs.size())));
+    const TeacherForced tf = teacher_forced(m, forget_samples_, e.mink_k, e.batch_size);
+    const TeacherForced th = teacher_forced(m, holdout_samples_, e.mink_k, e.batch_size);
     cost.forward_tokens += tf.tokens + th.tokens;
     const double ma_f = mean(tf.ma), ma_h = mean(th.ma);
     log().info("icu refinement: {} of {} forget samples still remembered ({} came back; similarity threshold {:.3f}); "
-               "EL_10 {:.3f} vs unseen {:.3f}, MA {:.3f} vs unseen {:.3f}",
-               left, f.size(), returned, unseen, el_forget, el_holdout, ma_f, ma_h);
+               "EL_{} {:.3f} vs unseen {:.3f}, MA {:.3f} vs unseen {:.3f}",
+               left, f.size(), returned, unseen, e.el_n, el_forget, el_holdout, ma_f, ma_h);
     if (left == 0) return {true, "icu: every forget sample is forgotten"};
-    if (el_forget <= el_holdout && ma_f <= ma_h) return {true, "icu: EL_10 and MA on the forget set fell to the unseen level"};
+    if (el_forget <= el_holdout && ma_f <= ma_h) return {true, "icu: EL and MA on the forget set fell to the unseen level"};
     return {};
   }
 
@@ -184,7 +185,6 @@ class Icu : public BasicStrategy {
   at::Tensor remaining_;  // forget row → 1 while still being unlearned
   std::vector<Tokens> forget_samples_, holdout_samples_;
 
-  int64_t generate_batch_size() const { return ctx_.eval ? ctx_.eval->generate_batch_size : EvalConfig{}.generate_batch_size; }
 };
 
 }  // namespace

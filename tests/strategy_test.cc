@@ -40,11 +40,12 @@ struct Rig {
   TokenDataset forget = tiny_data("f", 1), retain = tiny_data("r", 2);
   Cost cost;
   UnlearnConfig cfg;
+  EvalConfig eval;
   UnlearnBatch batch{make_batch(forget, {0, 1}), make_batch(retain, {0, 1})};
 
   std::unique_ptr<Strategy> strategy(const std::string& name) {
     auto s = make_strategy(name, cfg).value();
-    StrategyContext ctx{{&forget, &retain, &retain}, &reference, &cost, &cfg};
+    StrategyContext ctx{{&forget, &retain, &retain}, &reference, &cost, &cfg, &eval, /*eos_id=*/2};
     EXPECT_TRUE(s->prepare({&forget}, reference, cost).is_ok());
     EXPECT_TRUE(s->begin(ctx).is_ok());
     return s;
