@@ -59,15 +59,19 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
     window_seconds += s.seconds;
     window_tokens += s.tokens;
     window_rows += cfg.train.batch_size * T;
+    // A stop signal is agreed over the ranks every log_every steps (one collective there, none
+    // in between).
+    const bool log_step = s.step % cfg.run.log_every == 0;
     const bool last = s.step == cfg.train.steps || (opts.stop_after > 0 && s.step - first_step >= opts.stop_after) ||
-                      stop.requested(mesh.world());
-    if (s.step % cfg.run.log_every == 0 || last) {
+                      (log_step && stop.requested(mesh.world()));
+    if (log_step || last) {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const double eta = elapsed / static_cast<double>(s.step - first_step) * static_cast<double>(cfg.train.steps - s.step);
       const double tps = static_cast<double>(window_rows) / window_seconds;
+      const double loss = s.loss(), grad_norm = s.grad_norm();  // the only host reads of the loop
       log().info("{} step {}/{}  loss {:.4f}  lr {:.2e}  |g| {:.3f}  {:.0f} tok/s  {:.2f} GFLOP/s  ETA {:.0f}s", phase, s.step,
-                 cfg.train.steps, s.loss, s.lr, s.grad_norm, tps, tps * flops_per_token / 1e9, eta);
-      metrics << json{{"step", s.step}, {"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.grad_norm},
+                 cfg.train.steps, loss, s.lr, grad_norm, tps, tps * flops_per_token / 1e9, eta);
+      metrics << json{{"step", s.step}, {"loss", loss}, {"lr", s.lr}, {"grad_norm", grad_norm},
                       {"tokens_per_s", tps}, {"loss_tokens", window_tokens}, {"time_s", elapsed}}.dump()
               << std::endl;
       window_seconds = 0;

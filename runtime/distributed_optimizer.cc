@@ -56,36 +56,36 @@ at::Tensor AdamW::reduce_bucket(size_t i) {
   return mine;
 }
 
-double AdamW::mixed_step(double lr, double max_norm) {
+at::Tensor AdamW::mixed_step(double lr, double max_norm) {
   std::vector<ParamBucket>& buckets = *buckets_mp_;
   const int k = mesh_->dp_rank();
   const bool sharded = mesh_->shard_moments();
   std::vector<at::Tensor> grads;
-  at::Tensor sq = at::zeros({2}, at::TensorOptions(mesh_->device()).dtype(at::kDouble));  // [tp-sharded, replicated]
+  const auto f64 = at::TensorOptions(mesh_->device()).dtype(at::kDouble);
+  at::Tensor tp_sq = at::zeros({1}, f64), replicated_sq = at::zeros({1}, f64);
   for (size_t i = 0; i < buckets.size(); ++i) {
     grads.push_back(reduce_bucket(i));  // in the gradient dtype; converted one piece at a time below
-    sq[buckets[i].tp_sharded ? 0 : 1] += grads.back().to(at::kFloat).pow(2).sum(at::kDouble);
+    (buckets[i].tp_sharded ? tp_sq : replicated_sq).add_(grads.back().to(at::kFloat).pow(2).sum(at::kDouble));
   }
-  if (sharded) mesh_->dp().all_reduce(sq, ReduceOp::kSum);
-  at::Tensor tp_part = sq.narrow(0, 0, 1).contiguous();
-  mesh_->tp().all_reduce(tp_part, ReduceOp::kSum);
-  const double norm = std::sqrt(tp_part.item<double>() + sq[1].item<double>());
-  const double scale = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
+  const at::Tensor norm = global_norm(tp_sq, replicated_sq, *mesh_, sharded);
+  const at::Tensor clip = clip_coefficient(norm, max_norm);
 
   for (size_t i = 0; i < buckets.size(); ++i) {
     ParamBucket& b = buckets[i];
     BucketState& st = state_mp_[i];
     const int64_t S = b.shard_size, lo = sharded ? k * S : 0, hi = sharded ? lo + S : S * mesh_->dp_size();
     const int64_t master_base = mesh_->shard_master() ? k * S : 0;
+    AdamLists lists;
     for (size_t j = 0; j < b.params.size(); ++j) {
       const Param& p = (*params_)[b.params[j]];
       auto [start, count] = intersect(lo, hi, b.offsets[j], b.offsets[j] + p.value.numel());
       if (count == 0 || dropped_[b.params[j]]) continue;
-      at::Tensor g = grads[i].narrow(0, start - lo, count).to(at::kFloat);
-      at::Tensor w = st.master.narrow(0, start - master_base, count);
-      at::Tensor m = st.m.narrow(0, start - lo, count), v = st.v.narrow(0, start - lo, count);
-      adamw_update(w, m, v, scale == 1.0 ? g : g * scale, p.decay, lr, hyper_, step_);
+      at::Tensor g = grads[i].narrow(0, start - lo, count).to(at::kFloat);  // a view when the gradients are fp32
+      if (clip.defined()) g.mul_(clip);
+      lists.add(st.master.narrow(0, start - master_base, count), st.m.narrow(0, start - lo, count),
+                st.v.narrow(0, start - lo, count), g, p.decay);
     }
+    adamw_update(lists, lr, hyper_, step_);
     if (!sharded) {
       b.weights.copy_(st.master);
     } else if (!mesh_->shard_master()) {  // zero1: every rank keeps whole masters

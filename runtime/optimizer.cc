@@ -102,20 +102,33 @@ void AdamW::launch_ready_buckets() {
   }
 }
 
-void adamw_update(at::Tensor& w, at::Tensor& m, at::Tensor& v, const at::Tensor& g, bool decay, double lr,
-                  const AdamHyper& hyper, int64_t step) {
-  const double bc1 = 1.0 - std::pow(hyper.beta1, static_cast<double>(step));
-  const double bc2 = 1.0 - std::pow(hyper.beta2, static_cast<double>(step));
-  if (decay && hyper.weight_decay > 0) w.mul_(1.0 - lr * hyper.weight_decay);
-  m.mul_(hyper.beta1).add_(g, 1.0 - hyper.beta1);
-  v.mul_(hyper.beta2).addcmul_(g, g, 1.0 - hyper.beta2);
-  at::Tensor denom = (v.sqrt() / std::sqrt(bc2)).add_(hyper.eps);
-  w.addcdiv_(m, denom, -lr / bc1);
+void AdamLists::add(const at::Tensor& weight, const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq,
+                    const at::Tensor& grad, bool decay) {
+  w.push_back(weight);
+  m.push_back(exp_avg);
+  v.push_back(exp_avg_sq);
+  g.push_back(grad);
+  if (decay) decayed.push_back(weight);
 }
 
-void AdamW::update(Param& p, const at::Tensor& value, const at::Tensor& g, size_t i, double lr) {
-  at::Tensor w = value;  // a view into the parameter: updated in place
-  adamw_update(w, m_[i], v_[i], g, p.decay, lr, hyper_, step_);
+void adamw_update(AdamLists& l, double lr, const AdamHyper& hyper, int64_t step) {
+  if (l.w.empty()) return;
+  const double bc1 = 1.0 - std::pow(hyper.beta1, static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(hyper.beta2, static_cast<double>(step));
+  if (hyper.weight_decay > 0 && !l.decayed.empty()) at::_foreach_mul_(l.decayed, 1.0 - lr * hyper.weight_decay);
+  at::_foreach_mul_(l.m, hyper.beta1);
+  at::_foreach_add_(l.m, l.g, 1.0 - hyper.beta1);
+  at::_foreach_mul_(l.v, hyper.beta2);
+  at::_foreach_addcmul_(l.v, l.g, l.g, 1.0 - hyper.beta2);
+  std::vector<at::Tensor> denom = at::_foreach_sqrt(l.v);
+  at::_foreach_div_(denom, std::sqrt(bc2));
+  at::_foreach_add_(denom, hyper.eps);
+  at::_foreach_addcdiv_(l.w, l.m, denom, -lr / bc1);
+}
+
+at::Tensor clip_coefficient(const at::Tensor& norm, double max_norm) {
+  if (max_norm <= 0) return at::Tensor();
+  return at::where(norm > max_norm, max_norm / (norm + 1e-6), at::ones_like(norm));
 }
 
 void AdamW::drop_grad(size_t i) {
@@ -173,7 +186,7 @@ void AdamW::all_reduce_buckets() {
   armed_ = false;
 }
 
-double AdamW::step(double lr, double max_norm) {
+at::Tensor AdamW::step(double lr, double max_norm) {
   at::NoGradGuard no_grad;
   ++step_;
   if (mixed_precision()) return mixed_step(lr, max_norm);
@@ -181,14 +194,17 @@ double AdamW::step(double lr, double max_norm) {
   if (mesh_->dp_size() > 1) all_reduce_buckets();
   std::vector<at::Tensor> grads;
   for (const Param& p : *params_) grads.push_back(p.value.grad());
-  const double norm = grad_norm(*params_, grads, *mesh_, /*dp_sharded=*/false);
-  const double scale = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
+  const at::Tensor norm = grad_norm(*params_, grads, *mesh_, /*dp_sharded=*/false);
+  const at::Tensor clip = clip_coefficient(norm, max_norm);
+  AdamLists lists;
   for (size_t i = 0; i < params_->size(); ++i) {
     Param& p = (*params_)[i];
     if (!grads[i].defined()) continue;
-    update(p, p.value, scale == 1.0 ? grads[i] : grads[i] * scale, i, lr);
-    p.value.mutable_grad() = at::Tensor();
+    if (clip.defined()) grads[i].mul_(clip);
+    lists.add(p.value, m_[i], v_[i], grads[i], p.decay);
   }
+  adamw_update(lists, lr, hyper_, step_);
+  for (Param& p : *params_) p.value.mutable_grad() = at::Tensor();
   return norm;
 }
 
@@ -196,7 +212,7 @@ double AdamW::step(double lr, double max_norm) {
 // every parameter with a gradient, the rows dp rank k owns, in parameter order (zero padded). A
 // reduce-scatter leaves each rank the summed gradient of its own segment; after the update an
 // all-gather of the segments gives every rank every updated chunk.
-double AdamW::zero1_step(double lr, double max_norm) {
+at::Tensor AdamW::zero1_step(double lr, double max_norm) {
   const int dp = mesh_->dp_size(), me = mesh_->dp_rank();
   std::vector<size_t> active;
   for (size_t i = 0; i < params_->size(); ++i) {
@@ -236,13 +252,19 @@ double AdamW::zero1_step(double lr, double max_norm) {
     grads[i] = mine.narrow(0, off, n).view(shape);
     off += n;
   }
-  const double norm = grad_norm(*params_, grads, *mesh_, /*dp_sharded=*/true);
-  const double scale = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
+  const at::Tensor norm = grad_norm(*params_, grads, *mesh_, /*dp_sharded=*/true);
+  const at::Tensor clip = clip_coefficient(norm, max_norm);
+  if (clip.defined()) mine.mul_(clip);  // every owned gradient at once
+  AdamLists lists;
+  for (size_t i : active) {
+    Param& p = (*params_)[i];
+    lists.add(p.value.narrow(0, rows_[i].first, rows_[i].second), m_[i], v_[i], grads[i], p.decay);
+  }
+  adamw_update(lists, lr, hyper_, step_);
   off = 0;
   for (size_t i : active) {
     Param& p = (*params_)[i];
     at::Tensor w = p.value.narrow(0, rows_[i].first, rows_[i].second);
-    update(p, w, scale == 1.0 ? grads[i] : grads[i] * scale, i, lr);
     mine.narrow(0, off, w.numel()).copy_(w.reshape({-1}));
     off += w.numel();
     p.value.mutable_grad() = at::Tensor();
@@ -270,17 +292,26 @@ double lr_at(const TrainConfig& cfg, int64_t step) {
   return min_lr + 0.5 * (cfg.lr - min_lr) * (1.0 + std::cos(M_PI * progress));
 }
 
-double grad_norm(const std::vector<Param>& params, const std::vector<at::Tensor>& grads, const Mesh& mesh,
-                 bool dp_sharded) {
-  at::Tensor sq = at::zeros({2}, at::TensorOptions(mesh.device()).dtype(at::kDouble));  // [tp-sharded, replicated]
+at::Tensor grad_norm(const std::vector<Param>& params, const std::vector<at::Tensor>& grads, const Mesh& mesh,
+                     bool dp_sharded) {
+  const auto f64 = at::TensorOptions(mesh.device()).dtype(at::kDouble);
+  at::Tensor sharded = at::zeros({1}, f64), replicated = at::zeros({1}, f64);
   for (size_t i = 0; i < params.size(); ++i) {
     if (!grads[i].defined()) continue;
-    sq[params[i].split_dim >= 0 ? 0 : 1] += grads[i].to(at::kDouble).pow(2).sum();
+    (params[i].split_dim >= 0 ? sharded : replicated).add_(grads[i].to(at::kDouble).pow(2).sum());
   }
-  if (dp_sharded) mesh.dp().all_reduce(sq, ReduceOp::kSum);
-  at::Tensor sharded = sq.narrow(0, 0, 1).contiguous();
-  mesh.tp().all_reduce(sharded, ReduceOp::kSum);
-  return std::sqrt(sharded.item<double>() + sq[1].item<double>());  // host reads: wait for the device
+  return global_norm(sharded, replicated, mesh, dp_sharded);
+}
+
+at::Tensor global_norm(at::Tensor sharded_sq, at::Tensor replicated_sq, const Mesh& mesh, bool dp_sharded) {
+  if (dp_sharded) {
+    at::Tensor both = at::cat({sharded_sq, replicated_sq});
+    mesh.dp().all_reduce(both, ReduceOp::kSum);
+    sharded_sq = both.narrow(0, 0, 1).contiguous();
+    replicated_sq = both.narrow(0, 1, 1);
+  }
+  mesh.tp().all_reduce(sharded_sq, ReduceOp::kSum);
+  return (sharded_sq + replicated_sq).sqrt().squeeze(0);
 }
 
 }  // namespace lethe

@@ -62,10 +62,11 @@ class AdamW {
   size_t buckets() const { return buckets_.size(); }
   size_t buckets_started_in_backward() const { return started_in_backward_; }
 
-  // Synchronises gradients over dp, clips their global norm to `max_norm` (0: no clipping), and
-  // updates with learning rate `lr`; returns the norm before clipping and clears the gradients.
-  // Parameters without a gradient (on every rank alike) are left alone. Collective over the mesh.
-  double step(double lr, double max_norm);
+  // Synchronises gradients over dp, clips their global norm to `max_norm` (0: no clipping) in
+  // place, and updates with learning rate `lr`; returns the norm before clipping (a 0-dim fp64
+  // tensor on the device: nothing is read back to the host) and clears the gradients. Parameters
+  // without a gradient (on every rank alike) are left alone. Collective over the mesh.
+  at::Tensor step(double lr, double max_norm);
 
   // Parameter i takes no update in this step: its gradient is dropped.
   void drop_grad(size_t i);
@@ -91,14 +92,13 @@ class AdamW {
   void on_grad(size_t i, const at::Tensor& g);
   void launch_ready_buckets();
   void all_reduce_buckets();
-  double zero1_step(double lr, double max_norm);
-  void update(Param& p, const at::Tensor& value, const at::Tensor& grad, size_t i, double lr);
+  at::Tensor zero1_step(double lr, double max_norm);
   // The mixed-precision path (distributed_optimizer.cc).
   struct BucketState {
     at::Tensor master, m, v;  // fp32: the owned shard, or the whole bucket where not sharded
   };
   void init_mixed();
-  double mixed_step(double lr, double max_norm);
+  at::Tensor mixed_step(double lr, double max_norm);
   std::vector<StateSlice> mixed_state_of(size_t i);
   std::pair<int64_t, int64_t> mixed_owned_range(size_t i, int k) const;
   at::Tensor reduce_bucket(size_t b);  // the summed gradient of the owned range (gradient dtype)
@@ -128,18 +128,34 @@ class AdamW {
 // the last ranks may own fewer, or none).
 std::pair<int64_t, int64_t> zero1_rows(int64_t rows, int k, int dp);
 
-// One decoupled-weight-decay AdamW update of `w` in place, with moments `m`, `v` and gradient `g`
-// (all of one shape), at 1-based step `step`.
-void adamw_update(at::Tensor& w, at::Tensor& m, at::Tensor& v, const at::Tensor& g, bool decay, double lr,
-                  const AdamHyper& hyper, int64_t step);
+// Tensors updated together: each w[i] with moments m[i], v[i] and gradient g[i] (one shape per i);
+// `decayed` are the w that take weight decay.
+struct AdamLists {
+  std::vector<at::Tensor> w, m, v, g, decayed;
+  void add(const at::Tensor& weight, const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq, const at::Tensor& grad,
+           bool decay);
+};
+// One decoupled-weight-decay AdamW update of every listed tensor in place, at 1-based step `step`,
+// with _foreach_ ops (torch.optim.AdamW's foreach form; on the CPU they run tensor by tensor, the
+// same arithmetic as the per-tensor form).
+void adamw_update(AdamLists& l, double lr, const AdamHyper& hyper, int64_t step);
+
+// Note [Clipping without a host read]: the clip coefficient max_norm / (norm + 1e-6) where norm >
+// max_norm, else 1, as a 0-dim tensor beside `norm`; multiplying a gradient by it in place equals
+// multiplying by the host scalar (1 exactly leaves it unchanged). Undefined when max_norm ≤ 0.
+at::Tensor clip_coefficient(const at::Tensor& norm, double max_norm);
 
 // Learning rate at optimizer step `step` (0-based): linear warm-up, then cosine decay to
 // lr · min_lr_ratio at the last step, or constant.
 double lr_at(const TrainConfig& cfg, int64_t step);
 
-// Global L2 norm of the given gradient pieces: tp-sharded pieces' squares are summed over tp,
-// replicated ones counted once; with `dp_sharded` the pieces are disjoint dp chunks (summed over dp).
-double grad_norm(const std::vector<Param>& params, const std::vector<at::Tensor>& grads, const Mesh& mesh,
-                 bool dp_sharded);
+// Global L2 norm of the given gradient pieces, a 0-dim fp64 tensor on the device: tp-sharded
+// pieces' squares are summed over tp, replicated ones counted once; with `dp_sharded` the pieces
+// are disjoint dp chunks (summed over dp). Squares are summed in fp64 (each piece converted), which
+// keeps results bit-identical to the per-tensor sums this replaced.
+at::Tensor grad_norm(const std::vector<Param>& params, const std::vector<at::Tensor>& grads, const Mesh& mesh,
+                     bool dp_sharded);
+// The same from the squared sums of the tp-sharded and of the replicated pieces (fp64 [1] each).
+at::Tensor global_norm(at::Tensor sharded_sq, at::Tensor replicated_sq, const Mesh& mesh, bool dp_sharded);
 
 }  // namespace lethe

@@ -51,9 +51,9 @@ StepStats Trainer::step() {
 
   StepStats s;
   s.lr = lr_at(cfg_, opt_.steps_taken());
-  s.grad_norm = opt_.step(s.lr, cfg_.grad_clip);
+  s.norm_value = opt_.step(s.lr, cfg_.grad_clip);
   s.step = opt_.steps_taken();
-  s.loss = loss_sum.item<double>();
+  s.loss_value = loss_sum.squeeze(0);
   s.tokens = static_cast<int64_t>(tokens);
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   seconds_ += s.seconds;

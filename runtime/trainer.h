@@ -17,13 +17,18 @@
 
 namespace lethe {
 
+// The loss and the gradient norm stay on the device (0-dim fp64) until read: a step makes no host
+// read of its own, so a loop that reads them every log_every steps syncs only then. `seconds` is
+// the host's time to issue the step (on a GPU, work may still be queued).
 struct StepStats {
-  int64_t step = 0;       // optimizer steps taken after this one
-  double loss = 0;        // mean token NLL of the step
+  int64_t step = 0;         // optimizer steps taken after this one
+  at::Tensor loss_value;    // mean token NLL of the step
   double lr = 0;
-  double grad_norm = 0;   // before clipping
-  int64_t tokens = 0;     // loss tokens in the step (all ranks)
+  at::Tensor norm_value;    // gradient norm before clipping
+  int64_t tokens = 0;       // loss tokens in the step (all ranks)
   double seconds = 0;
+  double loss() const { return loss_value.item<double>(); }
+  double grad_norm() const { return norm_value.item<double>(); }
 };
 
 class Trainer : public Checkpointable {

@@ -90,7 +90,7 @@ void Unlearner::optimizer_step(const at::Tensor& loss) {
   opt_.step(cfg_.lr, cfg_.grad_clip);
 }
 
-std::map<std::string, double> Unlearner::unlearn_step(DataLoader& order, const std::vector<int64_t>& active) {
+std::map<std::string, at::Tensor> Unlearner::unlearn_step(DataLoader& order, const std::vector<int64_t>& active) {
   const auto dp = static_cast<int64_t>(mesh_.dp_size());
   int64_t n = std::min<int64_t>(cfg_.forget_batch, static_cast<int64_t>(active.size()));
   n = std::max(dp, n / dp * dp);
@@ -109,21 +109,20 @@ std::map<std::string, double> Unlearner::unlearn_step(DataLoader& order, const s
   std::vector<at::Tensor> parts;
   for (const auto& [name, t] : terms.terms) parts.push_back(t.detach().to(at::kDouble).reshape({1}));
   at::Tensor avg = at::cat(parts);
-  mesh_.dp().all_reduce(avg, ReduceOp::kAvg);  // each term over the global batch
-  std::map<std::string, double> values;
-  for (size_t i = 0; i < terms.terms.size(); ++i) values[terms.terms[i].first] = avg[i].item<double>();
+  mesh_.dp().all_reduce(avg, ReduceOp::kAvg);  // each term over the global batch, kept on the device
+  std::map<std::string, at::Tensor> values;
+  for (size_t i = 0; i < terms.terms.size(); ++i) values[terms.terms[i].first] = avg[static_cast<int64_t>(i)];
   optimizer_step(terms.total());
   cost_.train_tokens += processed;
   return values;
 }
 
-double Unlearner::learn_step() {
+at::Tensor Unlearner::learn_step() {
   Batch b = make_batch(*retain_, my_rows(retain_loader_.next_rows(cfg_.retain_batch)), model_.device());
   model_.set_dropout_step(opt_.steps_taken());
   at::Tensor loss = mean_nll(model_, b);
-  at::Tensor value_t = loss.detach().to(at::kDouble).reshape({1});
-  mesh_.dp().all_reduce(value_t, ReduceOp::kAvg);
-  const double value = value_t.item<double>();
+  at::Tensor value = loss.detach().to(at::kDouble).reshape({1});
+  mesh_.dp().all_reduce(value, ReduceOp::kAvg);
   optimizer_step(loss);
   cost_.train_tokens += cfg_.retain_batch * retain_->seq_len;
   return value;
@@ -160,16 +159,23 @@ Status Unlearner::run(const UnlearnHooks& hooks) {
     } else {
       // A fresh order per (request, cycle): resuming at a cycle boundary needs no forget cursor.
       DataLoader order(static_cast<int64_t>(active.size()), seed_ + 1000003 * (request_ + 1) + static_cast<uint64_t>(cycle_));
+      // Loss terms are summed on the device and read once, at the end of the cycle.
+      std::map<std::string, at::Tensor> sums;
+      auto accumulate = [&](const std::string& name, const at::Tensor& v, int64_t steps) {
+        at::Tensor part = v / static_cast<double>(steps);
+        sums[name] = sums.count(name) ? sums[name] + part : part;
+      };
       {
         auto timed = prof.time("unlearn_steps");
         for (int64_t s = 0; s < cfg_.unlearn_steps; ++s) {
-          for (const auto& [name, v] : unlearn_step(order, active)) rep.losses[name] += v / static_cast<double>(cfg_.unlearn_steps);
+          for (const auto& [name, v] : unlearn_step(order, active)) accumulate(name, v, cfg_.unlearn_steps);
         }
       }
       {
         auto timed = prof.time("learn_steps");
-        for (int64_t s = 0; s < cfg_.learn_steps; ++s) rep.losses["learn_nll"] += learn_step() / static_cast<double>(cfg_.learn_steps);
+        for (int64_t s = 0; s < cfg_.learn_steps; ++s) accumulate("learn_nll", learn_step().squeeze(0), cfg_.learn_steps);
       }
+      for (const auto& [name, v] : sums) rep.losses[name] = v.item<double>();
       Verdict v;
       {
         auto timed = prof.time("refinement");

@@ -90,8 +90,9 @@ class Unlearner : public Checkpointable {
 
  private:
   Status begin_request();
-  std::map<std::string, double> unlearn_step(DataLoader& forget_order, const std::vector<int64_t>& active);
-  double learn_step();
+  // The step's loss terms (0-dim fp64 on the device, dp-averaged) and the learn step's NLL ([1]).
+  std::map<std::string, at::Tensor> unlearn_step(DataLoader& forget_order, const std::vector<int64_t>& active);
+  at::Tensor learn_step();
   void optimizer_step(const at::Tensor& loss);
   std::vector<int64_t> my_rows(const std::vector<int64_t>& global) const;
 

@@ -59,8 +59,8 @@ TEST(Device, CudaTrainingMatchesCpu) {
   Trainer a(on_cpu, cpu, tc, ds, 5), b(on_gpu, gpu, tc, ds, 5);
   for (int step = 0; step < 3; ++step) {
     const StepStats sa = a.step(), sb = b.step();
-    EXPECT_NEAR(sa.loss, sb.loss, 1e-4 * std::abs(sa.loss)) << "step " << step;
-    EXPECT_NEAR(sa.grad_norm, sb.grad_norm, 1e-3 * sa.grad_norm) << "step " << step;
+    EXPECT_NEAR(sa.loss(), sb.loss(), 1e-4 * std::abs(sa.loss())) << "step " << step;
+    EXPECT_NEAR(sa.grad_norm(), sb.grad_norm(), 1e-3 * sa.grad_norm()) << "step " << step;
   }
   for (size_t i = 0; i < on_cpu.params().size(); ++i) {
     EXPECT_TRUE(at::allclose(on_cpu.params()[i].value, on_gpu.params()[i].value.cpu(), 1e-4, 1e-5))

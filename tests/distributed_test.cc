@@ -179,8 +179,8 @@ TrainRun train(const Mesh& mesh, const TokenDataset& ds, int steps, at::ScalarTy
   TrainRun r;
   for (int s = 0; s < steps; ++s) {
     StepStats st = t.step();
-    r.losses.push_back(st.loss);
-    r.norms.push_back(st.grad_norm);
+    r.losses.push_back(st.loss());
+    r.norms.push_back(st.grad_norm());
   }
   for (const Param& p : model.params()) r.params.push_back(gather_tp(p, p.value.detach(), mesh).to(at::kFloat));
   return r;
@@ -302,7 +302,7 @@ TEST(Distributed, CheckpointReshardsToOtherLayoutsAndContinuesTheSameRun) {
     std::vector<at::Tensor> at_save;
     for (const Param& p : saved_model.params()) at_save.push_back(gather_tp(p, p.value.detach(), saved_mesh));
     std::vector<double> ref_losses;
-    for (int s = 0; s < 3; ++s) ref_losses.push_back(saver.step().loss);
+    for (int s = 0; s < 3; ++s) ref_losses.push_back(saver.step().loss());
 
     LocalCommunicator local;
     Mesh one = make_mesh(local, 1, 1, optimizer);
@@ -321,7 +321,7 @@ TEST(Distributed, CheckpointReshardsToOtherLayoutsAndContinuesTheSameRun) {
         EXPECT_TRUE(at::equal(gather_tp(p, p.value.detach(), *mesh), at_save[i])) << p.name;
       }
       const double tol = dtype == at::kFloat ? kAbs : mesh == &same ? 0.0 : 2e-3;
-      for (int k = 0; k < 3; ++k) EXPECT_NEAR(t.step().loss, ref_losses[static_cast<size_t>(k)], tol) << "step " << 3 + k;
+      for (int k = 0; k < 3; ++k) EXPECT_NEAR(t.step().loss(), ref_losses[static_cast<size_t>(k)], tol) << "step " << 3 + k;
     }
   }
 }

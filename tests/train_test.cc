@@ -251,8 +251,8 @@ TEST(Train, GradientAccumulationMatchesOneBigBatch) {
   two.trainer = std::make_unique<Trainer>(*two.model, two.mesh, two.cfg.train, *two.data, 1);
   for (int i = 0; i < 3; ++i) {
     StepStats a = one.trainer->step(), b = two.trainer->step();
-    EXPECT_NEAR(a.loss, b.loss, 1e-5 * a.loss) << "step " << i;
-    EXPECT_NEAR(a.grad_norm, b.grad_norm, 1e-4 * a.grad_norm) << "step " << i;
+    EXPECT_NEAR(a.loss(), b.loss(), 1e-5 * a.loss()) << "step " << i;
+    EXPECT_NEAR(a.grad_norm(), b.grad_norm(), 1e-4 * a.grad_norm()) << "step " << i;
   }
   for (size_t i = 0; i < one.model->params().size(); ++i) {
     EXPECT_TRUE(at::allclose(one.model->params()[i].value, two.model->params()[i].value, 1e-4, 1e-6))
@@ -284,7 +284,7 @@ TEST(Train, Fp32AdamWIsTheReferenceUpdateBitForBit) {
       sq += g.back().to(at::kDouble).pow(2).sum().item<double>();
     }
     const double lr = 1e-2, norm = std::sqrt(sq), scale = 1.0 / (norm + 1e-6);  // clipped to 1
-    EXPECT_DOUBLE_EQ(opt.step(lr, 1.0), norm);
+    EXPECT_DOUBLE_EQ(opt.step(lr, 1.0).item<double>(), norm);
     const double bc1 = 1 - std::pow(h.beta1, step), bc2 = 1 - std::pow(h.beta2, step);
     for (size_t i = 0; i < w.size(); ++i) {
       const at::Tensor gi = g[i] * scale;

@@ -198,7 +198,7 @@ json run_npo(const Size& s, int64_t seq, at::Device dev, const Mesh& mesh, int w
     const auto start = std::chrono::steady_clock::now();
     UnlearnBatch b{make_batch(forget, f, dev), make_batch(retain, rr, dev)};
     torch::autograd::backward({npo->loss(model, b).total()});
-    opt.step(1e-6, 1.0);  // its gradient norm is read on the host: synchronized
+    opt.step(1e-6, 1.0).item<double>();  // its gradient norm is read on the host: synchronized
     if (i >= warmup) t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   const double npo_s = median(t), npo_tokens = static_cast<double>(2 * half * seq);
