@@ -6,6 +6,7 @@
 #include <map>
 #include <numeric>
 
+#include "base/check.h"
 #include "eval/dp_split.h"
 #include "runtime/tp_ops.h"
 
@@ -107,6 +108,9 @@ std::vector<Tokens> greedy_generate(const Llama& model, const std::vector<Tokens
   std::map<size_t, int64_t> need;
   int64_t longest = 0;
   for (size_t j = mine.first; j < mine.last; ++j) {
+    LETHE_CHECK_MSG(jobs[j].text < texts.size() && jobs[j].start >= 1 &&
+                        jobs[j].start <= static_cast<int64_t>(texts[jobs[j].text].size()),
+                    "generation job " + std::to_string(j) + ": no prefix of that length in text " + std::to_string(jobs[j].text));
     jobs_of[jobs[j].text].push_back(j);
     need[jobs[j].text] = std::max(need[jobs[j].text], jobs[j].start);
   }
