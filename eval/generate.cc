@@ -183,11 +183,16 @@ size_t GenerationPool::add(const std::vector<Generation>& jobs) {
 
 size_t GenerationPool::add(const std::vector<Tokens>& texts, const std::vector<PrefixGeneration>& jobs) {
   starts_.push_back(jobs_.size());
+  std::vector<size_t> at(texts.size());
+  for (size_t i = 0; i < texts.size(); ++i) {
+    auto [it, fresh] = index_.try_emplace(texts[i], texts_.size());
+    if (fresh) texts_.push_back(texts[i]);
+    at[i] = it->second;
+  }
   for (PrefixGeneration j : jobs) {
-    j.text += texts_.size();
+    j.text = at[j.text];
     jobs_.push_back(j);
   }
-  texts_.insert(texts_.end(), texts.begin(), texts.end());
   return starts_.size() - 1;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <span>
 #include <vector>
 
@@ -49,7 +50,8 @@ class GenerationPool {
  public:
   // Returns the handle results() takes.
   size_t add(const std::vector<Generation>& jobs);
-  // Jobs continuing prefixes of `texts` (their `text` fields index `texts`).
+  // Jobs continuing prefixes of `texts` (their `text` fields index `texts`). A text already in
+  // the pool (by content, from any add) is kept once, so it runs forward once for all its jobs.
   size_t add(const std::vector<Tokens>& texts, const std::vector<PrefixGeneration>& jobs);
   // Collective over the model's mesh, as greedy_generate.
   void run(const Llama& model, int64_t batch_size);
@@ -59,6 +61,7 @@ class GenerationPool {
 
  private:
   std::vector<Tokens> texts_;
+  std::map<Tokens, size_t> index_;  // text → its index in texts_
   std::vector<PrefixGeneration> jobs_;
   std::vector<size_t> starts_;
   std::vector<Tokens> out_;

@@ -127,23 +127,23 @@ TeacherForced teacher_forced(const Llama& model, const std::vector<Tokens>& samp
   return r;
 }
 
-ExtractionJobs extraction_jobs(const std::vector<Tokens>& samples, const ExtractionOptions& o) {
-  ExtractionJobs plan;
+std::vector<PrefixGeneration> extraction_jobs(const std::vector<Tokens>& samples, const ExtractionOptions& o) {
+  std::vector<PrefixGeneration> jobs;
   for (size_t i = 0; i < samples.size(); ++i) {
     const auto len = static_cast<int64_t>(samples[i].size());
     for (int64_t t = o.stride; t + o.n <= len; t += o.stride) {
-      plan.jobs.push_back({i, t, o.max_new > 0 ? std::min(len - t, o.max_new) : len - t, -1});
+      jobs.push_back({i, t, o.max_new > 0 ? std::min(len - t, o.max_new) : len - t, -1});
     }
   }
-  return plan;
+  return jobs;
 }
 
 std::vector<double> extraction_scores(const std::vector<Tokens>& samples, const ExtractionOptions& o,
-                                      const ExtractionJobs& plan, std::span<const Tokens> gens) {
+                                      std::span<const PrefixGeneration> jobs, std::span<const Tokens> gens) {
   std::vector<double> sum(samples.size(), 0.0);
   std::vector<int64_t> starts(samples.size(), 0);
-  for (size_t j = 0; j < plan.jobs.size(); ++j) {
-    const PrefixGeneration& job = plan.jobs[j];
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const PrefixGeneration& job = jobs[j];
     const Tokens truth(samples[job.text].begin() + job.start, samples[job.text].end());
     const auto m = std::min<int64_t>(job.max_new, static_cast<int64_t>(gens[j].size()));
     sum[job.text] += ngram_overlap(Tokens(gens[j].begin(), gens[j].begin() + m), truth, o.n);
@@ -156,10 +156,10 @@ std::vector<double> extraction_scores(const std::vector<Tokens>& samples, const 
 
 std::vector<double> extraction_likelihood(const Llama& model, const std::vector<Tokens>& samples,
                                           const ExtractionOptions& o, int64_t* forward_tokens) {
-  const ExtractionJobs plan = extraction_jobs(samples, o);
-  const std::vector<Tokens> gens = greedy_generate(model, samples, plan.jobs, o.batch_size);
-  if (forward_tokens) *forward_tokens += generation_tokens(samples, plan.jobs);
-  return extraction_scores(samples, o, plan, gens);
+  const std::vector<PrefixGeneration> jobs = extraction_jobs(samples, o);
+  const std::vector<Tokens> gens = greedy_generate(model, samples, jobs, o.batch_size);
+  if (forward_tokens) *forward_tokens += generation_tokens(samples, jobs);
+  return extraction_scores(samples, o, jobs, gens);
 }
 
 using Ngram = std::vector<int64_t>;

@@ -51,12 +51,9 @@ std::vector<double> extraction_likelihood(const Llama& model, const std::vector<
 // (Note [One generation pool]): the jobs, one per (sample, start) continuing a prefix of the
 // sample (`text` indexes `samples`), then EL_n per sample from their continuations (`gens`, one
 // per job, in the same order).
-struct ExtractionJobs {
-  std::vector<PrefixGeneration> jobs;
-};
-ExtractionJobs extraction_jobs(const std::vector<Tokens>& samples, const ExtractionOptions& opts);
+std::vector<PrefixGeneration> extraction_jobs(const std::vector<Tokens>& samples, const ExtractionOptions& opts);
 std::vector<double> extraction_scores(const std::vector<Tokens>& samples, const ExtractionOptions& opts,
-                                      const ExtractionJobs& plan, std::span<const Tokens> gens);
+                                      std::span<const PrefixGeneration> jobs, std::span<const Tokens> gens);
 // The fraction of gen's n-grams (with repeats) that occur among truth's n-grams; 0 when gen has none.
 double ngram_overlap(const Tokens& gen, const Tokens& truth, int64_t n);
 

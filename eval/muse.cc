@@ -144,20 +144,18 @@ Metrics evaluate(const Llama& model, const Tokenizer& tok, const EvalSet& set, c
   const auto verb = verbmem_jobs(tok, set.forget, cfg.verbmem_prefix, cfg.verbmem_new_tokens);
   const auto know_f = knowmem_jobs(tok, set.forget_qa, set.shots, cfg.knowmem_new_tokens);
   const auto know_r = knowmem_jobs(tok, set.retain_qa, set.shots, cfg.knowmem_new_tokens);
-  const ExtractionJobs el_f = extraction_jobs(set.forget, el), el_h = extraction_jobs(set.holdout, el);
-  // VerbMem and EL continue prefixes of the same forget passages: one forward of each passage.
-  std::vector<PrefixGeneration> forget_jobs = verb.jobs;
-  forget_jobs.insert(forget_jobs.end(), el_f.jobs.begin(), el_f.jobs.end());
+  const auto el_f = extraction_jobs(set.forget, el), el_h = extraction_jobs(set.holdout, el);
+  // VerbMem and EL continue prefixes of the same forget passages: the pool runs each passage once.
   GenerationPool pool;
-  const size_t forget_at = pool.add(set.forget, forget_jobs), holdout_at = pool.add(set.holdout, el_h.jobs);
+  const size_t verb_at = pool.add(set.forget, verb.jobs), el_f_at = pool.add(set.forget, el_f);
+  const size_t el_h_at = pool.add(set.holdout, el_h);
   const size_t know_f_at = pool.add(know_f.jobs), know_r_at = pool.add(know_r.jobs);
   pool.run(model, cfg.generate_batch_size);
-  const std::span<const Tokens> forget_gens = pool.results(forget_at);
-  m["verbmem_forget"] = verbmem_score(tok, verb, forget_gens.first(verb.jobs.size()));
+  m["verbmem_forget"] = verbmem_score(tok, verb, pool.results(verb_at));
   if (!set.forget_qa.empty()) m["knowmem_forget"] = knowmem_score(tok, know_f, pool.results(know_f_at));
   if (!set.retain_qa.empty()) m["knowmem_retain"] = knowmem_score(tok, know_r, pool.results(know_r_at));
-  m["el_forget"] = mean(extraction_scores(set.forget, el, el_f, forget_gens.subspan(verb.jobs.size())));
-  m["el_holdout"] = mean(extraction_scores(set.holdout, el, el_h, pool.results(holdout_at)));
+  m["el_forget"] = mean(extraction_scores(set.forget, el, el_f, pool.results(el_f_at)));
+  m["el_holdout"] = mean(extraction_scores(set.holdout, el, el_h, pool.results(el_h_at)));
   const TeacherForced f = teacher_forced(model, set.forget, cfg.mink_k, B);
   const TeacherForced r = teacher_forced(model, set.retain, cfg.mink_k, B);
   const TeacherForced h = teacher_forced(model, set.holdout, cfg.mink_k, B);

@@ -28,6 +28,7 @@ struct Row {
   double seconds = 0, flops = 0;
   double speedup = 0, flops_ratio = 0;  // retrain cost ÷ this model's cost (unlearning methods only)
   double gap = 0;                        // Note [Closest to retrain]
+  json profile;                          // the phase's, when its summary has one (Note [Phase profile])
 };
 
 Result<Row> read_row(const std::string& path, const std::string& name, double auc_retrain) {
@@ -46,6 +47,7 @@ Result<Row> read_row(const std::string& path, const std::string& name, double au
   r.ppl = m["ppl_holdout"];
   r.seconds = j["cost"]["seconds"];
   r.flops = j["cost"]["flops"];
+  if (j.contains("profile")) r.profile = j["profile"];
   return r;
 }
 
@@ -122,11 +124,11 @@ Status write_plot(const std::string& dir, const std::vector<Row>& rows) {
   return Status::ok();
 }
 
-// Note [Phase profile]: one row per phase with a "profile" in its summary, one column per part.
-std::string profile_table(const std::vector<std::pair<std::string, json>>& phases) {
+// Note [Phase profile]: one line per model with a profile, one column per part.
+std::string profile_table(const std::vector<Row>& rows) {
   std::vector<std::string> parts;
-  for (const auto& [name, p] : phases) {
-    for (const auto& [part, v] : p.items()) {
+  for (const Row& r : rows) {
+    for (const auto& [part, v] : r.profile.items()) {
       if (part != "other" && part != "total" && std::find(parts.begin(), parts.end(), part) == parts.end()) parts.push_back(part);
     }
   }
@@ -136,8 +138,10 @@ std::string profile_table(const std::vector<std::pair<std::string, json>>& phase
   std::string t = fmt::format("{:<10}", "wall s");
   for (const std::string& part : parts) t += fmt::format(" {:>13}", part);
   t += "\n";
-  for (const auto& [name, p] : phases) {
-    t += fmt::format("{:<10}", name);
+  for (const Row& r : rows) {
+    if (r.profile.is_null()) continue;
+    const json& p = r.profile;
+    t += fmt::format("{:<10}", r.name);
     for (const std::string& part : parts) t += p.contains(part) ? fmt::format(" {:>13.1f}", p[part].get<double>()) : fmt::format(" {:>13}", "");
     t += "\n";
   }
@@ -181,15 +185,8 @@ Status run_compare(const std::string& dir) {
                        best->name, best->gap, best->speedup);
   }
   std::cout << "\n" << out << std::flush;
-  std::vector<std::pair<std::string, json>> profiles;
-  std::vector<std::string> phases = {"target", "retrain"};
-  phases.insert(phases.end(), methods.begin(), methods.end());
-  for (const std::string& phase : phases) {
-    auto j = read_json(dir + "/" + phase + "/summary.json");
-    if (j && j->contains("profile")) profiles.emplace_back(phase.rfind("unlearn-", 0) == 0 ? phase.substr(8) : phase, (*j)["profile"]);
-  }
-  if (!profiles.empty()) {
-    const std::string prof = profile_table(profiles);
+  if (std::any_of(rows.begin(), rows.end(), [](const Row& r) { return !r.profile.is_null(); })) {
+    const std::string prof = profile_table(rows);
     std::cout << "\nwhere the time went (wall seconds per phase; profile.txt):\n" << prof << std::flush;
     LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/profile.txt", prof));
   }

@@ -77,13 +77,6 @@ std::vector<double> similarities(const Check& c, std::span<const Tokens> gens) {
   return sim;
 }
 
-// A set's check, then its EL jobs, over its samples' prefixes: one forward of each sample.
-std::vector<PrefixGeneration> joined(const Check& c, const ExtractionJobs& el) {
-  std::vector<PrefixGeneration> jobs = c.jobs;
-  jobs.insert(jobs.end(), el.jobs.begin(), el.jobs.end());
-  return jobs;
-}
-
 class Icu : public BasicStrategy {
  public:
   using BasicStrategy::BasicStrategy;
@@ -138,15 +131,14 @@ class Icu : public BasicStrategy {
     const ExtractionOptions el{e.el_n, e.el_stride, e.el_max_new_tokens, e.generate_batch_size};
     const Check check_f = check_jobs(forget_samples_, cfg_.icu_prefix, e.verbmem_new_tokens, ctx_.eos_id);
     const Check check_h = check_jobs(holdout_samples_, cfg_.icu_prefix, e.verbmem_new_tokens, ctx_.eos_id);
-    const ExtractionJobs el_f = extraction_jobs(forget_samples_, el), el_h = extraction_jobs(holdout_samples_, el);
-    GenerationPool pool;
-    const size_t forget_at = pool.add(forget_samples_, joined(check_f, el_f));
-    const size_t holdout_at = pool.add(holdout_samples_, joined(check_h, el_h));
+    const auto el_f = extraction_jobs(forget_samples_, el), el_h = extraction_jobs(holdout_samples_, el);
+    GenerationPool pool;  // runs each sample once for its check and its EL starts
+    const size_t check_f_at = pool.add(forget_samples_, check_f.jobs), el_f_at = pool.add(forget_samples_, el_f);
+    const size_t check_h_at = pool.add(holdout_samples_, check_h.jobs), el_h_at = pool.add(holdout_samples_, el_h);
     pool.run(m, e.generate_batch_size);
     cost.forward_tokens += generation_tokens(pool.texts(), pool.jobs());
-    const std::span<const Tokens> gens_f = pool.results(forget_at), gens_h = pool.results(holdout_at);
-    const std::vector<double> f = similarities(check_f, gens_f);
-    const double unseen = mean(similarities(check_h, gens_h));
+    const std::vector<double> f = similarities(check_f, pool.results(check_f_at));
+    const double unseen = mean(similarities(check_h, pool.results(check_h_at)));
     int64_t* r = remaining_.data_ptr<int64_t>();
     int64_t left = 0, returned = 0;
     for (size_t i = 0; i < f.size(); ++i) {
@@ -155,8 +147,8 @@ class Icu : public BasicStrategy {
       r[i] = keep;
       left += keep;
     }
-    const double el_forget = mean(extraction_scores(forget_samples_, el, el_f, gens_f.subspan(check_f.jobs.size())));
-    const double el_holdout = mean(extraction_scores(holdout_samples_, el, el_h, gens_h.subspan(check_h.jobs.size())));
+    const double el_forget = mean(extraction_scores(forget_samples_, el, el_f, pool.results(el_f_at)));
+    const double el_holdout = mean(extraction_scores(holdout_samples_, el, el_h, pool.results(el_h_at)));
     const TeacherForced tf = teacher_forced(m, forget_samples_, e.mink_k, e.batch_size);
     const TeacherForced th = teacher_forced(m, holdout_samples_, e.mink_k, e.batch_size);
     cost.forward_tokens += tf.tokens + th.tokens;

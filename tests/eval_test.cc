@@ -132,11 +132,11 @@ TEST(Memorization, ExtractionJobsInASharedPoolGiveTheSameEl) {
   RandomModel r;
   const std::vector<Tokens> samples = {random_tokens(20, 4), random_tokens(13, 5), random_tokens(6, 6)};
   const ExtractionOptions el{3, 4, 5, 2};
-  const ExtractionJobs plan = extraction_jobs(samples, el);
-  ASSERT_EQ(plan.jobs.size(), 4u + 2u);  // starts 4, 8, 12, 16 and 4, 8; the 6-token sample has none
+  const std::vector<PrefixGeneration> plan = extraction_jobs(samples, el);
+  ASSERT_EQ(plan.size(), 4u + 2u);  // starts 4, 8, 12, 16 and 4, 8; the 6-token sample has none
   GenerationPool pool;
   pool.add({{random_tokens(7, 9), 9, -1}});
-  const size_t at = pool.add(samples, plan.jobs);
+  const size_t at = pool.add(samples, plan);
   pool.run(r.model, 3);
   EXPECT_EQ(extraction_scores(samples, el, plan, pool.results(at)), extraction_likelihood(r.model, samples, el));
 }
