@@ -16,6 +16,63 @@ namespace {
 constexpr int64_t kMaxInt = std::numeric_limits<int64_t>::max();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
+// Note [Method sections]: each method's shipped settings over the shared [unlearn] keys: the
+// published hyper-parameters (REFERENCE.md), learning rates scaled to the embedded model by the
+// factor 4 = 2e-4 / 5e-5 (Lethe's unlearn.lr against GA's published rate at 125M, the published
+// scale nearest the embedded model): published 1e-5 → 4e-5, 1e-4 → 4e-4 (docs/strategies.md). The
+// first six methods were tuned on the embedded corpus with the shared keys and ship none.
+void method_defaults(const std::string& method, UnlearnConfig& u) {
+  if (method == "wga" || method == "ceu" || method == "pdu") u.lr = 4e-5;
+  if (method == "satimp") u.lr = 4e-5, u.forget_weight = 0.1, u.retain_weight = 1.0;
+  if (method == "undial") u.lr = 4e-4;
+}
+
+// The [unlearn] keys: with `run_wide`, every one; without, those a method section may set.
+template <class V>
+void visit_unlearn(V& v, UnlearnConfig& u, bool run_wide) {
+  if (run_wide) {
+    v.field("methods", u.methods);
+    v.field("from", u.from);
+    v.field("requests", u.requests, 1, 1 << 20);
+    v.field("keep_checkpoints", u.keep_checkpoints, 1, kMaxInt);
+    v.field("adapter", u.adapter, {"none", "lora"});
+    v.field("lora_rank", u.lora_rank, 1, 1 << 16);
+    v.field("lora_alpha", u.lora_alpha, 1e-6, kInf);
+    v.field("lora_targets", u.lora_targets);
+    v.field("lora_dropout", u.lora_dropout, 0.0, 0.999);
+  }
+  v.field("max_cycles", u.max_cycles, 1, kMaxInt);
+  v.field("eval_every", u.eval_every, 1, kMaxInt);
+  v.field("unlearn_steps", u.unlearn_steps, 1, kMaxInt);
+  v.field("learn_steps", u.learn_steps, 0, kMaxInt);
+  v.field("forget_batch", u.forget_batch, 1, kMaxInt);
+  v.field("retain_batch", u.retain_batch, 1, kMaxInt);
+  v.field("lr", u.lr, 0.0, 10.0);
+  v.field("beta1", u.beta1, 0.0, 0.999999);
+  v.field("beta2", u.beta2, 0.0, 0.999999);
+  v.field("weight_decay", u.weight_decay, 0.0, 1.0);
+  v.field("grad_clip", u.grad_clip, 0.0, kInf);
+  v.field("time_budget_s", u.time_budget_s, 0.0, kInf);
+  v.field("stop_metric", u.stop_metric);
+  v.field("stop_value", u.stop_value, -kInf, kInf);
+  v.field("forget_weight", u.forget_weight, 0.0, kInf);
+  v.field("retain_weight", u.retain_weight, 0.0, kInf);
+  v.field("npo_beta", u.npo_beta, 1e-6, kInf);
+  v.field("npo_retain", u.npo_retain, {"none", "nll", "kl"});
+  v.field("simnpo_beta", u.simnpo_beta, 1e-6, kInf);
+  v.field("simnpo_gamma", u.simnpo_gamma, 0.0, kInf);
+  v.field("icu_alpha", u.icu_alpha, 0.0, kInf);
+  v.field("icu_beta", u.icu_beta, 0.0, kInf);
+  v.field("icu_prefix", u.icu_prefix, 1, kMaxInt);
+  v.field("wga_beta", u.wga_beta, 0.0, kInf);
+  v.field("satimp_beta1", u.satimp_beta1, 0.0, kInf);
+  v.field("satimp_beta2", u.satimp_beta2, 0.0, kInf);
+  v.field("undial_beta", u.undial_beta, 0.0, kInf);
+  v.field("pdu_eps_ratio", u.pdu_eps_ratio, 1e-6, kInf);
+  v.field("pdu_dual_lr", u.pdu_dual_lr, 0.0, kInf);
+  v.field("pdu_warmup_cycles", u.pdu_warmup_cycles, 0, kMaxInt);
+}
+
 // Note [One field list]: `visit` names every key once, with its bounds. The Reader fills a
 // RunConfig from TOML and reports problems; the Writer turns a RunConfig back into TOML. Adding a
 // key means adding one line here (and to docs/config.md).
@@ -84,38 +141,14 @@ void visit(V& v, RunConfig& c) {
   v.field("keep_checkpoints", c.train.keep_checkpoints, 1, kMaxInt);
 
   v.section("unlearn");
-  v.field("methods", c.unlearn.methods);
-  v.field("from", c.unlearn.from);
-  v.field("requests", c.unlearn.requests, 1, 1 << 20);
-  v.field("max_cycles", c.unlearn.max_cycles, 1, kMaxInt);
-  v.field("eval_every", c.unlearn.eval_every, 1, kMaxInt);
-  v.field("unlearn_steps", c.unlearn.unlearn_steps, 1, kMaxInt);
-  v.field("learn_steps", c.unlearn.learn_steps, 0, kMaxInt);
-  v.field("forget_batch", c.unlearn.forget_batch, 1, kMaxInt);
-  v.field("retain_batch", c.unlearn.retain_batch, 1, kMaxInt);
-  v.field("lr", c.unlearn.lr, 0.0, 10.0);
-  v.field("beta1", c.unlearn.beta1, 0.0, 0.999999);
-  v.field("beta2", c.unlearn.beta2, 0.0, 0.999999);
-  v.field("weight_decay", c.unlearn.weight_decay, 0.0, 1.0);
-  v.field("grad_clip", c.unlearn.grad_clip, 0.0, kInf);
-  v.field("time_budget_s", c.unlearn.time_budget_s, 0.0, kInf);
-  v.field("stop_metric", c.unlearn.stop_metric);
-  v.field("stop_value", c.unlearn.stop_value, -kInf, kInf);
-  v.field("forget_weight", c.unlearn.forget_weight, 0.0, kInf);
-  v.field("retain_weight", c.unlearn.retain_weight, 0.0, kInf);
-  v.field("npo_beta", c.unlearn.npo_beta, 1e-6, kInf);
-  v.field("npo_retain", c.unlearn.npo_retain, {"none", "nll", "kl"});
-  v.field("simnpo_beta", c.unlearn.simnpo_beta, 1e-6, kInf);
-  v.field("simnpo_gamma", c.unlearn.simnpo_gamma, 0.0, kInf);
-  v.field("icu_alpha", c.unlearn.icu_alpha, 0.0, kInf);
-  v.field("icu_beta", c.unlearn.icu_beta, 0.0, kInf);
-  v.field("icu_prefix", c.unlearn.icu_prefix, 1, kMaxInt);
-  v.field("keep_checkpoints", c.unlearn.keep_checkpoints, 1, kMaxInt);
-  v.field("adapter", c.unlearn.adapter, {"none", "lora"});
-  v.field("lora_rank", c.unlearn.lora_rank, 1, 1 << 16);
-  v.field("lora_alpha", c.unlearn.lora_alpha, 1e-6, kInf);
-  v.field("lora_targets", c.unlearn.lora_targets);
-  v.field("lora_dropout", c.unlearn.lora_dropout, 0.0, 0.999);
+  visit_unlearn(v, c.unlearn, /*run_wide=*/true);
+  // Note [Method sections]: [unlearn.<method>] holds the keys that may differ per method. A
+  // method's settings are [unlearn], then its shipped defaults (method_defaults), then its section.
+  for (const std::string& m : unlearn_method_names()) {
+    UnlearnConfig& u = c.method_unlearn[m];
+    v.method_section(m, c.unlearn, u);
+    if constexpr (V::kReads) visit_unlearn(v, u, /*run_wide=*/false);
+  }
 
   v.section("eval");
   v.field("verbmem_prefix", c.eval.verbmem_prefix, 1, kMaxInt);
@@ -156,8 +189,25 @@ std::string fmt_num(T x) {
 class Reader {
  public:
   // `overridden`: "section.key" set by --set (copied nodes lose their source, so it is kept here).
+  static constexpr bool kReads = true;
   Reader(const toml::table& root, std::string file, std::set<std::string> overridden)
       : root_(root), file_(std::move(file)), overridden_(std::move(overridden)) {}
+
+  // [unlearn.<method>]: `u` starts as the shared keys with the method's defaults; the caller
+  // then visits the keys a section may set.
+  void method_section(const std::string& method, const UnlearnConfig& shared, UnlearnConfig& u) {
+    u = shared;
+    method_defaults(method, u);
+    section_ = "unlearn." + method;
+    sections_.insert(section_);
+    table_ = nullptr;
+    if (const toml::table* parent = root_["unlearn"].as_table()) {
+      if (const toml::node* n = parent->get(method)) {
+        if (n->is_table()) table_ = n->as_table();
+        else errors_.push_back(where(n->source(), file_) + ": " + section_ + ": expected a table [" + section_ + "]");
+      }
+    }
+  }
 
   void section(const char* name) {
     section_ = name;
@@ -236,14 +286,9 @@ class Reader {
         errors_.push_back(where(k.source(), file_) + ": " + name + ": unknown section");
         continue;
       }
-      if (!n.is_table()) continue;
-      for (auto&& [kk, nn] : *n.as_table()) {
-        std::string full = name + "." + std::string(kk.str());
-        if (!known_.count(full)) errors_.push_back(where(kk.source(), file_) + ": " + full + ": unknown key");
-      }
+      if (n.is_table()) check_keys(name, *n.as_table());
     }
   }
-
   // Reports a cross-field problem at the line of `section.key` when the file sets it.
   void problem(const std::string& section, const std::string& key, const std::string& what) {
     const toml::node* n = nullptr;
@@ -259,6 +304,20 @@ class Reader {
   std::vector<std::string>& errors() { return errors_; }
 
  private:
+  void check_keys(const std::string& section, const toml::table& t) {
+    for (auto&& [kk, nn] : t) {
+      const std::string full = section + "." + std::string(kk.str());
+      if (sections_.count(full)) {
+        if (nn.is_table()) check_keys(full, *nn.as_table());
+      } else if (section == "unlearn" && nn.is_table()) {
+        std::string valid;
+        for (const auto& m : unlearn_method_names()) valid += (valid.empty() ? "" : ", ") + m;
+        errors_.push_back(where(kk.source(), file_) + ": [" + full + "]: not a method's section; valid: " + valid);
+      } else if (!known_.count(full)) {
+        errors_.push_back(where(kk.source(), file_) + ": " + full + ": unknown key");
+      }
+    }
+  }
   const toml::node* find(const char* key) {
     known_.insert(section_ + "." + key);
     return table_ ? table_->get(key) : nullptr;
@@ -288,6 +347,28 @@ class Reader {
 
 class Writer {
  public:
+  static constexpr bool kReads = false;
+  // [unlearn.<method>] with the keys where the method's settings differ from what the Reader starts
+  // it from: the shared keys with the method's shipped defaults.
+  void method_section(const std::string& method, const UnlearnConfig& shared, const UnlearnConfig& u) {
+    Writer mine, base;
+    UnlearnConfig a = u, b = shared;
+    method_defaults(method, b);
+    mine.section("x");
+    visit_unlearn(mine, a, false);
+    base.section("x");
+    visit_unlearn(base, b, false);
+    auto text = [](const toml::node& n) {
+      std::ostringstream os;
+      n.visit([&](const auto& x) { os << x; });
+      return os.str();
+    };
+    toml::table diff;
+    for (auto&& [k, n] : *mine.table_) {
+      if (text(n) != text(*base.table_->get(k))) diff.insert(k, n);
+    }
+    if (!diff.empty()) root_["unlearn"].as_table()->insert(method, std::move(diff));
+  }
   void section(const char* name) {
     root_.insert(name, toml::table{});
     table_ = root_[name].as_table();
@@ -358,11 +439,12 @@ void validate(Reader& r, RunConfig& c, const std::string& dir) {
     r.problem("corpus", "retain_file", "required when corpus.source = \"jsonl\"");
 }
 
-// "train.lr=3e-4" → inserts lr into [train]. The value is TOML; a bare word is taken as a string.
+// "train.lr=3e-4" → inserts lr into [train]; "unlearn.npo.lr=1e-5" into [unlearn.npo]. The value
+// is TOML; a bare word is taken as a string.
 Status apply_override(toml::table& root, const std::string& spec) {
   auto eq = spec.find('=');
-  auto dot = spec.find('.');
-  if (eq == std::string::npos || dot == std::string::npos || dot > eq)
+  auto dot = spec.rfind('.', eq);
+  if (eq == std::string::npos || dot == std::string::npos || spec.find('.') > eq)
     return Status::error("--set " + spec + ": expected section.key=value");
   std::string section = spec.substr(0, dot), key = spec.substr(dot + 1, eq - dot - 1), value = spec.substr(eq + 1);
   const std::string source = "--set " + section + "." + key;
@@ -372,9 +454,15 @@ Status apply_override(toml::table& root, const std::string& spec) {
   } catch (const toml::parse_error&) {  // a bare word: the same value as a quoted string
     parsed = toml::parse("v = " + nlohmann::json(value).dump(), source);
   }
-  if (!root.contains(section)) root.insert(section, toml::table{});
-  toml::table* t = root[section].as_table();
-  if (!t) return Status::error(source + ": [" + section + "] is not a table");
+  toml::table* t = &root;
+  for (size_t at = 0; at <= section.size();) {
+    const size_t next = std::min(section.find('.', at), section.size());
+    const std::string part = section.substr(at, next - at);
+    if (!t->contains(part)) t->insert(part, toml::table{});
+    t = (*t)[part].as_table();
+    if (!t) return Status::error(source + ": [" + section.substr(0, next) + "] is not a table");
+    at = next + 1;
+  }
   t->insert_or_assign(key, *parsed.get("v"));
   return Status::ok();
 }
@@ -417,6 +505,17 @@ Result<RunConfig> load_config(const std::string& path, const std::vector<std::st
   std::stringstream ss;
   ss << in.rdbuf();
   return parse_config(ss.str(), path, overrides);
+}
+
+const std::vector<std::string>& unlearn_method_names() {
+  static const std::vector<std::string> names = {"ga",  "graddiff", "kl",     "npo", "simnpo", "icu",
+                                                 "wga", "satimp",   "undial", "ceu", "pdu"};
+  return names;
+}
+
+const UnlearnConfig& RunConfig::unlearn_for(const std::string& method) const {
+  auto it = method_unlearn.find(method);
+  return it == method_unlearn.end() ? unlearn : it->second;
 }
 
 const std::vector<std::string>& lora_target_names() {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -116,6 +117,13 @@ struct UnlearnConfig {
   double icu_alpha = 0.5;      // NLL on each forget sample's nearest non-target neighbour
   double icu_beta = 1.0;       // KL(ref ‖ θ) on the neighbours
   int64_t icu_prefix = 16;     // tokens of a forget sample given to the refinement check
+  double wga_beta = 1.0;       // WGA: token weight π_θ(y)^β
+  double satimp_beta1 = 5.0;   // SatImp: token weight p^β1 · (1 − p)^β2
+  double satimp_beta2 = 1.0;
+  double undial_beta = 10.0;   // UNDIAL: the true token's logit lowered by β in the teacher
+  double pdu_eps_ratio = 1.1;  // PDU: retain NLL bound ε = ratio × the starting model's
+  double pdu_dual_lr = 1.0;    // PDU: dual step η
+  int64_t pdu_warmup_cycles = 2;  // PDU: cycles before λ is updated
   int64_t keep_checkpoints = 2;
   // Low-rank adapters (docs/strategies.md, LoRA): "none" trains every weight; "lora" freezes the
   // base and trains y += (dropout(x) Aᵀ) Bᵀ · lora_alpha / lora_rank on each target projection.
@@ -125,6 +133,10 @@ struct UnlearnConfig {
   std::vector<std::string> lora_targets = {"q", "k", "v", "o", "gate", "up", "down"};
   double lora_dropout = 0.05;
 };
+
+// The methods an [unlearn.<method>] section can name, in registry order (strategies/registry.cc
+// makes one per name).
+const std::vector<std::string>& unlearn_method_names();
 
 // The projections unlearn.lora_targets can name: q, k, v, o (attention), gate, up, down (MLP);
 // Hugging Face's module names without "_proj".
@@ -167,7 +179,13 @@ struct RunConfig {
   UnlearnConfig unlearn;
   EvalConfig eval;
   MeshConfig mesh;
+  // Each method's settings (Note [Method sections], docs/config.md): [unlearn], then the method's
+  // shipped defaults, then its own [unlearn.<method>] section.
+  std::map<std::string, UnlearnConfig> method_unlearn;
   std::string source;  // the file it came from ("" for defaults)
+
+  // The settings `method` runs with (the shared [unlearn] for a name with no section).
+  const UnlearnConfig& unlearn_for(const std::string& method) const;
 };
 
 // Parses `path`, applies `overrides` ("section.key=value", value in TOML syntax or a bare string),

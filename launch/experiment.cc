@@ -63,17 +63,23 @@ Status validate_layout(const RunConfig& cfg, int world_size) {
                          ") must equal the number of ranks the launcher started (" + std::to_string(world_size) + ")");
   }
   LETHE_RETURN_IF_ERROR(check_model_for_tp(cfg.model, tp));
-  const std::pair<const char*, int64_t> per_dp[] = {
-      {"train.batch_size / train.grad_accum", cfg.train.batch_size / cfg.train.grad_accum},
-      {"unlearn.forget_batch", cfg.unlearn.forget_batch},
-      {"unlearn.retain_batch", cfg.unlearn.retain_batch}};
-  for (auto [key, rows] : per_dp) {
-    if (rows % dp != 0) {
-      return Status::error(std::string(key) + " (" + std::to_string(rows) + " rows) must be divisible by mesh.dp (" +
-                           std::to_string(dp) + "): every dp rank takes the same number of rows");
-    }
+  const std::pair<const char*, int64_t> train_rows = {"train.batch_size / train.grad_accum",
+                                                       cfg.train.batch_size / cfg.train.grad_accum};
+  auto divisible = [&](const std::string& key, int64_t rows) {
+    if (rows % dp == 0) return Status::ok();
+    return Status::error(key + " (" + std::to_string(rows) + " rows) must be divisible by mesh.dp (" + std::to_string(dp) +
+                         "): every dp rank takes the same number of rows");
+  };
+  LETHE_RETURN_IF_ERROR(divisible(train_rows.first, train_rows.second));
+  for (const std::string& m : resolve_methods(cfg.unlearn.methods)) {
+    const UnlearnConfig& u = cfg.unlearn_for(m);
+    auto key = [&](const char* k, int64_t mine, int64_t shared) {
+      return std::string("unlearn.") + (mine == shared ? "" : m + ".") + k;  // where the value was set
+    };
+    LETHE_RETURN_IF_ERROR(divisible(key("forget_batch", u.forget_batch, cfg.unlearn.forget_batch), u.forget_batch));
+    LETHE_RETURN_IF_ERROR(divisible(key("retain_batch", u.retain_batch, cfg.unlearn.retain_batch), u.retain_batch));
+    LETHE_RETURN_IF_ERROR(make_strategy(m, u).status());
   }
-  for (const std::string& m : cfg.unlearn.methods) LETHE_RETURN_IF_ERROR(make_strategy(m, cfg.unlearn).status());
   const auto& names = metric_names();
   const std::string& stop = cfg.unlearn.stop_metric;
   if (!stop.empty() && stop != "privleak" && std::find(names.begin(), names.end(), stop) == names.end()) {

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <iostream>
 
+#include <nlohmann/json.hpp>
+
 #include "base/log.h"
 #include "collectives/world.h"
 #include "io/config.h"
@@ -12,6 +14,7 @@
 #include "launch/plan_command.h"
 #include "launch/train_phase.h"
 #include "launch/unlearn_phase.h"
+#include "strategies/strategies.h"
 
 namespace {
 
@@ -37,7 +40,7 @@ lethe::Status quickstart(const lethe::RunConfig& cfg, bool resume) {
     if (!fs::exists(summary)) return lethe::Status::ok();
   }
   LETHE_RETURN_IF_ERROR(lethe::run_unlearn_phase(cfg, {resume, 0}));
-  for (const auto& m : cfg.unlearn.methods) {
+  for (const auto& m : lethe::resolve_methods(cfg.unlearn.methods)) {
     if (!fs::exists(cfg.run.dir + "/unlearn-" + m + "/summary.json")) return lethe::Status::ok();
   }
   return lethe::run_compare(cfg.run.dir);
@@ -133,6 +136,9 @@ int main(int argc, char** argv) {
   quick->add_option("--dir", quick_dir, "experiment folder");
   quick->add_option("--set", overrides, "override a key: section.key=value (repeatable)");
   quick->add_flag("--resume", resume, "keep finished phases, continue interrupted ones");
+  std::vector<std::string> quick_methods;
+  quick->add_option("--methods", quick_methods, "unlearning methods to run (default: unlearn.methods); \"all\" runs every one")
+      ->delimiter(',');
 
   CLI11_PARSE(app, argc, argv);
   try {
@@ -151,6 +157,7 @@ int main(int argc, char** argv) {
     }
     if (quick->parsed()) {
       overrides.insert(overrides.begin(), "run.dir=" + quick_dir);
+      if (!quick_methods.empty()) overrides.push_back("unlearn.methods=" + nlohmann::json(quick_methods).dump());
       auto cfg = lethe::parse_config("", "<embedded default>", overrides);
       if (!cfg) return finish(cfg.status());
       return finish(quickstart(*cfg, resume));

@@ -7,6 +7,7 @@
 
 #include "runtime/mesh.h"
 #include "runtime/model.h"
+#include "strategies/strategies.h"
 
 namespace lethe {
 
@@ -190,10 +191,10 @@ Result<ModelConfig> model_preset(const std::string& name) {
 }
 
 Result<ReferenceUse> reference_use_of(const std::string& method) {
-  if (method == "ga" || method == "graddiff" || method == "simnpo") return ReferenceUse::kNone;
-  if (method == "npo") return ReferenceUse::kCached;
-  if (method == "kl" || method == "icu") return ReferenceUse::kResident;
-  return Status::error("--method " + method + ": expected ga, graddiff, simnpo, npo, kl or icu");
+  auto s = make_strategy(method, UnlearnConfig{});
+  if (!s) return Status::error("--method " + method + ": " + s.status().message());
+  if (!(*s)->needs_reference()) return ReferenceUse::kNone;
+  return (*s)->keeps_reference() ? ReferenceUse::kResident : ReferenceUse::kCached;
 }
 
 Result<Plan> make_plan(const PlanInput& in) {

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/model.h"
+#include "strategies/strategies.h"
 
 namespace lethe {
 
@@ -59,7 +60,9 @@ Status run_plan(PlanInput in, const std::string& model, const std::string& measu
   } else {
     return Status::error("--reference " + flags.reference + ": expected none, cached or resident");
   }
-  if (in.forwards == 0) in.forwards = flags.method == "ga" ? 1 : 2;  // GA's step has no retain forward
+  if (in.forwards == 0) {  // a step without retain rows (GA, WGA, UNDIAL, CE-U) has one forward
+    in.forwards = flags.method.empty() ? 2 : make_strategy(flags.method, UnlearnConfig{}).value()->retain_batch() ? 2 : 1;
+  }
   LETHE_ASSIGN_OR_RETURN(in.model, plan_model(model));
   std::string source;
   if (!measured.empty()) {

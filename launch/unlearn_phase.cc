@@ -121,7 +121,8 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   }
   const auto phase_start = std::chrono::steady_clock::now();
   Profile prof;
-  LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, make_strategy(method, cfg.unlearn));
+  const UnlearnConfig& settings = cfg.unlearn_for(method);
+  LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, make_strategy(method, settings));
   const bool resuming = opts.resume && !list_checkpoints(ckpt_dir).empty();
   CheckpointMeta meta{"unlearn-" + method, to_toml(cfg), {}, "", 0};
   std::unique_ptr<Llama> model, reference;
@@ -163,9 +164,9 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
     model = ex.new_model(Experiment::Use::kTrainLoaded);
     LETHE_RETURN_IF_ERROR(load_weights(source, *model, *ex.mesh));
   }
-  LETHE_RETURN_IF_ERROR(Unlearner::check(*strategy, cfg.unlearn, data.requests, ptr(data.retain), ptr(data.holdout),
+  LETHE_RETURN_IF_ERROR(Unlearner::check(*strategy, settings, data.requests, ptr(data.retain), ptr(data.holdout),
                                          reference.get()));
-  Unlearner engine(*model, *ex.mesh, *strategy, cfg.unlearn, data.requests, ptr(data.retain), ptr(data.holdout),
+  Unlearner engine(*model, *ex.mesh, *strategy, settings, data.requests, ptr(data.retain), ptr(data.holdout),
                    reference.get(), static_cast<uint64_t>(cfg.run.seed));
   engine.set_eval(cfg.eval, ex.tok.eos());
   for (const auto& r : data.requests) meta.data_checksums[r.name] = r.forget.checksum();
@@ -238,7 +239,7 @@ Status run_unlearn_phase(const RunConfig& cfg, const UnlearnOptions& opts) {
   LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Experiment> ex, open_experiment(cfg));
   LETHE_ASSIGN_OR_RETURN(std::string source, source_checkpoint(cfg));
   LETHE_ASSIGN_OR_RETURN(UnlearnInputs data, unlearn_data(*ex));
-  for (const std::string& m : cfg.unlearn.methods) LETHE_RETURN_IF_ERROR(unlearn_one(*ex, m, source, data, opts));
+  for (const std::string& m : resolve_methods(cfg.unlearn.methods)) LETHE_RETURN_IF_ERROR(unlearn_one(*ex, m, source, data, opts));
   return Status::ok();
 }
 

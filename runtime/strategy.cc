@@ -27,6 +27,23 @@ at::Tensor mean_nll(const Llama& model, const Batch& b) {
   return -batch_logprobs(model, b).sum() / dp_mean_tokens(model, b);
 }
 
+at::Tensor token_mean(const Llama& model, const Batch& b, const at::Tensor& per_token_BT) {
+  return (per_token_BT * b.loss_mask_BT).sum() / dp_mean_tokens(model, b);
+}
+
+at::Tensor target_in_shard(const at::Tensor& target_BT, int64_t vocab_start, int64_t v) {
+  at::Tensor local = target_BT - vocab_start;
+  at::Tensor mine = local.ge(0).logical_and(local.lt(v));
+  return at::one_hot(local.clamp(0, v - 1), v).to(at::kBool).logical_and(mine.unsqueeze(-1));
+}
+
+at::Tensor soft_cross_entropy(const at::Tensor& logits_BTv, const at::Tensor& log_q_BTv, Communicator& tp) {
+  at::Tensor log_p_BTv = vocab_parallel_log_softmax(logits_BTv, tp);
+  // q = 0 where log q = −inf: those entries add nothing (log π_θ is finite).
+  at::Tensor q_BTv = log_q_BTv.exp();
+  return -reduce_from_tp((q_BTv * log_p_BTv).sum(-1), tp);
+}
+
 at::Tensor sequence_logprobs(const at::Tensor& token_logprobs_BT, const Batch& b) {
   return (token_logprobs_BT * b.loss_mask_BT).sum(1);
 }

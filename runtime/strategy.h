@@ -46,6 +46,7 @@ struct StrategyContext {
   UnlearnData data;
   const Llama* reference = nullptr;  // the frozen original model, when keeps_reference()
   Cost* cost = nullptr;              // add reference forwards and generation here
+  const Llama* model = nullptr;      // the model being unlearned, as it stands at the request's start
   const UnlearnConfig* cfg = nullptr;
   const EvalConfig* eval = nullptr;  // the run's [eval] options, for methods that generate
   int64_t eos_id = -1;               // the tokenizer's end of sequence
@@ -108,6 +109,14 @@ at::Tensor batch_logprobs(const Llama& model, const Batch& b);
 double dp_mean_tokens(const Llama& model, const Batch& b);
 // Mean token NLL over the batch's loss mask (Note [Token means under dp]).
 at::Tensor mean_nll(const Llama& model, const Batch& b);
+// Mean of a per-token quantity [B, T] over the batch's loss mask (Note [Token means under dp]).
+at::Tensor token_mean(const Llama& model, const Batch& b, const at::Tensor& per_token_BT);
+// True where this rank's vocabulary shard (`v` ids from `vocab_start`) holds the target, [B, T, v].
+at::Tensor target_in_shard(const at::Tensor& target_BT, int64_t vocab_start, int64_t v);
+// Cross-entropy −Σ_v q(v) log π_θ(v) per position, fp32 [B, T], of θ's logits against a fixed
+// distribution q given as log q; both are this rank's vocabulary shard, and the shards' sums are
+// added over tp (differentiable in the logits only).
+at::Tensor soft_cross_entropy(const at::Tensor& logits_BTv, const at::Tensor& log_q_BTv, Communicator& tp);
 // Per-row sums of masked log-probs: log π(y|x) per sample, [B].
 at::Tensor sequence_logprobs(const at::Tensor& token_logprobs_BT, const Batch& b);
 // Mean token NLL and mean KL(π_ref ‖ π_θ) per token over the whole vocabulary on the batch's

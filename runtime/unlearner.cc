@@ -130,8 +130,8 @@ at::Tensor Unlearner::learn_step() {
 
 Status Unlearner::begin_request() {
   if (begun_ == request_) return Status::ok();
-  StrategyContext ctx{{&requests_[static_cast<size_t>(request_)].forget, retain_, holdout_}, reference_, &cost_, &cfg_,
-                      &eval_, eos_id_};
+  StrategyContext ctx{{&requests_[static_cast<size_t>(request_)].forget, retain_, holdout_}, reference_, &cost_, &model_,
+                      &cfg_, &eval_, eos_id_};
   const auto start = std::chrono::steady_clock::now();
   LETHE_RETURN_IF_ERROR(strategy_.begin(ctx));
   cost_.seconds += seconds_since(start);

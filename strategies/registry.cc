@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <functional>
 #include <utility>
 
@@ -12,7 +13,9 @@ using Factory = std::unique_ptr<Strategy> (*)(const UnlearnConfig&);
 const std::vector<std::pair<std::string, Factory>>& registry() {
   static const std::vector<std::pair<std::string, Factory>> r = {
       {"ga", make_ga},   {"graddiff", make_graddiff}, {"kl", make_kl},
-      {"npo", make_npo}, {"simnpo", make_simnpo},     {"icu", make_icu}};
+      {"npo", make_npo}, {"simnpo", make_simnpo},     {"icu", make_icu},
+      {"wga", make_wga}, {"satimp", make_satimp},     {"undial", make_undial},
+      {"ceu", make_ceu}, {"pdu", make_pdu}};
   return r;
 }
 
@@ -27,13 +30,26 @@ const std::vector<std::string>& strategy_names() {
   return names;
 }
 
+std::vector<std::string> resolve_methods(const std::vector<std::string>& names) {
+  std::vector<std::string> out;
+  auto add = [&](const std::string& n) {
+    if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+  };
+  for (const std::string& n : names) {
+    if (n != "all") add(n);
+    else
+      for (const std::string& m : strategy_names()) add(m);
+  }
+  return out;
+}
+
 Result<std::unique_ptr<Strategy>> make_strategy(const std::string& name, const UnlearnConfig& cfg) {
   for (const auto& [n, factory] : registry()) {
     if (n == name) return factory(cfg);
   }
   std::string valid;
   for (const auto& n : strategy_names()) valid += (valid.empty() ? "" : ", ") + n;
-  return Status::error("unlearn.methods: \"" + name + "\" is not an unlearning method; valid: " + valid);
+  return Status::error("unlearn.methods: \"" + name + "\" is not an unlearning method; valid: " + valid + " (or \"all\")");
 }
 
 }  // namespace lethe

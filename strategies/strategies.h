@@ -14,6 +14,10 @@ namespace lethe {
 // Names accepted by make_strategy, in the order the comparison lists them.
 const std::vector<std::string>& strategy_names();
 
+// `names` (unlearn.methods) in their order, "all" standing for every method not named before it
+// (in strategy_names() order); repeats dropped.
+std::vector<std::string> resolve_methods(const std::vector<std::string>& names);
+
 // The method called `name`, configured from `cfg`. An unknown name is an error that lists the
 // valid ones.
 Result<std::unique_ptr<Strategy>> make_strategy(const std::string& name, const UnlearnConfig& cfg);
@@ -40,5 +44,10 @@ std::unique_ptr<Strategy> make_kl(const UnlearnConfig& cfg);
 std::unique_ptr<Strategy> make_npo(const UnlearnConfig& cfg);
 std::unique_ptr<Strategy> make_simnpo(const UnlearnConfig& cfg);
 std::unique_ptr<Strategy> make_icu(const UnlearnConfig& cfg);
+std::unique_ptr<Strategy> make_wga(const UnlearnConfig& cfg);
+std::unique_ptr<Strategy> make_satimp(const UnlearnConfig& cfg);
+std::unique_ptr<Strategy> make_undial(const UnlearnConfig& cfg);
+std::unique_ptr<Strategy> make_ceu(const UnlearnConfig& cfg);
+std::unique_ptr<Strategy> make_pdu(const UnlearnConfig& cfg);
 
 }  // namespace lethe

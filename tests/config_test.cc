@@ -106,6 +106,41 @@ TEST(Config, EffectiveConfigRoundTrips) {
   EXPECT_NE(text.find("intermediate_size = 352"), std::string::npos);  // defaults included
 }
 
+// Note [Method sections]: [unlearn], then a method's shipped defaults, then its own section.
+TEST(Config, MethodSectionsOverrideTheSharedKeysForThatMethodAlone) {
+  auto cfg = parse_config("[unlearn]\nlr = 1e-3\nretain_weight = 2.0\n[unlearn.wga]\nlr = 2e-5\n[unlearn.npo]\nnpo_beta = 0.5\n",
+                          "m.toml", {"unlearn.pdu.pdu_dual_lr=0.25"});
+  ASSERT_TRUE(cfg.is_ok()) << cfg.status().message();
+  EXPECT_DOUBLE_EQ(cfg->unlearn_for("ga").lr, 1e-3);          // shared
+  EXPECT_DOUBLE_EQ(cfg->unlearn_for("wga").lr, 2e-5);         // its section
+  EXPECT_DOUBLE_EQ(cfg->unlearn_for("ceu").lr, 4e-5);         // shipped default over the shared key
+  EXPECT_DOUBLE_EQ(cfg->unlearn_for("satimp").forget_weight, 0.1);
+  EXPECT_DOUBLE_EQ(cfg->unlearn_for("satimp").retain_weight, 1.0);
+  EXPECT_DOUBLE_EQ(cfg->unlearn_for("kl").retain_weight, 2.0);
+  EXPECT_DOUBLE_EQ(cfg->unlearn_for("npo").npo_beta, 0.5);
+  EXPECT_DOUBLE_EQ(cfg->unlearn_for("simnpo").npo_beta, 0.1);
+  EXPECT_DOUBLE_EQ(cfg->unlearn_for("pdu").pdu_dual_lr, 0.25);  // --set into a section
+  // The effective config writes each section's differences and reads back the same settings.
+  const std::string text = to_toml(*cfg);
+  EXPECT_NE(text.find("[unlearn.wga]"), std::string::npos) << text;
+  EXPECT_EQ(text.find("[unlearn.ga]"), std::string::npos) << text;
+  auto again = parse_config(text, "effective.toml");
+  ASSERT_TRUE(again.is_ok()) << again.status().message();
+  EXPECT_EQ(to_toml(*again), text);
+  EXPECT_DOUBLE_EQ(again->unlearn_for("wga").lr, 2e-5);
+  // A section that sets a method back to the shared value keeps it through the effective config.
+  auto same = parse_config("[unlearn]\nlr = 1e-3\n[unlearn.ceu]\nlr = 1e-3\n", "s.toml");
+  ASSERT_TRUE(same.is_ok()) << same.status().message();
+  EXPECT_DOUBLE_EQ(parse_config(to_toml(*same), "effective.toml")->unlearn_for("ceu").lr, 1e-3);
+  // A section for no method, a run-wide key in a section, a bad value: each names its key.
+  auto bad = parse_config("[unlearn.npoo]\nlr = 1e-4\n[unlearn.ga]\nrequests = 2\n", "b.toml", {"unlearn.ceu.lr=fast"});
+  ASSERT_FALSE(bad.is_ok());
+  const std::string msg = bad.status().message();
+  EXPECT_NE(msg.find("b.toml:1: [unlearn.npoo]: not a method's section; valid: ga, graddiff"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("unlearn.ga.requests: unknown key"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--set unlearn.ceu.lr: unlearn.ceu.lr: expected a number"), std::string::npos) << msg;
+}
+
 TEST(Config, ReadsHuggingFaceConfigJson) {
   std::string dir = test::scratch_dir("hf");
   std::ofstream(dir + "/config.json") << R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 32000,

@@ -479,6 +479,13 @@ TEST(Distributed4, UnlearningAtTp2Dp2MatchesOneProcess) {  // 4 ranks: the mpi4.
   expect_unlearning_at_tp2_dp2_matches_one_process("unlearn", {"npo", "kl", "icu"}, {}, 1e-3, 1.0);
 }
 
+// The token-level methods (PDU's dual variable updated from the first cycle, so λ is agreed over
+// dp on every step).
+TEST(Distributed4, TokenLevelMethodsAtTp2Dp2MatchOneProcess) {  // 4 ranks: the mpi4.Distributed entry
+  expect_unlearning_at_tp2_dp2_matches_one_process("unlearn-token", {"wga", "satimp", "undial", "ceu", "pdu"},
+                                                   {"unlearn.pdu_warmup_cycles=0"}, 1e-3, 1.0);
+}
+
 // NPO in bf16 with the distributed optimizer (fp32 masters and moments sharded over dp 2, the
 // reference freed once its log-probs are cached). bf16 matmuls of other batch shapes round
 // differently, so losses agree to 2e-2 relative and argmax metrics to 5 points.

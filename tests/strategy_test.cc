@@ -1,9 +1,12 @@
-// Strategy losses against values computed directly from full-vocabulary logits, and the
-// gradients of NPO, SimNPO and KL against central finite differences.
+// Strategy losses against values computed directly from full-vocabulary logits, their gradients
+// against central finite differences, and PDU's dual variable.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
+
+#include <cmath>
+#include <functional>
 
 #include "collectives/local_communicator.h"
 #include "strategies/strategies.h"
@@ -45,7 +48,7 @@ struct Rig {
 
   std::unique_ptr<Strategy> strategy(const std::string& name) {
     auto s = make_strategy(name, cfg).value();
-    StrategyContext ctx{{&forget, &retain, &retain}, &reference, &cost, &cfg, &eval, /*eos_id=*/2};
+    StrategyContext ctx{{&forget, &retain, &retain}, &reference, &cost, &model, &cfg, &eval, /*eos_id=*/2};
     EXPECT_TRUE(s->prepare({&forget}, reference, cost).is_ok());
     EXPECT_TRUE(s->begin(ctx).is_ok());
     return s;
@@ -170,9 +173,12 @@ TEST(Strategy, IcuLossPairsEachForgetSampleWithItsNearestRetainSample) {
 }
 
 // d loss / d w for the element of the final norm with the largest gradient, by autograd and by
-// central differences.
-void expect_gradient_matches(Rig& r, const std::string& name) {
+// central differences of `direct` (default: the strategy's own loss). Methods whose loss holds a
+// detached factor (token weights, a target distribution from θ itself) pass the definition with
+// that factor fixed at the unperturbed model's value: that is the gradient the method follows.
+void expect_gradient_matches(Rig& r, const std::string& name, std::function<double(Strategy&)> direct = nullptr) {
   auto s = r.strategy(name);
+  if (!direct) direct = [&](Strategy& st) { return st.loss(r.model, r.batch).total().item<double>(); };
   Param* norm = nullptr;
   for (Param& p : r.model.params()) if (p.name == "norm") norm = &p;
   ASSERT_NE(norm, nullptr);
@@ -186,7 +192,7 @@ void expect_gradient_matches(Rig& r, const std::string& name) {
   auto loss_at = [&](double delta) {
     at::NoGradGuard g;
     norm->value[i] += delta;
-    const double v = s->loss(r.model, r.batch).total().item<double>();
+    const double v = direct(*s);
     norm->value[i] -= delta;
     return v;
   };
@@ -202,11 +208,104 @@ TEST(Strategy, NpoSimNpoAndKlGradientsMatchFiniteDifferences) {
   }
 }
 
+// The forget loss of WGA, SatImp, UNDIAL, CE-U and PDU from full-vocabulary logits. `frozen`
+// (the unperturbed model's Direct) supplies the detached token weights and CE-U's target.
+double direct_forget(Rig& r, const std::string& name, const Direct& frozen) {
+  const Batch& b = r.batch.forget;
+  const Direct f = direct(r.model, b);
+  const at::Tensor mask = f.mask;
+  auto mean = [](const at::Tensor& x, const at::Tensor& m) { return ((x * m).sum() / m.sum()).item<double>(); };
+  const at::Tensor p = frozen.lp.exp();
+  if (name == "wga") return mean(p.pow(r.cfg.wga_beta) * f.lp, mask);
+  if (name == "satimp") return mean(p.pow(r.cfg.satimp_beta1) * (1 - p).pow(r.cfg.satimp_beta2) * f.lp, mask);
+  const at::Tensor onehot = at::one_hot(b.target_BT, f.logp_all.size(-1)).to(at::kFloat);
+  if (name == "undial") {
+    at::Tensor v_ref = r.reference.full_logits(b.input_BT, b.positions_BT, b.segments_BT);
+    at::Tensor q = at::softmax(v_ref - r.cfg.undial_beta * onehot, -1);
+    return mean(-(q * f.logp_all).sum(-1), mask);
+  }
+  if (name == "ceu") {
+    // θ's own distribution (frozen) with the target removed; every row's first target skipped.
+    at::Tensor q = at::softmax(frozen.logp_all.masked_fill(onehot.to(at::kBool), -INFINITY), -1);
+    at::Tensor later = mask.clone();
+    later.select(1, 0).zero_();
+    return mean(-(q * f.logp_all).sum(-1), later);
+  }
+  // pdu: (max logit − mean logit)² per token.
+  at::Tensor z = r.model.full_logits(b.input_BT, b.positions_BT, b.segments_BT);
+  return mean((std::get<0>(z.max(-1)) - z.mean(-1)).pow(2), mask);
+}
+
+TEST(Strategy, TokenLevelLossesMatchDirectComputationAndTheirGradients) {
+  for (const std::string name : {"wga", "satimp", "undial", "ceu", "pdu"}) {
+    SCOPED_TRACE(name);
+    Rig r;
+    r.cfg.forget_weight = 0.7;
+    at::NoGradGuard g;
+    const Direct frozen = direct(r.model, r.batch.forget), re = direct(r.model, r.batch.retain);
+    double expected = 0.7 * direct_forget(r, name, frozen);
+    if (name == "satimp") expected += nll(re);
+    // PDU: λ starts at w_r = 1 and ε = 1.1 × the starting retain NLL (here: the same two rows).
+    if (name == "pdu") expected += 1.0 * (nll(re) - 1.1 * nll(re));
+    EXPECT_NEAR(r.strategy(name)->loss(r.model, r.batch).total().item<double>(), expected, 1e-5);
+  }
+  for (const std::string name : {"wga", "satimp", "undial", "ceu", "pdu"}) {
+    Rig r;
+    Direct frozen;
+    {
+      at::NoGradGuard g;
+      frozen = direct(r.model, r.batch.forget);
+    }
+    auto direct_total = [&](Strategy& s) {
+      if (name == "undial" || name == "pdu") return s.loss(r.model, r.batch).total().item<double>();
+      const double retain = name == "satimp" ? nll(direct(r.model, r.batch.retain)) : 0.0;
+      return direct_forget(r, name, frozen) + retain;
+    };
+    expect_gradient_matches(r, name, direct_total);
+  }
+}
+
+// PDU's dual step λ ← max(0, λ + η (NLL(r) − ε)) once warm-up is over, and its state round-trips
+// bit-exactly: a strategy restored from it continues with the same λ.
+TEST(Strategy, PduDualVariableStepsClampsAndResumesBitExactly) {
+  Rig r;
+  r.cfg.pdu_warmup_cycles = 1;
+  r.cfg.pdu_dual_lr = 0.5;
+  auto pdu = r.strategy("pdu");
+  at::NoGradGuard g;
+  const double n = nll(direct(r.model, r.batch.retain));
+  auto lambda = [](const Strategy& s) { return s.state().at("pdu_lambda").item<double>(); };
+  pdu->loss(r.model, r.batch);
+  EXPECT_EQ(lambda(*pdu), 1.0);  // still warming up
+  pdu->end_cycle({});
+  pdu->loss(r.model, r.batch);
+  EXPECT_NEAR(lambda(*pdu), 1.0 + 0.5 * (n - 1.1 * n), 1e-6);
+  const StateTensors saved = pdu->state();
+  const double total = pdu->loss(r.model, r.batch).total().item<double>();
+  auto resumed = r.strategy("pdu");
+  ASSERT_TRUE(resumed->set_state(saved).is_ok());
+  EXPECT_EQ(resumed->loss(r.model, r.batch).total().item<double>(), total);
+  EXPECT_EQ(lambda(*resumed), lambda(*pdu));
+  for (int i = 0; i < 8; ++i) pdu->loss(r.model, r.batch);
+  EXPECT_EQ(lambda(*pdu), 0.0);  // the retain NLL is under its bound: λ falls to 0 and stays
+  EXPECT_FALSE(resumed->set_state({{"pdu_lambda", at::ones({1}, at::kDouble)}}).is_ok());
+}
+
+// The config's method sections and the registry name the same methods, in the same order.
+TEST(Strategy, RegistryAndConfigNameTheSameMethods) {
+  EXPECT_EQ(strategy_names(), unlearn_method_names());
+  EXPECT_EQ(resolve_methods({"all"}), strategy_names());
+  std::vector<std::string> npo_first = {"npo"};
+  for (const std::string& m : strategy_names()) if (m != "npo") npo_first.push_back(m);
+  EXPECT_EQ(resolve_methods({"npo", "all", "ga"}), npo_first);
+  EXPECT_EQ(resolve_methods({"npo", "ga", "npo"}), (std::vector<std::string>{"npo", "ga"}));
+}
+
 TEST(Strategy, UnknownNameListsTheValidOnes) {
   auto s = make_strategy("forgetful", UnlearnConfig{});
   ASSERT_FALSE(s.is_ok());
   EXPECT_NE(s.status().message().find("\"forgetful\" is not an unlearning method"), std::string::npos);
-  EXPECT_NE(s.status().message().find("ga, graddiff, kl, npo, simnpo, icu"), std::string::npos);
+  EXPECT_NE(s.status().message().find("ga, graddiff, kl, npo, simnpo, icu, wga, satimp, undial, ceu, pdu"), std::string::npos);
 }
 
 }  // namespace

@@ -76,12 +76,19 @@ TEST_F(Unlearning, EveryMethodForgetsTowardTheRetrainedModelAndKeepsRetainKnowle
   EXPECT_GT(r["knowmem_retain"].get<double>(), 80);
   EXPECT_LT(t["mink_auc"].get<double>(), 0.2);  // forget texts look far more "member" than holdout
 
-  Status s = run_unlearn_phase(unlearn_config(*dir_, {"unlearn.lr=1e-4"}), {});
+  // The shared rate, and for the later methods rates of their own (their shipped defaults, scaled
+  // from the published ones, move the forget metrics less on this small corpus:
+  // docs/strategies.md).
+  Status s = run_unlearn_phase(unlearn_config(*dir_, {"unlearn.lr=1e-4", "unlearn.methods=[\"all\"]", "unlearn.wga.lr=1e-4",
+                                                      "unlearn.satimp.lr=1.5e-4", "unlearn.satimp.forget_weight=1.0",
+                                                      "unlearn.ceu.lr=6e-5", "unlearn.pdu.lr=6e-5"}),
+                               {});
   ASSERT_TRUE(s.is_ok()) << s.message();
   // Retain-KnowMem bound: methods whose every step has a retain term (GradDiff, KL, SimNPO, ICU)
   // keep ≥ 50 % of the target's; GA and NPO, whose loss is dominated by ascent, keep ≥ 10 %.
-  const std::map<std::string, double> keep = {{"ga", 0.1}, {"graddiff", 0.5}, {"kl", 0.5},
-                                              {"npo", 0.1}, {"simnpo", 0.5},   {"icu", 0.5}};
+  const std::map<std::string, double> keep = {{"ga", 0.1},  {"graddiff", 0.5}, {"kl", 0.5},     {"npo", 0.1},
+                                              {"simnpo", 0.5}, {"icu", 0.5},   {"wga", 0.1},    {"satimp", 0.5},
+                                              {"undial", 0.1}, {"ceu", 0.1},   {"pdu", 0.5}};
   for (const std::string& m : strategy_names()) {
     const json summary = read_json(*dir_ + "/unlearn-" + m + "/summary.json");
     const json u = summary["metrics"];
@@ -198,30 +205,38 @@ TEST_F(Unlearning, NpoWithItsReferenceFreedEqualsOneKeptAliveAndResumesWithoutIt
   EXPECT_GT(a.back()["cost"]["forward_tokens"].get<int64_t>(), 0);
 }
 
+// ICU (which samples remain) and PDU (its dual variable, updated on every step) carry state across
+// the resume.
 TEST_F(Unlearning, ResumedRunWithSequentialRequestsEqualsUninterruptedOne) {
-  const std::vector<std::string> common = {"unlearn.methods=[\"icu\"]", "unlearn.requests=2", "unlearn.max_cycles=2"};
+  const std::vector<std::string> common = {"unlearn.methods=[\"icu\", \"pdu\"]", "unlearn.requests=2",
+                                           "unlearn.max_cycles=2", "unlearn.pdu_warmup_cycles=0"};
   RunConfig a = elsewhere("resume-a", common), b = elsewhere("resume-b", common);
   ASSERT_TRUE(run_unlearn_phase(a, {}).is_ok());
   ASSERT_TRUE(run_unlearn_phase(b, {false, 1}).is_ok());
   EXPECT_FALSE(fs::exists(b.run.dir + "/unlearn-icu/summary.json"));
   ASSERT_TRUE(run_unlearn_phase(b, {true, 2}).is_ok());  // crosses into the second request
   ASSERT_TRUE(run_unlearn_phase(b, {true, 0}).is_ok());
-  auto ra = read_jsonl(a.run.dir + "/unlearn-icu/metrics.jsonl"), rb = read_jsonl(b.run.dir + "/unlearn-icu/metrics.jsonl");
-  ASSERT_EQ(ra.size(), 4u);
-  ASSERT_EQ(rb.size(), ra.size());
-  for (size_t i = 0; i < ra.size(); ++i) {
-    EXPECT_EQ(ra[i]["request"], rb[i]["request"]);
-    EXPECT_EQ(ra[i]["forget_samples"], rb[i]["forget_samples"]);
-    EXPECT_EQ(ra[i]["losses"], rb[i]["losses"]) << "cycle record " << i;
-    EXPECT_EQ(ra[i]["metrics"], rb[i]["metrics"]) << "cycle record " << i;
+  for (const auto& [method, state] : {std::pair{"icu", "remaining"}, std::pair{"pdu", "pdu_lambda"}}) {
+    SCOPED_TRACE(method);
+    const std::string run = std::string("/unlearn-") + method;
+    auto ra = read_jsonl(a.run.dir + run + "/metrics.jsonl"), rb = read_jsonl(b.run.dir + run + "/metrics.jsonl");
+    ASSERT_EQ(ra.size(), 4u);
+    ASSERT_EQ(rb.size(), ra.size());
+    for (size_t i = 0; i < ra.size(); ++i) {
+      EXPECT_EQ(ra[i]["request"], rb[i]["request"]);
+      EXPECT_EQ(ra[i]["forget_samples"], rb[i]["forget_samples"]);
+      EXPECT_EQ(ra[i]["losses"], rb[i]["losses"]) << "cycle record " << i;
+      EXPECT_EQ(ra[i]["metrics"], rb[i]["metrics"]) << "cycle record " << i;
+    }
+    EXPECT_EQ(ra.back()["request"], 1);
+    auto wa = H5File::open(list_checkpoints(a.run.dir + run + "/checkpoints").front()).value();
+    auto wb = H5File::open(list_checkpoints(b.run.dir + run + "/checkpoints").front()).value();
+    for (const std::string& n : wa.list("model")) {
+      EXPECT_TRUE(at::equal(wa.read_tensor("model/" + n).value(), wb.read_tensor("model/" + n).value())) << n;
+    }
+    const std::string key = std::string("state/strategy/") + state;
+    EXPECT_TRUE(at::equal(wa.read_tensor(key).value(), wb.read_tensor(key).value())) << key;
   }
-  EXPECT_EQ(ra.back()["request"], 1);
-  auto wa = H5File::open(list_checkpoints(a.run.dir + "/unlearn-icu/checkpoints").front()).value();
-  auto wb = H5File::open(list_checkpoints(b.run.dir + "/unlearn-icu/checkpoints").front()).value();
-  for (const std::string& n : wa.list("model")) {
-    EXPECT_TRUE(at::equal(wa.read_tensor("model/" + n).value(), wb.read_tensor("model/" + n).value())) << n;
-  }
-  EXPECT_TRUE(at::equal(wa.read_tensor("state/strategy/remaining").value(), wb.read_tensor("state/strategy/remaining").value()));
 }
 
 // LoRA end to end (docs/strategies.md, LoRA): every method runs with adapters; a resumed run with
@@ -229,13 +244,15 @@ TEST_F(Unlearning, ResumedRunWithSequentialRequestsEqualsUninterruptedOne) {
 // whose base changed since is refused, on resume and on evaluation.
 TEST_F(Unlearning, LoraRunsEveryMethodResumesBitIdenticallyAndRefusesAChangedBase) {
   const std::string lora = "unlearn.adapter=\"lora\"";
-  RunConfig all = elsewhere("lora-all", {lora, "unlearn.max_cycles=1"});
+  RunConfig all = elsewhere("lora-all", {lora, "unlearn.max_cycles=1", "unlearn.methods=[\"all\"]"});
   ASSERT_TRUE(run_unlearn_phase(all, {}).is_ok());
   const json target = read_json(*dir_ + "/target/summary.json");
-  for (const std::string& m : all.unlearn.methods) {
+  for (const std::string& m : resolve_methods(all.unlearn.methods)) {
     const json s = read_json(all.run.dir + "/unlearn-" + m + "/summary.json");
     EXPECT_EQ(s["adapter"], "lora") << m;
-    EXPECT_NE(s["metrics"]["verbmem_forget"], target["metrics"]["verbmem_forget"]) << m << ": the adapters changed nothing";
+    // Forget perplexity (continuous: one cycle at a small rate may leave every greedy decode as it was).
+    const double ppl = s["metrics"]["ppl_forget"], ppl_target = target["metrics"]["ppl_forget"];
+    EXPECT_GT(std::abs(ppl / ppl_target - 1), 1e-5) << m << ": the adapters changed nothing";
   }
   const std::vector<std::string> common = {lora, "unlearn.methods=[\"icu\"]", "unlearn.requests=2", "unlearn.max_cycles=2"};
   RunConfig a = elsewhere("lora-resume-a", common), b = elsewhere("lora-resume-b", common);

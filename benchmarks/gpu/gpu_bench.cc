@@ -189,7 +189,7 @@ json run_npo(const Size& s, int64_t seq, at::Device dev, const Mesh& mesh, int w
   const int64_t half = std::max<int64_t>(1, s.batch / 2);
   TokenDataset forget = random_tokens(4 * half, seq, s.model.vocab_size), retain = random_tokens(4 * half, seq, s.model.vocab_size);
   Cost cost;
-  LETHE_CHECK(npo->begin({{&forget, &retain, nullptr}, &reference, &cost, &uc}).is_ok());
+  LETHE_CHECK(npo->begin({{&forget, &retain, nullptr}, &reference, &cost, &model, &uc}).is_ok());
   AdamW opt(model, AdamHyper{0.9, 0.98, 1e-8, 0.0}, mesh);
   std::vector<double> t;
   for (int i = 0; i < warmup + steps; ++i) {
