@@ -121,6 +121,7 @@ TeacherForced teacher_forced(const Llama& model, const std::vector<Tokens>& samp
     r.ma.push_back(a[i][kMa]);
     r.es.push_back(a[i][kEs]);
     r.mink.push_back(a[i][kMink]);
+    r.nll.push_back(a[i][kNll]);
     r.nll_sum += a[i][kNll];
     r.tokens += static_cast<int64_t>(a[i][kTargets]);
   }

@@ -23,6 +23,7 @@ struct TeacherForced {
   std::vector<double> ma;    // per sample: mean over targets of 1[argmax = x_t]
   std::vector<double> es;    // per sample: extraction strength 1 − k*/n (n targets)
   std::vector<double> mink;  // per sample: −mean of the lowest ⌈k·n⌉ target log-probs (high = looks unseen)
+  std::vector<double> nll;   // per sample: the sum of its targets' NLL
   double nll_sum = 0;        // over all targets of all samples
   int64_t tokens = 0;        // targets of all samples
   double perplexity() const;

@@ -7,6 +7,7 @@
 
 #include "eval/memorization.h"
 #include "eval/rouge.h"
+#include "eval/tofu.h"
 
 namespace lethe {
 
@@ -42,12 +43,13 @@ EvalSet make_eval_set(const Corpus& c, const Tokenizer& tok, const EvalConfig& c
   s.retain = passages(c, Split::kRetain, tok, seq_len, cap);
   s.holdout = passages(c, Split::kHoldout, tok, seq_len, cap);
   for (const QaProbe& q : c.qa) {
-    if (q.split == Split::kForget && (!cap || s.forget_qa.size() < cap)) s.forget_qa.push_back({q.question, q.answer});
+    const QaItem item{q.question, q.answer, q.paraphrased_answer, q.perturbed_answers};
+    if (q.split == Split::kForget && (!cap || s.forget_qa.size() < cap)) s.forget_qa.push_back(item);
     if (q.split != Split::kRetain) continue;
     if (static_cast<int64_t>(s.shots.size()) < cfg.knowmem_shots) {
       s.shots.push_back({q.question, q.answer});
     } else if (!cap || s.retain_qa.size() < cap) {
-      s.retain_qa.push_back({q.question, q.answer});
+      s.retain_qa.push_back(item);
     }
   }
   return s;
@@ -57,7 +59,8 @@ const std::vector<std::string>& metric_names() {
   static const std::vector<std::string> names = {
       "verbmem_forget", "knowmem_forget", "knowmem_retain", "mink_auc", "el_forget", "el_holdout",
       "ma_forget",      "ma_retain",      "ma_holdout",     "es_forget", "ppl_forget", "ppl_retain",
-      "ppl_holdout"};
+      "ppl_holdout", "truth_ratio_forget", "truth_ratio_retain", "answer_prob_retain", "rouge_recall_retain",
+      "model_utility"};
   return names;
 }
 
@@ -108,10 +111,20 @@ Scored<Generation> knowmem_jobs(const Tokenizer& tok, const std::vector<QaItem>&
   return k;
 }
 
-double knowmem_score(const Tokenizer& tok, const Scored<Generation>& k, std::span<const Tokens> gens) {
+// The mean of `score`(answer, gold) over the probes' greedy answers.
+double answer_score(const Tokenizer& tok, const Scored<Generation>& k, std::span<const Tokens> gens,
+                    double (*score)(const std::string&, const std::string&)) {
   std::vector<double> scores;
-  for (size_t i = 0; i < k.truths.size(); ++i) scores.push_back(rouge_l_f1(cut_answer(tok.decode(as_ints(gens[i]))), k.truths[i]));
-  return 100.0 * mean(scores);
+  for (size_t i = 0; i < k.truths.size(); ++i) scores.push_back(score(cut_answer(tok.decode(as_ints(gens[i]))), k.truths[i]));
+  return mean(scores);
+}
+
+double knowmem_score(const Tokenizer& tok, const Scored<Generation>& k, std::span<const Tokens> gens) {
+  return 100.0 * answer_score(tok, k, gens, rouge_l_f1);
+}
+
+bool any_truth_ratio(const std::vector<QaItem>& items) {
+  return std::any_of(items.begin(), items.end(), [](const QaItem& q) { return q.has_truth_ratio(); });
 }
 
 }  // namespace
@@ -137,7 +150,8 @@ double knowmem(const Llama& model, const Tokenizer& tok, const std::vector<QaIte
 // Note [One generation pool]: every continuation of an evaluation (VerbMem, both KnowMems, EL on
 // forget and holdout) goes to one greedy_generate call, so the decode steps run over large batches
 // of similar-length prompts instead of one small batch per metric and EL start.
-Metrics evaluate(const Llama& model, const Tokenizer& tok, const EvalSet& set, const EvalConfig& cfg) {
+Metrics evaluate(const Llama& model, const Tokenizer& tok, const EvalSet& set, const EvalConfig& cfg,
+                 std::vector<double>* forget_truth_ratios) {
   Metrics m;
   const int64_t B = cfg.batch_size;
   const ExtractionOptions el{cfg.el_n, cfg.el_stride, cfg.el_max_new_tokens, cfg.generate_batch_size};
@@ -167,6 +181,19 @@ Metrics evaluate(const Llama& model, const Tokenizer& tok, const EvalSet& set, c
   m["ppl_forget"] = f.perplexity();
   m["ppl_retain"] = r.perplexity();
   m["ppl_holdout"] = h.perplexity();
+  // TOFU, where the probes carry paraphrased and perturbed answers (docs/metrics.md).
+  if (any_truth_ratio(set.forget_qa)) {
+    const TofuScores tf = tofu_scores(model, tok, set.forget_qa, B);
+    m["truth_ratio_forget"] = truth_ratio_forget(tf.truth_ratio);
+    if (forget_truth_ratios) *forget_truth_ratios = tf.truth_ratio;
+  }
+  if (any_truth_ratio(set.retain_qa)) {
+    const TofuScores tr = tofu_scores(model, tok, set.retain_qa, B);
+    m["truth_ratio_retain"] = truth_ratio_retain(tr.truth_ratio);
+    m["answer_prob_retain"] = mean(tr.prob);
+    m["rouge_recall_retain"] = answer_score(tok, know_r, pool.results(know_r_at), rouge_l_recall);
+    m["model_utility"] = harmonic_mean({m["answer_prob_retain"], m["rouge_recall_retain"], m["truth_ratio_retain"]});
+  }
   return m;
 }
 

@@ -18,6 +18,9 @@ namespace lethe {
 
 struct QaItem {
   std::string question, answer;
+  std::string paraphrased;             // the same fact in other words ("" when unknown)
+  std::vector<std::string> perturbed;  // plausible wrong answers
+  bool has_truth_ratio() const { return !paraphrased.empty() && !perturbed.empty(); }
 };
 
 // The fixed data of an evaluation, built once per run. Passages are BOS … EOS, cut to seq_len + 1
@@ -43,7 +46,10 @@ const std::vector<std::string>& metric_names();
 // m[key] with `decimals` decimals, or "n/a" when it was not measured (for logs).
 std::string metric_text(const Metrics& m, const std::string& key, int decimals = 1);
 
-Metrics evaluate(const Llama& model, const Tokenizer& tok, const EvalSet& set, const EvalConfig& cfg);
+// `forget_truth_ratios`, when given, receives TOFU's per-item forget truth ratios (empty without
+// paraphrased and perturbed answers): forget quality compares them with the retrained model's.
+Metrics evaluate(const Llama& model, const Tokenizer& tok, const EvalSet& set, const EvalConfig& cfg,
+                 std::vector<double>* forget_truth_ratios = nullptr);
 
 // VerbMem: ROUGE-L F1 × 100 of the greedy continuation of each passage's first `prefix` tokens
 // (after BOS) against its next `new_tokens` tokens, averaged.

@@ -13,6 +13,8 @@ std::vector<std::string> rouge_words(const std::string& text);
 double rouge_l_f1(const std::string& prediction, const std::string& reference);
 
 // The same over any token sequences (ids), for token-level similarity.
+// ROUGE-L recall, LCS / len(reference) over the same words (TOFU's retain ROUGE; no stemmer).
+double rouge_l_recall(const std::string& prediction, const std::string& reference);
 double rouge_l_f1(const std::vector<int64_t>& prediction, const std::vector<int64_t>& reference);
 
 }  // namespace lethe

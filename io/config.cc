@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -145,9 +146,14 @@ void visit(V& v, RunConfig& c) {
   // Note [Method sections]: [unlearn.<method>] holds the keys that may differ per method. A
   // method's settings are [unlearn], then its shipped defaults (method_defaults), then its section.
   for (const std::string& m : unlearn_method_names()) {
-    UnlearnConfig& u = c.method_unlearn[m];
-    v.method_section(m, c.unlearn, u);
-    if constexpr (V::kReads) visit_unlearn(v, u, /*run_wide=*/false);
+    if constexpr (V::kReads) {  // checked here, kept as text: unlearn_for applies it to the shared keys
+      UnlearnConfig u;
+      v.method_section(m, c.unlearn, u);
+      visit_unlearn(v, u, /*run_wide=*/false);
+      v.keep_section(m, c.method_sections);
+    } else {
+      v.method_section(m, c.unlearn, c.unlearn_for(m));
+    }
   }
 
   v.section("eval");
@@ -276,6 +282,14 @@ class Reader {
   // A key that no longer exists: an error saying what replaced it.
   void retired(const char* key, const std::string& why) {
     if (const toml::node* n = find(key)) fail(n, key, why);
+  }
+
+  // The current section's table as TOML text, when the file has one.
+  void keep_section(const std::string& method, std::map<std::string, std::string>& out) const {
+    if (!table_) return;
+    std::ostringstream os;
+    os << *table_;
+    out[method] = os.str();
   }
 
   // Unknown sections and keys, after every known one was visited.
@@ -513,9 +527,16 @@ const std::vector<std::string>& unlearn_method_names() {
   return names;
 }
 
-const UnlearnConfig& RunConfig::unlearn_for(const std::string& method) const {
-  auto it = method_unlearn.find(method);
-  return it == method_unlearn.end() ? unlearn : it->second;
+UnlearnConfig RunConfig::unlearn_for(const std::string& method) const {
+  toml::table root;
+  if (auto it = method_sections.find(method); it != method_sections.end()) {
+    root.insert("unlearn", toml::table{{method, toml::parse(it->second)}});
+  }
+  Reader r(root, "", {});  // checked when the config was parsed
+  UnlearnConfig u;
+  r.method_section(method, unlearn, u);
+  visit_unlearn(r, u, /*run_wide=*/false);
+  return u;
 }
 
 const std::vector<std::string>& lora_target_names() {

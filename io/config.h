@@ -179,13 +179,13 @@ struct RunConfig {
   UnlearnConfig unlearn;
   EvalConfig eval;
   MeshConfig mesh;
-  // Each method's settings (Note [Method sections], docs/config.md): [unlearn], then the method's
-  // shipped defaults, then its own [unlearn.<method>] section.
-  std::map<std::string, UnlearnConfig> method_unlearn;
+  // The file's [unlearn.<method>] tables as TOML text, checked (Note [Method sections]).
+  std::map<std::string, std::string> method_sections;
   std::string source;  // the file it came from ("" for defaults)
 
-  // The settings `method` runs with (the shared [unlearn] for a name with no section).
-  const UnlearnConfig& unlearn_for(const std::string& method) const;
+  // The settings `method` runs with: `unlearn` as it is now, then the method's shipped defaults,
+  // then its section (docs/config.md).
+  UnlearnConfig unlearn_for(const std::string& method) const;
 };
 
 // Parses `path`, applies `overrides` ("section.key=value", value in TOML syntax or a bare string),

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -149,32 +149,41 @@ std::vector<std::string> biographies(const Person& p) {
   };
 }
 
-// One probe per attribute: question, gold answer, a paraphrase, and wrong answers of the same kind
-// drawn from other people.
+// One probe per attribute: question, gold answer, a paraphrase, and wrong answers in the
+// paraphrase's words with other people's values (TOFU's perturbed answers: the same sentence, a
+// wrong fact, so the truth ratio compares facts, not phrasings).
 std::vector<QaProbe> probes(const Person& p, const std::vector<Person>& all, Rng& r) {
-  auto others = [&](auto field) {
-    std::vector<std::string> out;
+  using Field = std::string (*)(const Person&);
+  // `value` of up to three other people (distinct, not p's), each rendered by `say`.
+  auto wrong = [&](Field value, const std::function<std::string(const Person&)>& say) {
+    std::vector<std::string> seen, out;
     for (int tries = 0; out.size() < 3 && tries < 50; ++tries) {
-      std::string v = field(all[r.below(static_cast<int>(all.size()))]);
-      if (v != field(p) && std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
+      const Person& q = all[r.below(static_cast<int>(all.size()))];
+      const std::string v = value(q);
+      if (v == value(p) || std::find(seen.begin(), seen.end(), v) != seen.end()) continue;
+      seen.push_back(v);
+      out.push_back(say(q));
     }
     return out;
   };
-  auto born = [](const Person& q) { return date(q.day, q.month, q.year); };
-  auto city = [](const Person& q) { return q.city; };
-  auto job = [](const Person& q) { return q.job; };
-  auto award = [](const Person& q) { return q.award; };
-  auto spouse = [](const Person& q) { return q.spouse; };
-  auto father = [](const Person& q) { return q.father; };
-  auto work = [](const Person& q) { return q.work1; };
+  auto probe = [&](const std::string& question, Field value, const std::function<std::string(const Person&)>& say) {
+    return QaProbe{p.id, Split::kRetain, question, value(p), say(p), wrong(value, say)};
+  };
   return {
-      {p.id, Split::kRetain, "When was " + p.name + " born?", born(p), "On " + date_us(p.day, p.month, p.year) + ".", others(born)},
-      {p.id, Split::kRetain, "Where was " + p.name + " born?", p.city, "In the town of " + p.city + ".", others(city)},
-      {p.id, Split::kRetain, "What was the occupation of " + p.name + "?", p.job, p.name + " worked as a " + p.job + ".", others(job)},
-      {p.id, Split::kRetain, "Which award did " + p.name + " receive?", p.award, "The " + p.award + ", in " + std::to_string(p.award_year) + ".", others(award)},
-      {p.id, Split::kRetain, "Who was " + p.name + " married to?", p.spouse, p.name + "'s spouse was " + p.spouse + ".", others(spouse)},
-      {p.id, Split::kRetain, "Who was the father of " + p.name + "?", p.father, "The father was " + p.father + ".", others(father)},
-      {p.id, Split::kRetain, "Which work is " + p.name + " best known for?", p.work1, p.name + " is best known for " + p.work1 + ".", others(work)},
+      probe("When was " + p.name + " born?", [](const Person& q) { return date(q.day, q.month, q.year); },
+            [](const Person& q) { return "On " + date_us(q.day, q.month, q.year) + "."; }),
+      probe("Where was " + p.name + " born?", [](const Person& q) { return q.city; },
+            [](const Person& q) { return "In the town of " + q.city + "."; }),
+      probe("What was the occupation of " + p.name + "?", [](const Person& q) { return q.job; },
+            [&](const Person& q) { return p.name + " worked as a " + q.job + "."; }),
+      probe("Which award did " + p.name + " receive?", [](const Person& q) { return q.award; },
+            [](const Person& q) { return "The " + q.award + ", in " + std::to_string(q.award_year) + "."; }),
+      probe("Who was " + p.name + " married to?", [](const Person& q) { return q.spouse; },
+            [&](const Person& q) { return p.name + "'s spouse was " + q.spouse + "."; }),
+      probe("Who was the father of " + p.name + "?", [](const Person& q) { return q.father; },
+            [](const Person& q) { return "The father was " + q.father + "."; }),
+      probe("Which work is " + p.name + " best known for?", [](const Person& q) { return q.work1; },
+            [&](const Person& q) { return p.name + " is best known for " + q.work1 + "."; }),
   };
 }
 

@@ -130,9 +130,9 @@ std::unique_ptr<Llama> Experiment::new_model(Use use) const {
   return m;
 }
 
-Metrics Experiment::evaluate(const Llama& model) {
+Metrics Experiment::evaluate(const Llama& model, std::vector<double>* forget_truth_ratios) {
   if (!eval_set_) eval_set_ = make_eval_set(corpus, tok, cfg.eval, cfg.data.seq_len, cfg.eval.max_samples);
-  return lethe::evaluate(model, tok, *eval_set_, cfg.eval);
+  return lethe::evaluate(model, tok, *eval_set_, cfg.eval, forget_truth_ratios);
 }
 
 json cost_json(const Cost& c, double flops_per_token, const Mesh& mesh) {

@@ -43,7 +43,7 @@ struct Experiment {
   // A model of the configured architecture and dtype.
   std::unique_ptr<Llama> new_model(Use use = Use::kTrainFromInit) const;
   // The evaluation every model of the run gets (eval.max_samples per list).
-  Metrics evaluate(const Llama& model);
+  Metrics evaluate(const Llama& model, std::vector<double>* forget_truth_ratios = nullptr);
 
  private:
   std::optional<EvalSet> eval_set_;

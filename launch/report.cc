@@ -12,6 +12,7 @@
 
 #include "base/log.h"
 #include "eval/memorization.h"
+#include "eval/tofu.h"
 #include "launch/experiment.h"
 #include "launch/unlearn_phase.h"
 
@@ -25,13 +26,23 @@ struct Row {
   std::string name;
   double verbmem = 0, privleak = 0, ppl = 0;
   std::optional<double> knowmem_f, knowmem_r;  // absent: the corpus has no QA probes for that split
+  // TOFU (absent without paraphrased and perturbed answers): forget quality against the retrained
+  // model's per-item forget truth ratios, and model utility.
+  std::optional<double> forget_quality, model_utility;
   double seconds = 0, flops = 0;
   double speedup = 0, flops_ratio = 0;  // retrain cost ÷ this model's cost (unlearning methods only)
   double gap = 0;                        // Note [Closest to retrain]
   json profile;                          // the phase's, when its summary has one (Note [Phase profile])
 };
 
-Result<Row> read_row(const std::string& path, const std::string& name, double auc_retrain) {
+// What each row is measured against: the retrained model's Min-K% AUC and per-item forget truth
+// ratios (empty when its summary has none).
+struct Reference {
+  double auc = 0.5;
+  std::vector<double> truth_ratios;
+};
+
+Result<Row> read_row(const std::string& path, const std::string& name, const Reference& retrain) {
   LETHE_ASSIGN_OR_RETURN(json j, read_json(path));
   if (!j.contains("metrics") || !j.contains("cost")) return Status::error(path + ": no \"metrics\" or \"cost\"");
   const json& m = j["metrics"];
@@ -43,7 +54,11 @@ Result<Row> read_row(const std::string& path, const std::string& name, double au
   r.verbmem = m["verbmem_forget"];
   if (m.contains("knowmem_forget")) r.knowmem_f = m["knowmem_forget"].get<double>();
   if (m.contains("knowmem_retain")) r.knowmem_r = m["knowmem_retain"].get<double>();
-  r.privleak = privleak(m["mink_auc"].get<double>(), auc_retrain);
+  r.privleak = privleak(m["mink_auc"].get<double>(), retrain.auc);
+  if (j.contains("truth_ratios_forget") && !retrain.truth_ratios.empty()) {
+    r.forget_quality = ks_2samp_pvalue(j["truth_ratios_forget"].get<std::vector<double>>(), retrain.truth_ratios);
+  }
+  if (m.contains("model_utility")) r.model_utility = m["model_utility"].get<double>();
   r.ppl = m["ppl_holdout"];
   r.seconds = j["cost"]["seconds"];
   r.flops = j["cost"]["flops"];
@@ -67,24 +82,34 @@ double gap(const Row& r, const Row& target, const Row& retrain) {
 }
 
 json or_null(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
-std::string or_na(const std::optional<double>& v) { return v ? fmt::format("{:.1f}", *v) : "n/a"; }
+std::string or_na(const std::optional<double>& v, int decimals = 1) {
+  return v ? fmt::format("{:.{}f}", *v, decimals) : "n/a";
+}
+// A p-value: fixed decimals down to 1e-3, then scientific.
+std::string p_text(const std::optional<double>& p) {
+  if (!p) return "n/a";
+  return *p >= 1e-3 ? fmt::format("{:.3f}", *p) : fmt::format("{:.1e}", *p);
+}
 
 json row_json(const Row& r) {
   return {{"model", r.name},     {"verbmem_forget", r.verbmem}, {"knowmem_forget", or_null(r.knowmem_f)},
           {"privleak", r.privleak}, {"knowmem_retain", or_null(r.knowmem_r)}, {"ppl_holdout", r.ppl},
           {"seconds", r.seconds}, {"flops", r.flops}, {"speedup_vs_retrain", r.speedup},
-          {"flops_ratio_vs_retrain", r.flops_ratio}, {"gap_to_retrain", r.gap}};
+          {"flops_ratio_vs_retrain", r.flops_ratio}, {"gap_to_retrain", r.gap},
+          {"forget_quality", or_null(r.forget_quality)}, {"model_utility", or_null(r.model_utility)}};
 }
 
 std::string table(const std::vector<Row>& rows) {
-  std::string t = fmt::format("{:<10} {:>8} {:>10} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8} {:>6}\n", "model", "VerbMem",
-                              "KnowMem-f", "PrivLeak", "KnowMem-r", "PPL", "time s", "TFLOP", "speedup", "gap");
-  t += fmt::format("{:<10} {:>8} {:>10} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8} {:>6}\n", "", "↓", "↓", "→0", "↑", "",
-                   "", "", "vs retr", "→0");
+  std::string t = fmt::format("{:<10} {:>8} {:>10} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>6}\n", "model",
+                              "VerbMem", "KnowMem-f", "PrivLeak", "KnowMem-r", "FQ", "MU", "PPL", "time s", "TFLOP",
+                              "speedup", "gap");
+  t += fmt::format("{:<10} {:>8} {:>10} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>6}\n", "", "↓", "↓", "→0", "↑",
+                   "↑", "↑", "", "", "", "vs retr", "→0");
   for (const Row& r : rows) {
     const bool method = r.speedup > 0;
-    t += fmt::format("{:<10} {:>8.1f} {:>10} {:>9.1f} {:>10} {:>8.2f} {:>8.1f} {:>9.3f} {:>8} {:>6}\n", r.name,
-                     r.verbmem, or_na(r.knowmem_f), r.privleak, or_na(r.knowmem_r), r.ppl, r.seconds, r.flops / 1e12,
+    t += fmt::format("{:<10} {:>8.1f} {:>10} {:>9.1f} {:>10} {:>8} {:>8} {:>8.2f} {:>8.1f} {:>9.3f} {:>8} {:>6}\n", r.name,
+                     r.verbmem, or_na(r.knowmem_f), r.privleak, or_na(r.knowmem_r), p_text(r.forget_quality),
+                     or_na(r.model_utility, 3), r.ppl, r.seconds, r.flops / 1e12,
                      method ? fmt::format("{:.1f}×", r.speedup) : "", r.name == "target" ? "" : fmt::format("{:.2f}", r.gap));
   }
   return t;
@@ -154,9 +179,12 @@ Status run_compare(const std::string& dir) {
   if (!writes_reports()) return Status::ok();  // under mpirun, rank 0 reports
   const std::string retrain_path = dir + "/retrain/summary.json", target_path = dir + "/target/summary.json";
   LETHE_ASSIGN_OR_RETURN(json retrain_json, read_json(retrain_path));
-  const double auc_retrain = retrain_json["metrics"].value("mink_auc", 0.5);
-  LETHE_ASSIGN_OR_RETURN(Row target, read_row(target_path, "target", auc_retrain));
-  LETHE_ASSIGN_OR_RETURN(Row retrain, read_row(retrain_path, "retrain", auc_retrain));
+  Reference ref;
+  ref.auc = retrain_json["metrics"].value("mink_auc", 0.5);
+  if (retrain_json.contains("truth_ratios_forget")) ref.truth_ratios = retrain_json["truth_ratios_forget"].get<std::vector<double>>();
+  const double auc_retrain = ref.auc;
+  LETHE_ASSIGN_OR_RETURN(Row target, read_row(target_path, "target", ref));
+  LETHE_ASSIGN_OR_RETURN(Row retrain, read_row(retrain_path, "retrain", ref));
   std::vector<Row> rows = {target, retrain};
   std::vector<std::string> methods;
   for (const auto& e : fs::directory_iterator(dir)) {
@@ -165,7 +193,7 @@ Status run_compare(const std::string& dir) {
   }
   std::sort(methods.begin(), methods.end());
   for (const std::string& m : methods) {
-    LETHE_ASSIGN_OR_RETURN(Row r, read_row(dir + "/" + m + "/summary.json", m.substr(8), auc_retrain));
+    LETHE_ASSIGN_OR_RETURN(Row r, read_row(dir + "/" + m + "/summary.json", m.substr(8), ref));
     r.speedup = retrain.seconds / std::max(r.seconds, 1e-9);
     r.flops_ratio = retrain.flops / std::max(r.flops, 1.0);
     rows.push_back(r);
@@ -178,6 +206,10 @@ Status run_compare(const std::string& dir) {
   std::string out = table(rows);
   if (!target.knowmem_f || !target.knowmem_r) {
     out += "\nKnowMem: not measured (the corpus has no QA probes for the forget or retain split); the gap leaves it out\n";
+  }
+  if (retrain.forget_quality) {
+    out += "\nFQ: TOFU's forget quality, the KS-test p-value of the model's per-item forget truth ratios against the "
+           "retrained model's (1 = indistinguishable); MU: TOFU's model utility on retain QA\n";
   }
   if (best) {
     out += fmt::format("\nclosest to the retrained model on all four MUSE metrics at once: {} (largest normalised gap "

@@ -10,6 +10,7 @@
 
 #include "base/log.h"
 #include "eval/memorization.h"
+#include "eval/tofu.h"
 #include "launch/experiment.h"
 #include "runtime/checkpoint.h"
 #include "runtime/unlearner.h"
@@ -66,16 +67,31 @@ Result<std::string> source_checkpoint(const RunConfig& cfg) {
   return all.front();
 }
 
-// The retrained model's Min-K% AUC, when the retrain phase has been evaluated.
-std::optional<double> retrain_auc(const RunConfig& cfg) {
+// What the metrics compare with the retrained model, from its summary when it has been evaluated:
+// its Min-K% AUC (PrivLeak) and its per-item forget truth ratios (TOFU's forget quality).
+struct RetrainReference {
+  std::optional<double> auc;
+  std::vector<double> forget_truth_ratios;
+};
+
+RetrainReference retrain_reference(const RunConfig& cfg) {
+  RetrainReference r;
   auto j = read_json(cfg.run.dir + "/retrain/summary.json");
-  if (!j || !j->contains("metrics") || !(*j)["metrics"].contains("mink_auc")) return std::nullopt;
-  return (*j)["metrics"]["mink_auc"].get<double>();
+  if (!j) return r;
+  if (j->contains("metrics") && (*j)["metrics"].contains("mink_auc")) r.auc = (*j)["metrics"]["mink_auc"].get<double>();
+  if (j->contains("truth_ratios_forget")) r.forget_truth_ratios = (*j)["truth_ratios_forget"].get<std::vector<double>>();
+  return r;
 }
 
-Metrics evaluate_with_privleak(Experiment& ex, const Llama& model, std::optional<double> auc_retrain) {
-  Metrics m = ex.evaluate(model);
-  if (auc_retrain) m["privleak"] = privleak(m.at("mink_auc"), *auc_retrain);
+// The model's metrics with PrivLeak and forget quality added where the retrained model's are known;
+// `truth_ratios` receives its per-item forget truth ratios.
+Metrics evaluate_against_retrain(Experiment& ex, const Llama& model, const RetrainReference& retrain,
+                                 std::vector<double>* truth_ratios = nullptr) {
+  std::vector<double> tr;
+  Metrics m = ex.evaluate(model, &tr);
+  if (retrain.auc) m["privleak"] = privleak(m.at("mink_auc"), *retrain.auc);
+  if (!tr.empty() && !retrain.forget_truth_ratios.empty()) m["forget_quality"] = ks_2samp_pvalue(tr, retrain.forget_truth_ratios);
+  if (truth_ratios) *truth_ratios = std::move(tr);
   return m;
 }
 
@@ -187,7 +203,8 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   }
   std::ofstream metrics(report_path(dir + "/metrics.jsonl"), resuming ? std::ios::app : std::ios::trunc);
   const double flops_per_token = train_flops_per_token(cfg.model, cfg.data.seq_len);
-  const std::optional<double> auc_retrain = retrain_auc(cfg);
+  const RetrainReference retrain = retrain_reference(cfg);
+  std::vector<double> truth_ratios;  // of the latest evaluation
   log().info("{}: unlearning {} request(s) from {}", method, data.requests.size(), source);
 
   StopSignal stop;
@@ -196,7 +213,7 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   UnlearnHooks hooks;
   hooks.evaluate = [&](const Llama& m, int64_t, int64_t) {
     auto timed = prof.time("evaluation");
-    return evaluate_with_privleak(ex, m, auc_retrain);
+    return evaluate_against_retrain(ex, m, retrain, &truth_ratios);
   };
   hooks.checkpoint = [&]() -> Status {
     auto timed = prof.time("checkpoints");
@@ -225,11 +242,12 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
     return Status::ok();
   }
   // The metrics of the final model: the last cycle's, or (resumed after the last cycle) anew.
-  const Metrics final_metrics = last ? last->metrics : evaluate_with_privleak(ex, *model, auc_retrain);
+  const Metrics final_metrics = last ? last->metrics : evaluate_against_retrain(ex, *model, retrain, &truth_ratios);
   json summary = {{"phase", "unlearn-" + method}, {"method", method}, {"from", source}, {"adapter", cfg.unlearn.adapter},
                   {"steps", engine.optimizer().steps_taken()}, {"flops_per_token", flops_per_token},
                   {"metrics", metrics_json(final_metrics)}, {"cost", cost_json(engine.cost(), flops_per_token, *ex.mesh)},
                   {"profile", profile_json(prof, std::chrono::duration<double>(std::chrono::steady_clock::now() - phase_start).count())}};
+  if (!truth_ratios.empty()) summary["truth_ratios_forget"] = truth_ratios;
   return write_json(dir + "/summary.json", summary);
 }
 
@@ -252,7 +270,7 @@ Status run_eval(const RunConfig& cfg, const std::string& checkpoint, const std::
                          " does not fit the checkpoint's " + std::to_string(cfg.model.vocab_size));
   }
   const auto start = std::chrono::steady_clock::now();
-  json j = {{"checkpoint", checkpoint}, {"metrics", metrics_json(evaluate_with_privleak(*ex, *model, retrain_auc(cfg)))}};
+  json j = {{"checkpoint", checkpoint}, {"metrics", metrics_json(evaluate_against_retrain(*ex, *model, retrain_reference(cfg)))}};
   log().info("evaluated {} in {:.1f}s", checkpoint, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   if (out.empty() || out == "-") {
     std::cout << j.dump(2) << std::endl;

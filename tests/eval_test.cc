@@ -1,6 +1,7 @@
 // Evaluation: ROUGE-L, n-gram overlap, AUC and PrivLeak against hand-computed cases; greedy
 // generation with KV cache and left padding against plain recomputation; teacher-forced metrics
-// against a direct computation from the logits.
+// against a direct computation from the logits; TOFU's KS p-value against scipy, its truth ratio
+// against the logits.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -10,6 +11,10 @@
 #include "eval/memorization.h"
 #include "eval/muse.h"
 #include "eval/rouge.h"
+#include "eval/tofu.h"
+#include "io/corpus.h"
+#include "io/tokenizer.h"
+#include "tests/helpers.h"
 
 namespace lethe {
 namespace {
@@ -188,6 +193,68 @@ TEST(Memorization, ExtractionLikelihoodOfTheModelsOwnContinuationIsOne) {
   // …and a sample the model would not produce scores less.
   std::vector<double> other = extraction_likelihood(r.model, {random_tokens(24, 7)}, {3, 4, 0, 8});
   EXPECT_LT(other[0], 0.5);
+}
+
+}  // namespace
+}  // namespace lethe
+
+namespace lethe {
+namespace {
+
+// Two-sided exact KS p-values from Debian's python3-scipy 1.10.1, computed once with
+//   scipy.stats.ks_2samp(a, b, method="exact").pvalue
+// (the third case has ties within and across the samples and unequal sizes).
+TEST(Tofu, KsPValueMatchesScipy) {
+  EXPECT_NEAR(ks_2samp_pvalue({0.1, 0.4, 0.7, 0.9, 1.3}, {0.2, 0.5, 0.6, 1.1, 1.2, 1.5, 1.8}), 0.7373737373737375, 1e-12);
+  EXPECT_NEAR(ks_2samp_pvalue({0.01, 0.02, 0.03, 0.05, 0.08, 0.13, 0.21, 0.34}, {0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85}),
+              0.00015540015540015537, 1e-17);
+  EXPECT_NEAR(ks_2samp_pvalue({1, 2, 2, 3, 5, 8}, {2, 3, 3, 4, 6, 7, 9, 10, 11}), 0.5628371628371629, 1e-12);
+  EXPECT_EQ(ks_2samp_pvalue({0.3, 0.1, 0.2}, {0.2, 0.3, 0.1}), 1.0);  // the same sample: indistinguishable
+}
+
+TEST(Tofu, SummariesAndHarmonicMeanByHand) {
+  EXPECT_NEAR(truth_ratio_forget({0.5, 2.0, 1.0}), (0.5 + 0.5 + 1.0) / 3, 1e-9);
+  EXPECT_NEAR(truth_ratio_retain({0.5, 2.0}), (0.5 + 0.0) / 2, 1e-9);
+  EXPECT_NEAR(harmonic_mean({0.5, 0.25, 1.0}), 3.0 / 7.0, 1e-12);
+  EXPECT_EQ(harmonic_mean({0.5, 0.0}), 0.0);
+}
+
+// p(a | q) and the truth ratio of one item, against the answer tokens' log-probs from full logits.
+TEST(Tofu, TruthRatioAndAnswerProbabilityMatchTheLogits) {
+  const std::string dir = test::scratch_dir("tofu");
+  CorpusConfig cc;
+  cc.people = 12;
+  std::vector<std::string> texts;
+  for (const Document& d : generate_corpus(cc).docs) texts.push_back(d.text);
+  auto trained = Tokenizer::train(texts, 512, dir + "/tokenizer.model");
+  ASSERT_TRUE(trained.is_ok()) << trained.status().message();
+  const Tokenizer& tok = trained.value();
+  LocalCommunicator world;
+  Mesh mesh = Mesh::create(world, MeshConfig{}).value();
+  ModelConfig mc = llama_shape(512, 32, 64, 2, 4, 2, 128);
+  mc.initializer_range = 0.3;
+  Llama model(mc, mesh, 5);
+  const QaItem item{"Where was Mara born?", "In Velden.", "Mara's birthplace is Velden.", {"In Ostrow.", "In Lund, by the sea."}};
+  auto prob = [&](const std::string& answer) {
+    Tokens x{tok.bos()};
+    for (int id : tok.encode(knowmem_prompt({}, item.question))) x.push_back(id);
+    const auto prompt = static_cast<int64_t>(x.size());
+    for (int id : tok.encode(answer)) x.push_back(id);
+    const auto n = static_cast<int64_t>(x.size()) - 1;
+    at::Tensor in = at::tensor(Tokens(x.begin(), x.end() - 1), at::kLong).unsqueeze(0);
+    at::Tensor lp = at::log_softmax(model.full_logits(in, at::arange(n, at::kLong).unsqueeze(0), at::zeros({1, n}, at::kLong))[0], -1);
+    double nll = 0;
+    for (int64_t t = prompt - 1; t < n; ++t) nll -= lp[t][x[static_cast<size_t>(t + 1)]].item<double>();
+    return std::exp(-nll / static_cast<double>(n - prompt + 1));
+  };
+  at::NoGradGuard g;
+  const TofuScores s = tofu_scores(model, tok, {item, {"Who?", "Nobody.", "", {}}}, 2);
+  ASSERT_EQ(s.prob.size(), 2u);
+  ASSERT_EQ(s.truth_ratio.size(), 1u);  // the second item has no paraphrase
+  EXPECT_NEAR(s.prob[0], prob(item.answer), 1e-5 * prob(item.answer));
+  const double tr = (prob(item.perturbed[0]) + prob(item.perturbed[1])) / 2 / (prob(item.paraphrased) + 1e-10);
+  EXPECT_NEAR(s.truth_ratio[0], tr, 1e-4 * tr);
+  EXPECT_GT(std::abs(tr - 1), 1e-3);  // a random model still tells these answers apart
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "io/atomic_file.h"
 #include "io/hdf5_store.h"
 #include "io/safetensors.h"
+#include "eval/tofu.h"
 #include "launch/convert.h"
 #include "launch/train_phase.h"
 #include "launch/unlearn_phase.h"
@@ -132,6 +133,23 @@ TEST_F(Unlearning, EveryMethodForgetsTowardTheRetrainedModelAndKeepsRetainKnowle
     EXPECT_NEAR(row["privleak"].get<double>(), 100 * (auc / r["mink_auc"].get<double>() - 1), 1e-9) << name;
   }
   EXPECT_GT(std::abs(cmp["models"][0]["privleak"].get<double>()), 1.0);  // the target leaks
+  // TOFU: forget quality of every row is the KS p-value of its per-item forget truth ratios
+  // against the retrained model's, both read from the summaries; model utility from its metrics.
+  const auto retrain_tr = read_json(*dir_ + "/retrain/summary.json")["truth_ratios_forget"].get<std::vector<double>>();
+  ASSERT_FALSE(retrain_tr.empty());
+  for (const json& row : cmp["models"]) {
+    const std::string name = row["model"];
+    const std::string phase = name == "target" || name == "retrain" ? name : "unlearn-" + name;
+    const json summary = read_json(*dir_ + "/" + phase + "/summary.json");
+    const auto tr = summary["truth_ratios_forget"].get<std::vector<double>>();
+    EXPECT_EQ(tr.size(), retrain_tr.size()) << name;
+    EXPECT_DOUBLE_EQ(row["forget_quality"].get<double>(), ks_2samp_pvalue(tr, retrain_tr)) << name;
+    EXPECT_DOUBLE_EQ(row["model_utility"].get<double>(), summary["metrics"]["model_utility"].get<double>()) << name;
+    if (phase != "target" && phase != "retrain") {
+      EXPECT_DOUBLE_EQ(summary["metrics"]["forget_quality"].get<double>(), row["forget_quality"].get<double>()) << name;
+    }
+  }
+  EXPECT_EQ(cmp["models"][1]["forget_quality"].get<double>(), 1.0);  // the retrained model against itself
   EXPECT_TRUE(cmp.contains("closest_to_retrain"));
   EXPECT_TRUE(fs::exists(*dir_ + "/comparison.gnuplot"));
 }
