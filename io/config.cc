@@ -194,8 +194,8 @@ std::string fmt_num(T x) {
 
 class Reader {
  public:
-  // `overridden`: "section.key" set by --set (copied nodes lose their source, so it is kept here).
   static constexpr bool kReads = true;
+  // `overridden`: "section.key" set by --set (copied nodes lose their source, so it is kept here).
   Reader(const toml::table& root, std::string file, std::set<std::string> overridden)
       : root_(root), file_(std::move(file)), overridden_(std::move(overridden)) {}
 

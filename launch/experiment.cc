@@ -63,14 +63,12 @@ Status validate_layout(const RunConfig& cfg, int world_size) {
                          ") must equal the number of ranks the launcher started (" + std::to_string(world_size) + ")");
   }
   LETHE_RETURN_IF_ERROR(check_model_for_tp(cfg.model, tp));
-  const std::pair<const char*, int64_t> train_rows = {"train.batch_size / train.grad_accum",
-                                                       cfg.train.batch_size / cfg.train.grad_accum};
   auto divisible = [&](const std::string& key, int64_t rows) {
     if (rows % dp == 0) return Status::ok();
     return Status::error(key + " (" + std::to_string(rows) + " rows) must be divisible by mesh.dp (" + std::to_string(dp) +
                          "): every dp rank takes the same number of rows");
   };
-  LETHE_RETURN_IF_ERROR(divisible(train_rows.first, train_rows.second));
+  LETHE_RETURN_IF_ERROR(divisible("train.batch_size / train.grad_accum", cfg.train.batch_size / cfg.train.grad_accum));
   for (const std::string& m : resolve_methods(cfg.unlearn.methods)) {
     const UnlearnConfig& u = cfg.unlearn_for(m);
     auto key = [&](const char* k, int64_t mine, int64_t shared) {
