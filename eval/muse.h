@@ -40,7 +40,9 @@ EvalSet make_eval_set(const Corpus& corpus, const Tokenizer& tok, const EvalConf
 using Metrics = std::map<std::string, double>;
 
 // The names evaluate() fills in (for config checks such as unlearn.stop_metric). knowmem_forget and
-// knowmem_retain are absent when the corpus has no QA probes for that split: not measured, not 0.
+// knowmem_retain are absent when the corpus has no QA probes for that split, and TOFU's
+// (truth_ratio_*, answer_prob_retain, rouge_recall_retain, model_utility) when its probes carry no
+// paraphrased and perturbed answers: not measured, not 0.
 const std::vector<std::string>& metric_names();
 
 // m[key] with `decimals` decimals, or "n/a" when it was not measured (for logs).
