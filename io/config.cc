@@ -26,6 +26,7 @@ void method_defaults(const std::string& method, UnlearnConfig& u) {
   if (method == "wga" || method == "ceu" || method == "pdu") u.lr = 4e-5;
   if (method == "satimp") u.lr = 4e-5, u.forget_weight = 0.1, u.retain_weight = 1.0;
   if (method == "undial") u.lr = 4e-4;
+  if (method == "rmu") u.lr = 2e-4, u.retain_weight = 100;  // WMDP's script: lr 5e-5, α 100 (c 20: the key's default)
 }
 
 // The [unlearn] keys: with `run_wide`, every one; without, those a method section may set.
@@ -72,6 +73,9 @@ void visit_unlearn(V& v, UnlearnConfig& u, bool run_wide) {
   v.field("pdu_eps_ratio", u.pdu_eps_ratio, 1e-6, kInf);
   v.field("pdu_dual_lr", u.pdu_dual_lr, 0.0, kInf);
   v.field("pdu_warmup_cycles", u.pdu_warmup_cycles, 0, kMaxInt);
+  v.field("rmu_layer", u.rmu_layer, -1, kMaxInt);
+  v.field("rmu_steering", u.rmu_steering, 0.0, kInf);
+  v.field("rmu_seed", u.rmu_seed, 0, kMaxInt);
 }
 
 // Note [One field list]: `visit` names every key once, with its bounds. The Reader fills a
@@ -434,6 +438,11 @@ void validate(Reader& r, RunConfig& c, const std::string& dir) {
     c.model.config_json = path;
   }
   const ModelConfig& m = c.model;
+  if (const int64_t l = c.unlearn_for("rmu").rmu_layer; l >= c.model.num_hidden_layers) {
+    r.problem("unlearn", "rmu_layer", std::to_string(l) + " is not a block of the model (blocks 0 … " +
+                                          std::to_string(c.model.num_hidden_layers - 1) + ", model.num_hidden_layers = " +
+                                          std::to_string(c.model.num_hidden_layers) + ")");
+  }
   if (m.hidden_size % m.num_attention_heads != 0)
     r.problem("model", "hidden_size", "must be divisible by num_attention_heads (" + std::to_string(m.num_attention_heads) + ")");
   else if (m.head_dim() % 2 != 0)
@@ -523,7 +532,7 @@ Result<RunConfig> load_config(const std::string& path, const std::vector<std::st
 
 const std::vector<std::string>& unlearn_method_names() {
   static const std::vector<std::string> names = {"ga",  "graddiff", "kl",     "npo", "simnpo", "icu",
-                                                 "wga", "satimp",   "undial", "ceu", "pdu"};
+                                                 "wga", "satimp",   "undial", "ceu", "pdu", "rmu"};
   return names;
 }
 

@@ -124,6 +124,9 @@ struct UnlearnConfig {
   double pdu_eps_ratio = 1.1;  // PDU: retain NLL bound ε = ratio × the starting model's
   double pdu_dual_lr = 1.0;    // PDU: dual step η
   int64_t pdu_warmup_cycles = 2;  // PDU: cycles before λ is updated
+  int64_t rmu_layer = -1;       // RMU: the block steered after (-1: round(7 · layers / 32))
+  double rmu_steering = 20;     // RMU: c, the length of the random direction
+  int64_t rmu_seed = 1234;      // RMU: seed of the random direction u
   int64_t keep_checkpoints = 2;
   // Low-rank adapters (docs/strategies.md, LoRA): "none" trains every weight; "lora" freezes the
   // base and trains y += (dropout(x) Aᵀ) Bᵀ · lora_alpha / lora_rank on each target projection.

@@ -370,9 +370,14 @@ at::Tensor Llama::hidden(const Batch& b) const {
   return forward_hidden(b.input_BT, b.positions_BT, b.segments_BT, nullptr, b.one_sample_per_row);
 }
 
+at::Tensor Llama::residual_after(const Batch& b, int64_t layer) const {
+  LETHE_CHECK(layer >= 0 && layer < cfg_.num_hidden_layers);
+  return forward_hidden(b.input_BT, b.positions_BT, b.segments_BT, nullptr, b.one_sample_per_row, layer + 1);
+}
+
 at::Tensor Llama::forward_hidden(const at::Tensor& input_in, const at::Tensor& positions_in,
                                  const at::Tensor& segments_in, KVCache* cache,
-                                 std::optional<bool> one_sample_per_row) const {
+                                 std::optional<bool> one_sample_per_row, int64_t blocks) const {
   Communicator& tp = mesh_->tp();
   const at::Device dev = mesh_->device();  // inputs may come from the host (a no-op when already there)
   const at::Tensor input_BT = input_in.to(dev), positions_BT = positions_in.to(dev), segments_BT = segments_in.to(dev);
@@ -402,13 +407,14 @@ at::Tensor Llama::forward_hidden(const at::Tensor& input_in, const at::Tensor& p
   at::Tensor x = embed_(input_BT, compute_, tp);
   const bool recompute = checkpointing_ && !cache && at::GradMode::is_enabled();
   const uint64_t seed = next_dropout_seed();
-  for (size_t i = 0; i < blocks_.size(); ++i) {
+  const size_t run = blocks < 0 ? blocks_.size() : static_cast<size_t>(blocks);
+  for (size_t i = 0; i < run; ++i) {
     x = recompute ? CheckpointedBlock::apply(x, at::TensorList(block_params(i)), this, static_cast<int64_t>(i), cos, sin,
                                              std::optional<at::Tensor>(mask), static_cast<int64_t>(seed))
                   : block(i, x, cos, sin, mask, cache, seed);
   }
   if (cache) cache->length = S;
-  return rms_norm(x, norm_, cfg_.rms_norm_eps);
+  return blocks < 0 ? rms_norm(x, norm_, cfg_.rms_norm_eps) : x;
 }
 
 at::Tensor Llama::block(size_t i, const at::Tensor& x_in, const at::Tensor& cos, const at::Tensor& sin,

@@ -85,6 +85,9 @@ class Llama {
   at::Tensor hidden(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,
                     KVCache* cache = nullptr) const;
   at::Tensor hidden(const Batch& b) const;
+  // The residual stream after block `layer` (0-based), [B, T, D] in the compute dtype, before any
+  // final norm; the blocks after it are not run. REQUIRES: 0 ≤ layer < num_hidden_layers.
+  at::Tensor residual_after(const Batch& b, int64_t layer) const;
   // This rank's vocabulary shard of the logits, [B, T, v], in the compute dtype.
   at::Tensor logits(const at::Tensor& hidden_BTD) const;
   // log p(target_t | inputs_≤t), fp32 [B, T]; vocab-parallel (never gathers the vocabulary).
@@ -147,9 +150,10 @@ class Llama {
 
  private:
   void bind();  // the layers' tensors from params_
-  // hidden(); `one_sample_per_row` when the caller knows it (no host read).
+  // hidden(); `one_sample_per_row` when the caller knows it (no host read). With `blocks` ≥ 0,
+  // only the first `blocks` blocks run and their residual stream is returned (no final norm).
   at::Tensor forward_hidden(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,
-                            KVCache* cache, std::optional<bool> one_sample_per_row) const;
+                            KVCache* cache, std::optional<bool> one_sample_per_row, int64_t blocks = -1) const;
   at::Tensor attention(const Block& b, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                        const at::Tensor& mask, KVCache* cache, size_t layer, uint64_t dropout_seed) const;
   uint64_t next_dropout_seed() const;

@@ -132,6 +132,11 @@ TEST(Config, MethodSectionsOverrideTheSharedKeysForThatMethodAlone) {
   auto same = parse_config("[unlearn]\nlr = 1e-3\n[unlearn.ceu]\nlr = 1e-3\n", "s.toml");
   ASSERT_TRUE(same.is_ok()) << same.status().message();
   EXPECT_DOUBLE_EQ(parse_config(to_toml(*same), "effective.toml")->unlearn_for("ceu").lr, 1e-3);
+  // RMU's layer must be a block of the model (here 4 blocks), wherever it is set.
+  auto rmu = parse_config("[unlearn.rmu]\nrmu_layer = 4\n", "rmu.toml");
+  ASSERT_FALSE(rmu.is_ok());
+  EXPECT_NE(rmu.status().message().find("unlearn.rmu_layer: 4 is not a block of the model (blocks 0 … 3"), std::string::npos)
+      << rmu.status().message();
   // A section for no method, a run-wide key in a section, a bad value: each names its key.
   auto bad = parse_config("[unlearn.npoo]\nlr = 1e-4\n[unlearn.ga]\nrequests = 2\n", "b.toml", {"unlearn.ceu.lr=fast"});
   ASSERT_FALSE(bad.is_ok());

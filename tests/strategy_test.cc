@@ -9,6 +9,7 @@
 #include <functional>
 
 #include "collectives/local_communicator.h"
+#include "runtime/layers.h"
 #include "strategies/strategies.h"
 #include "tests/helpers.h"
 
@@ -172,28 +173,29 @@ TEST(Strategy, IcuLossPairsEachForgetSampleWithItsNearestRetainSample) {
   EXPECT_FALSE(icu->set_state({{"remaining", at::ones({5}, at::kLong)}}).is_ok());
 }
 
-// d loss / d w for the element of the final norm with the largest gradient, by autograd and by
+// d loss / d w for the element of `param` (default the final norm) with the largest gradient, by autograd and by
 // central differences of `direct` (default: the strategy's own loss). Methods whose loss holds a
 // detached factor (token weights, a target distribution from θ itself) pass the definition with
 // that factor fixed at the unperturbed model's value: that is the gradient the method follows.
-void expect_gradient_matches(Rig& r, const std::string& name, std::function<double(Strategy&)> direct = nullptr) {
+void expect_gradient_matches(Rig& r, const std::string& name, std::function<double(Strategy&)> direct = nullptr,
+                             const std::string& param = "norm") {
   auto s = r.strategy(name);
   if (!direct) direct = [&](Strategy& st) { return st.loss(r.model, r.batch).total().item<double>(); };
   Param* norm = nullptr;
-  for (Param& p : r.model.params()) if (p.name == "norm") norm = &p;
+  for (Param& p : r.model.params()) if (p.name == param) norm = &p;
   ASSERT_NE(norm, nullptr);
   at::Tensor loss = s->loss(r.model, r.batch).total();
   torch::autograd::backward({loss});
-  at::Tensor grad = norm->value.grad().clone();
+  at::Tensor grad = norm->value.grad().clone().view(-1);
   norm->value.mutable_grad() = at::Tensor();
   const int64_t i = grad.abs().argmax().item<int64_t>();
   ASSERT_GT(std::abs(grad[i].item<double>()), 1e-3) << name;
   const double eps = 1e-2;
   auto loss_at = [&](double delta) {
     at::NoGradGuard g;
-    norm->value[i] += delta;
+    norm->value.view(-1)[i] += delta;
     const double v = direct(*s);
-    norm->value[i] -= delta;
+    norm->value.view(-1)[i] -= delta;
     return v;
   };
   const double numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps);
@@ -265,6 +267,49 @@ TEST(Strategy, TokenLevelLossesMatchDirectComputationAndTheirGradients) {
   }
 }
 
+// RMU: the residual stream after block ℓ (blocks are drawn by name, so a 2-block model's first
+// block is the 1-block model's, whose final norm of it is hidden()), the loss from it with u drawn as
+// rand(D) / ‖·‖ from rmu_seed, its gradient on the steered block's down-projection, which
+// parameters train, and the default layer scaled from the published 7 of 32.
+TEST(Strategy, RmuSteersTheResidualAfterItsLayerAndTrainsOnlyThoseDownProjections) {
+  Rig r;
+  r.cfg.rmu_layer = 0;
+  r.cfg.forget_weight = 0.7;
+  r.cfg.retain_weight = 30;
+  ModelConfig two = test::small_model();
+  two.num_hidden_layers = 2;
+  Llama deeper(two, r.mesh, 1);
+  {
+    at::NoGradGuard g;
+    const Batch& f = r.batch.forget;
+    at::Tensor w;
+    for (const Param& p : r.model.params()) if (p.name == "norm") w = p.value;
+    EXPECT_TRUE(at::allclose(rms_norm(deeper.residual_after(f, 0), w, two.rms_norm_eps), r.model.hidden(f), 1e-5, 1e-5));
+    at::Generator gen = at::detail::createCPUGenerator(static_cast<uint64_t>(r.cfg.rmu_seed));
+    at::Tensor u = at::rand({two.hidden_size}, gen, at::kFloat);
+    u = r.cfg.rmu_steering * u / u.norm();
+    auto mean_tokens = [](const at::Tensor& x_BT, const Batch& b) {
+      return ((x_BT * b.loss_mask_BT).sum() / b.loss_mask_BT.sum()).item<double>();
+    };
+    const double forget = mean_tokens((r.model.residual_after(f, 0) - u).pow(2).mean(-1), f);
+    const Batch& re = r.batch.retain;
+    const double retain = mean_tokens((r.model.residual_after(re, 0) - r.reference.residual_after(re, 0)).pow(2).mean(-1), re);
+    EXPECT_GT(retain, 1e-4);
+    EXPECT_NEAR(r.strategy("rmu")->loss(r.model, r.batch).total().item<double>(), 0.7 * forget + 30 * retain, 1e-5);
+  }
+  auto rmu = r.strategy("rmu");
+  for (const Param& p : r.model.params()) EXPECT_EQ(rmu->trains(p), p.name == "layers.0.mlp.w_down") << p.name;
+  EXPECT_TRUE(rmu->trains(Param{"layers.0.mlp.w_down.lora_b", {}, {}, 1, true}));
+  EXPECT_FALSE(rmu->trains(Param{"layers.0.mlp.w_downx", {}, {}, 1, true}));
+  UnlearnConfig scaled;
+  ModelConfig depth = test::small_model();
+  depth.num_hidden_layers = 32;
+  EXPECT_EQ(rmu_layer(scaled, depth), 7);  // the published layer at the published depth
+  depth.num_hidden_layers = 4;
+  EXPECT_EQ(rmu_layer(scaled, depth), 1);
+  expect_gradient_matches(r, "rmu", nullptr, "layers.0.mlp.w_down");
+}
+
 // PDU's dual step λ ← max(0, λ + η (NLL(r) − ε)) once warm-up is over, and its state round-trips
 // bit-exactly: a strategy restored from it continues with the same λ.
 TEST(Strategy, PduDualVariableStepsClampsAndResumesBitExactly) {
@@ -305,7 +350,7 @@ TEST(Strategy, UnknownNameListsTheValidOnes) {
   auto s = make_strategy("forgetful", UnlearnConfig{});
   ASSERT_FALSE(s.is_ok());
   EXPECT_NE(s.status().message().find("\"forgetful\" is not an unlearning method"), std::string::npos);
-  EXPECT_NE(s.status().message().find("ga, graddiff, kl, npo, simnpo, icu, wga, satimp, undial, ceu, pdu"), std::string::npos);
+  EXPECT_NE(s.status().message().find("ga, graddiff, kl, npo, simnpo, icu, wga, satimp, undial, ceu, pdu, rmu"), std::string::npos);
 }
 
 }  // namespace

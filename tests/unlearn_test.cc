@@ -82,14 +82,15 @@ TEST_F(Unlearning, EveryMethodForgetsTowardTheRetrainedModelAndKeepsRetainKnowle
   // docs/strategies.md).
   Status s = run_unlearn_phase(unlearn_config(*dir_, {"unlearn.lr=1e-4", "unlearn.methods=[\"all\"]", "unlearn.wga.lr=1e-4",
                                                       "unlearn.satimp.lr=1.5e-4", "unlearn.satimp.forget_weight=1.0",
-                                                      "unlearn.ceu.lr=6e-5", "unlearn.pdu.lr=6e-5"}),
+                                                      "unlearn.ceu.lr=6e-5", "unlearn.pdu.lr=6e-5", "unlearn.rmu.lr=3e-3",
+                                                      "unlearn.rmu.rmu_layer=1"}),
                                {});
   ASSERT_TRUE(s.is_ok()) << s.message();
   // Retain-KnowMem bound: methods whose every step has a retain term (GradDiff, KL, SimNPO, ICU)
   // keep ≥ 50 % of the target's; GA and NPO, whose loss is dominated by ascent, keep ≥ 10 %.
   const std::map<std::string, double> keep = {{"ga", 0.1},  {"graddiff", 0.5}, {"kl", 0.5},     {"npo", 0.1},
                                               {"simnpo", 0.5}, {"icu", 0.5},   {"wga", 0.1},    {"satimp", 0.5},
-                                              {"undial", 0.1}, {"ceu", 0.1},   {"pdu", 0.5}};
+                                              {"undial", 0.1}, {"ceu", 0.1},   {"pdu", 0.5},    {"rmu", 0.5}};
   for (const std::string& m : strategy_names()) {
     const json summary = read_json(*dir_ + "/unlearn-" + m + "/summary.json");
     const json u = summary["metrics"];
@@ -152,6 +153,23 @@ TEST_F(Unlearning, EveryMethodForgetsTowardTheRetrainedModelAndKeepsRetainKnowle
   EXPECT_EQ(cmp["models"][1]["forget_quality"].get<double>(), 1.0);  // the retrained model against itself
   EXPECT_TRUE(cmp.contains("closest_to_retrain"));
   EXPECT_TRUE(fs::exists(*dir_ + "/comparison.gnuplot"));
+}
+
+// RMU trains only the down-projections of blocks ℓ−2 … ℓ (here ℓ = 1 of 2: both blocks'), in its
+// steps and its learn steps alike: every other tensor of its checkpoint equals the target's.
+TEST_F(Unlearning, RmuChangesOnlyTheDownProjectionsItNames) {
+  RunConfig cfg = elsewhere("rmu-only", {"unlearn.methods=[\"rmu\"]", "unlearn.max_cycles=1", "unlearn.rmu_layer=1"});
+  ASSERT_TRUE(run_unlearn_phase(cfg, {}).is_ok());
+  auto target = H5File::open(list_checkpoints(*dir_ + "/target/checkpoints").front()).value();
+  auto rmu = H5File::open(list_checkpoints(cfg.run.dir + "/unlearn-rmu/checkpoints").front()).value();
+  int changed = 0;
+  for (const std::string& n : target.list("model")) {
+    const bool named = n == "layers.0.mlp.w_down" || n == "layers.1.mlp.w_down";
+    const bool same = at::equal(target.read_tensor("model/" + n).value(), rmu.read_tensor("model/" + n).value());
+    EXPECT_EQ(same, !named) << n;
+    changed += !same;
+  }
+  EXPECT_EQ(changed, 2);
 }
 
 // unlearn.eval_every = 4 over 6 cycles and 2 requests: each request's 4th and last cycles are
@@ -406,6 +424,11 @@ TEST_F(Unlearning, BadInputsAreClearErrors) {
   Status unknown = run_unlearn_phase(elsewhere("bad-name", {"unlearn.methods=[\"ga\", \"amnesia\"]"}), {});
   EXPECT_NE(message(unknown).find("\"amnesia\" is not an unlearning method; valid: ga, graddiff, kl, npo, simnpo, icu"),
             std::string::npos) << message(unknown);
+  // RMU with adapters on no down-projection: nothing it may train has an adapter.
+  Status rmu = run_unlearn_phase(elsewhere("bad-rmu", {"unlearn.methods=[\"rmu\"]", "unlearn.adapter=\"lora\"",
+                                                       "unlearn.lora_targets=[\"q\", \"v\"]"}), {});
+  EXPECT_NE(message(rmu).find("unlearn.lora_targets: RMU trains the MLP down-projections of blocks 0 … 0"), std::string::npos)
+      << message(rmu);
   // A forget id that is not in the corpus.
   Status stranger = run_unlearn_phase(elsewhere("bad-ids", {"corpus.forget_ids=[\"p9999\"]"}), {});
   EXPECT_NE(message(stranger).find("p9999"), std::string::npos) << message(stranger);
