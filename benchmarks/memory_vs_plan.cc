@@ -63,7 +63,7 @@ Status run(int64_t tp, const std::string& dtype, const std::string& optimizer, c
   u.npo_retain = "nll";
   LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, make_strategy(method, u));
   std::vector<UnlearnRequest> requests;
-  requests.push_back({"forget-0", random_tokens(4 * mesh.dp_size(), kSeq, cfg.vocab_size)});
+  requests.push_back({"forget-0", random_tokens(4 * mesh.dp_size(), kSeq, cfg.vocab_size), {}});
   requests.back().forget.name = "forget-0";
   const TokenDataset retain = random_tokens(8 * mesh.dp_size(), kSeq, cfg.vocab_size);
   const at::ScalarType weights = dtype == "bf16" ? at::kBFloat16 : at::kFloat;
@@ -75,7 +75,7 @@ Status run(int64_t tp, const std::string& dtype, const std::string& optimizer, c
     Llama warm(small, mesh, 1, ModelOptions{weights, true, true});
     Llama warm_ref(small, mesh, 1, ModelOptions{weights, true, false});
     std::vector<UnlearnRequest> r;
-    r.push_back({"warm", random_tokens(4 * mesh.dp_size(), kSeq, small.vocab_size)});
+    r.push_back({"warm", random_tokens(4 * mesh.dp_size(), kSeq, small.vocab_size), {}});
     const TokenDataset re = random_tokens(8 * mesh.dp_size(), kSeq, small.vocab_size);
     LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> s, make_strategy(method, u));
     Cost unused;

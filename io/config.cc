@@ -27,6 +27,7 @@ void method_defaults(const std::string& method, UnlearnConfig& u) {
   if (method == "satimp") u.lr = 4e-5, u.forget_weight = 0.1, u.retain_weight = 1.0;
   if (method == "undial") u.lr = 4e-4;
   if (method == "rmu") u.lr = 2e-4, u.retain_weight = 100;  // WMDP's script: lr 5e-5, α 100 (c 20: the key's default)
+  if (method == "idkdpo" || method == "altpo") u.lr = 4e-5, u.weight_decay = 0.01, u.retain_weight = 1.0;  // TOFU: lr 1e-5, wd 0.01
 }
 
 // The [unlearn] keys: with `run_wide`, every one; without, those a method section may set.
@@ -76,6 +77,8 @@ void visit_unlearn(V& v, UnlearnConfig& u, bool run_wide) {
   v.field("rmu_layer", u.rmu_layer, -1, kMaxInt);
   v.field("rmu_steering", u.rmu_steering, 0.0, kInf);
   v.field("rmu_seed", u.rmu_seed, 0, kMaxInt);
+  v.field("dpo_beta", u.dpo_beta, 1e-6, kInf);
+  v.field("idk_file", u.idk_file);
 }
 
 // Note [One field list]: `visit` names every key once, with its bounds. The Reader fills a
@@ -532,7 +535,7 @@ Result<RunConfig> load_config(const std::string& path, const std::vector<std::st
 
 const std::vector<std::string>& unlearn_method_names() {
   static const std::vector<std::string> names = {"ga",  "graddiff", "kl",     "npo", "simnpo", "icu",
-                                                 "wga", "satimp",   "undial", "ceu", "pdu", "rmu"};
+                                                 "wga", "satimp",   "undial", "ceu", "pdu", "rmu", "idkdpo", "altpo"};
   return names;
 }
 

@@ -127,6 +127,8 @@ struct UnlearnConfig {
   int64_t rmu_layer = -1;       // RMU: the block steered after (-1: round(7 · layers / 32))
   double rmu_steering = 20;     // RMU: c, the length of the random direction
   int64_t rmu_seed = 1234;      // RMU: seed of the random direction u
+  double dpo_beta = 0.1;        // IdkDPO, AltPO: β of the preference loss
+  std::string idk_file;         // IdkDPO: refusal sentences, one per line ("": the shipped list)
   int64_t keep_checkpoints = 2;
   // Low-rank adapters (docs/strategies.md, LoRA): "none" trains every weight; "lora" freezes the
   // base and trains y += (dropout(x) Aᵀ) Bᵀ · lora_alpha / lora_rank on each target projection.

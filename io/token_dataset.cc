@@ -8,7 +8,8 @@ namespace lethe {
 uint64_t TokenDataset::checksum() const {
   XXH3_state_t* st = XXH3_createState();
   XXH3_64bits_reset(st);
-  for (const at::Tensor& t : {tokens, segments}) {
+  for (const at::Tensor& t : {tokens, segments, loss_from}) {
+    if (!t.defined()) continue;
     at::Tensor c = t.contiguous();
     XXH3_64bits_update(st, c.data_ptr(), c.numel() * c.element_size());
   }
@@ -63,18 +64,42 @@ Result<TokenDataset> pack_documents(const std::string& name, const std::vector<D
   return ds;
 }
 
+TokenDataset pack_rows(const std::string& name, const std::vector<std::vector<int64_t>>& rows,
+                       const std::vector<int64_t>& loss_from, int64_t seq_len, int64_t pad) {
+  const auto n = static_cast<int64_t>(rows.size()), width = seq_len + 1;
+  TokenDataset ds;
+  ds.name = name;
+  ds.seq_len = seq_len;
+  ds.tokens = at::full({n, width}, pad, at::kLong);
+  ds.segments = at::full({n, width}, -1, at::kLong);
+  ds.positions = at::zeros({n, width}, at::kLong);
+  ds.loss_from = at::tensor(loss_from, at::kLong);
+  auto tok = ds.tokens.accessor<int64_t, 2>(), seg = ds.segments.accessor<int64_t, 2>(), pos = ds.positions.accessor<int64_t, 2>();
+  for (int64_t r = 0; r < n; ++r) {
+    const auto len = std::min<int64_t>(width, static_cast<int64_t>(rows[r].size()));
+    for (int64_t i = 0; i < len; ++i) tok[r][i] = rows[r][i], seg[r][i] = r, pos[r][i] = i;
+    ds.sample_ids.push_back(name + "-" + std::to_string(r));
+  }
+  return ds;
+}
+
 namespace {
 
 // [B, T] true where the input's target is the same sample's next token, from [B, T+1] segments.
-at::Tensor loss_mask(const at::Tensor& seg, int64_t T) {
+// With loss_from, targets before each row's loss_from are masked too.
+at::Tensor loss_mask(const TokenDataset& ds, const at::Tensor& rows, const at::Tensor& seg) {
+  const int64_t T = ds.seq_len;
   at::Tensor in_seg = seg.narrow(1, 0, T);
-  return in_seg.ge(0) & in_seg.eq(seg.narrow(1, 1, T));
+  at::Tensor mask = in_seg.ge(0) & in_seg.eq(seg.narrow(1, 1, T));
+  if (!ds.loss_from.defined()) return mask;
+  return mask & at::arange(T, at::kLong).unsqueeze(0).ge(ds.loss_from.index_select(0, rows).unsqueeze(1));
 }
 
 }  // namespace
 
 int64_t count_loss_tokens(const TokenDataset& ds, const std::vector<int64_t>& rows) {
-  return loss_mask(ds.segments.index_select(0, at::tensor(rows, at::kLong)), ds.seq_len).sum().item<int64_t>();
+  at::Tensor idx = at::tensor(rows, at::kLong);
+  return loss_mask(ds, idx, ds.segments.index_select(0, idx)).sum().item<int64_t>();
 }
 
 Batch make_batch(const TokenDataset& ds, const std::vector<int64_t>& rows, at::Device device) {
@@ -82,7 +107,7 @@ Batch make_batch(const TokenDataset& ds, const std::vector<int64_t>& rows, at::D
   const int64_t T = ds.seq_len;
   at::Tensor seg = ds.segments.index_select(0, idx);  // on the host: counted here, not on the device
   at::Tensor in_seg = seg.narrow(1, 0, T);
-  at::Tensor mask = loss_mask(seg, T);
+  at::Tensor mask = loss_mask(ds, idx, seg);
   Batch b;
   b.loss_tokens = mask.sum().item<int64_t>();
   b.one_sample_per_row = in_seg.eq(in_seg.narrow(1, 0, 1)).logical_and(in_seg.ge(0)).all().item<bool>();

@@ -28,6 +28,9 @@ struct TokenDataset {
   at::Tensor segments;   // [N, T+1] int64; sample index, -1 on padding
   at::Tensor positions;  // [N, T+1] int64; position within the sample's chunk
   std::vector<std::string> sample_ids;  // sample index → document id
+  // [N] int64, or undefined: in row r, targets before index loss_from[r] carry no loss (a QA row
+  // whose loss is on the answer only: loss_from = the prompt's length − 1).
+  at::Tensor loss_from;
 
   int64_t rows() const { return tokens.size(0); }
   // xxh3-64 over tokens and segments: identifies the data a checkpoint was trained on.
@@ -37,6 +40,11 @@ struct TokenDataset {
 // kPacked fills rows with whole documents; kOnePerRow starts every document (chunk) on a row of
 // its own, so a row is one sample (sequence-level losses, per-sample unlearning).
 enum class Packing { kPacked, kOnePerRow };
+
+// One sequence of token ids per row (cut at seq_len + 1, padded with `pad`), each its own sample,
+// row r's loss counting from target index loss_from[r] (answer-only rows, see loss_from).
+TokenDataset pack_rows(const std::string& name, const std::vector<std::vector<int64_t>>& rows,
+                       const std::vector<int64_t>& loss_from, int64_t seq_len, int64_t pad);
 
 // Errors: no documents, or a tokenizer whose ids exceed `vocab_limit` (the model's vocabulary).
 Result<TokenDataset> pack_documents(const std::string& name, const std::vector<Document>& docs,

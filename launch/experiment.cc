@@ -33,12 +33,19 @@ int default_threads(int local_size) {
 
 std::string config_dir(const RunConfig& cfg) { return fs::path(cfg.source).parent_path().string(); }
 
+}  // namespace
+
+std::string config_relative(const RunConfig& cfg, const std::string& path) {
+  if (path.empty() || path[0] == '/' || config_dir(cfg).empty()) return path;
+  return config_dir(cfg) + "/" + path;
+}
+
+namespace {
+
 // Collective over `world` when the tokenizer is trained here.
 Result<Tokenizer> experiment_tokenizer(const RunConfig& cfg, const Corpus& corpus, Communicator& world) {
   if (!cfg.tokenizer.model.empty()) {
-    std::string path = cfg.tokenizer.model;
-    if (path[0] != '/' && !config_dir(cfg).empty()) path = config_dir(cfg) + "/" + path;
-    return Tokenizer::load(path);
+    return Tokenizer::load(config_relative(cfg, cfg.tokenizer.model));
   }
   const std::string path = cfg.run.dir + "/tokenizer.model";
   if (fs::exists(path)) return Tokenizer::load(path);

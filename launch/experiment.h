@@ -26,6 +26,9 @@ namespace lethe {
 
 using json = nlohmann::json;
 
+// `path` as given, or, when relative, relative to the directory of the config file.
+std::string config_relative(const RunConfig& cfg, const std::string& path);
+
 struct Experiment {
   RunConfig cfg;
   World world;

@@ -10,6 +10,7 @@
 
 #include "base/log.h"
 #include "eval/memorization.h"
+#include "eval/muse.h"
 #include "eval/tofu.h"
 #include "launch/experiment.h"
 #include "runtime/checkpoint.h"
@@ -53,7 +54,23 @@ Result<std::vector<UnlearnRequest>> make_requests(const Experiment& ex, const st
     }
     const std::string name = "forget-" + std::to_string(r);
     LETHE_ASSIGN_OR_RETURN(TokenDataset ds, ex.dataset(name, docs, Packing::kOnePerRow));
-    out.push_back({name, std::move(ds)});
+    // The request's QA probes: those about its groups (with one request, every forget probe).
+    std::vector<std::vector<int64_t>> qa_rows;
+    std::vector<int64_t> answer_from;
+    for (const QaProbe& q : ex.corpus.qa) {
+      if (q.split != Split::kForget) continue;
+      auto it = std::find(groups.begin(), groups.end(), q.group);
+      const auto g = static_cast<size_t>(it - groups.begin());
+      if (k > 1 && !(g >= lo && g < hi)) continue;
+      std::vector<int64_t> ids{ex.tok.bos()};
+      for (int id : ex.tok.encode(knowmem_prompt({}, q.question))) ids.push_back(id);
+      answer_from.push_back(static_cast<int64_t>(ids.size()) - 1);  // the target index of the answer's first token
+      for (int id : ex.tok.encode(q.answer)) ids.push_back(id);
+      ids.push_back(ex.tok.eos());
+      qa_rows.push_back(std::move(ids));
+    }
+    TokenDataset qa = pack_rows(name + "-qa", qa_rows, answer_from, ex.cfg.data.seq_len, ex.tok.pad());
+    out.push_back({name, std::move(ds), std::move(qa)});
   }
   return out;
 }
@@ -137,7 +154,8 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   }
   const auto phase_start = std::chrono::steady_clock::now();
   Profile prof;
-  const UnlearnConfig& settings = cfg.unlearn_for(method);
+  UnlearnConfig settings = cfg.unlearn_for(method);
+  settings.idk_file = config_relative(cfg, settings.idk_file);
   LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, make_strategy(method, settings));
   const bool resuming = opts.resume && !list_checkpoints(ckpt_dir).empty();
   CheckpointMeta meta{"unlearn-" + method, to_toml(cfg), {}, "", 0};
@@ -184,8 +202,8 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
                                          reference.get()));
   Unlearner engine(*model, *ex.mesh, *strategy, settings, data.requests, ptr(data.retain), ptr(data.holdout),
                    reference.get(), static_cast<uint64_t>(cfg.run.seed));
-  engine.set_eval(cfg.eval, ex.tok.eos());
-  for (const auto& r : data.requests) meta.data_checksums[r.name] = r.forget.checksum();
+  engine.set_eval(cfg.eval, ex.tok);
+  for (const auto& r : data.requests) meta.data_checksums[r.name] = forget_data(*strategy, r).checksum();
   if (data.retain) meta.data_checksums["retain"] = data.retain->checksum();
 
   fs::create_directories(dir);

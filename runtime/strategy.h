@@ -50,6 +50,7 @@ struct StrategyContext {
   const UnlearnConfig* cfg = nullptr;
   const EvalConfig* eval = nullptr;  // the run's [eval] options, for methods that generate
   int64_t eos_id = -1;               // the tokenizer's end of sequence
+  const Tokenizer* tokenizer = nullptr;  // the run's, for methods that write text (IdkDPO's refusals)
 };
 
 struct CycleContext {
@@ -74,6 +75,9 @@ class Strategy {
   // a resumed run never loads it (what prepare() cached is in the checkpoint's state).
   virtual bool keeps_reference() const { return needs_reference(); }
   virtual bool needs_holdout() const { return false; }
+  // Whether the method unlearns the request's forget QA (question → answer, loss on the answer:
+  // UnlearnRequest::forget_qa) instead of its passages; then data.forget is the QA.
+  virtual bool forget_qa() const { return false; }
 
   // Caches, before the first request, what the method needs of the frozen reference for every
   // request's forget set (NPO: log π_ref(y|x)); counts the reference forwards in `cost`. Runs once

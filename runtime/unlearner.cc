@@ -27,6 +27,8 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 }  // namespace
 
+const TokenDataset& forget_data(const Strategy& s, const UnlearnRequest& r) { return s.forget_qa() ? r.forget_qa : r.forget; }
+
 Unlearner::Unlearner(Llama& model, const Mesh& mesh, Strategy& strategy, const UnlearnConfig& cfg,
                      const std::vector<UnlearnRequest>& requests, const TokenDataset* retain,
                      const TokenDataset* holdout, const Llama* reference, uint64_t seed)
@@ -39,7 +41,11 @@ Status Unlearner::check(const Strategy& s, const UnlearnConfig& cfg, const std::
   const std::string who = "unlearn method \"" + std::string(s.name()) + "\"";
   if (requests.empty()) return Status::error(who + ": the forget set is empty: nothing to unlearn");
   for (const auto& r : requests) {
-    if (r.forget.rows() == 0) return Status::error(who + ": forget request \"" + r.name + "\" has no samples");
+    if (s.forget_qa() && (!r.forget_qa.tokens.defined() || r.forget_qa.rows() == 0)) {
+      return Status::error(who + " unlearns forget QA (question → answer pairs), and forget request \"" + r.name +
+                           "\" has none (a JSONL corpus gives them in corpus.forget_qa_file)");
+    }
+    if (forget_data(s, r).rows() == 0) return Status::error(who + ": forget request \"" + r.name + "\" has no samples");
   }
   const bool wants_retain = s.needs_retain() || cfg.learn_steps > 0;
   if (wants_retain && (!retain || retain->rows() == 0)) {
@@ -60,7 +66,7 @@ Status Unlearner::prepare(Strategy& strategy, const std::vector<UnlearnRequest>&
   if (!strategy.needs_reference()) return Status::ok();
   if (!reference) return Status::error("unlearn method \"" + std::string(strategy.name()) + "\" needs the reference model");
   std::vector<const TokenDataset*> forget_sets;
-  for (const UnlearnRequest& r : requests) forget_sets.push_back(&r.forget);
+  for (const UnlearnRequest& r : requests) forget_sets.push_back(&forget_data(strategy, r));
   const auto start = std::chrono::steady_clock::now();
   LETHE_RETURN_IF_ERROR(strategy.prepare(forget_sets, *reference, cost));
   cost.seconds += seconds_since(start);
@@ -96,7 +102,7 @@ std::map<std::string, at::Tensor> Unlearner::unlearn_step(DataLoader& order, con
   n = std::max(dp, n / dp * dp);
   std::vector<int64_t> rows;
   for (int64_t i : order.next_rows(n)) rows.push_back(active[static_cast<size_t>(i)]);
-  const TokenDataset& forget = requests_[static_cast<size_t>(request_)].forget;
+  const TokenDataset& forget = forget_data(strategy_, requests_[static_cast<size_t>(request_)]);
   UnlearnBatch b;
   b.forget = make_batch(forget, my_rows(rows), model_.device());
   model_.set_dropout_step(opt_.steps_taken());
@@ -130,8 +136,8 @@ at::Tensor Unlearner::learn_step() {
 
 Status Unlearner::begin_request() {
   if (begun_ == request_) return Status::ok();
-  StrategyContext ctx{{&requests_[static_cast<size_t>(request_)].forget, retain_, holdout_}, reference_, &cost_, &model_,
-                      &cfg_, &eval_, eos_id_};
+  StrategyContext ctx{{&forget_data(strategy_, requests_[static_cast<size_t>(request_)]), retain_, holdout_}, reference_,
+                      &cost_, &model_, &cfg_, &eval_, eos_id_, tokenizer_};
   const auto start = std::chrono::steady_clock::now();
   LETHE_RETURN_IF_ERROR(strategy_.begin(ctx));
   cost_.seconds += seconds_since(start);

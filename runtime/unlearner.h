@@ -28,8 +28,12 @@ namespace lethe {
 
 struct UnlearnRequest {
   std::string name;
-  TokenDataset forget;  // one sample per row
+  TokenDataset forget;     // one sample per row
+  TokenDataset forget_qa;  // the request's QA probes, loss on the answer (no rows when the corpus has none)
 };
+
+// The data a strategy unlearns from a request: its QA when Strategy::forget_qa, else its passages.
+const TokenDataset& forget_data(const Strategy& s, const UnlearnRequest& r);
 
 struct CycleReport {
   int64_t request = 0, cycle = 0, step = 0;  // cycle 0-based; step: optimizer steps so far
@@ -69,10 +73,11 @@ class Unlearner : public Checkpointable {
   static Status prepare(Strategy& strategy, const std::vector<UnlearnRequest>& requests, const Llama* reference, Cost& cost);
   // Adds work done before the engine existed (prepare) to its cost.
   void add_cost(const Cost& c);
-  // The run's [eval] options and the tokenizer's EOS, handed to the strategy (StrategyContext).
-  void set_eval(const EvalConfig& eval, int64_t eos_id) {
+  // The run's [eval] options and tokenizer, handed to the strategy (StrategyContext).
+  void set_eval(const EvalConfig& eval, const Tokenizer& tok) {
     eval_ = eval;
-    eos_id_ = eos_id;
+    eos_id_ = tok.eos();
+    tokenizer_ = &tok;
   }
   // Runs the remaining cycles. Returns when every request is done, or a hook asked to stop.
   Status run(const UnlearnHooks& hooks);
@@ -113,6 +118,7 @@ class Unlearner : public Checkpointable {
   int64_t begun_ = -1;               // request whose strategy.begin ran
   EvalConfig eval_;
   int64_t eos_id_ = -1;
+  const Tokenizer* tokenizer_ = nullptr;
 };
 
 }  // namespace lethe

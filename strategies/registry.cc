@@ -15,7 +15,8 @@ const std::vector<std::pair<std::string, Factory>>& registry() {
       {"ga", make_ga},   {"graddiff", make_graddiff}, {"kl", make_kl},
       {"npo", make_npo}, {"simnpo", make_simnpo},     {"icu", make_icu},
       {"wga", make_wga}, {"satimp", make_satimp},     {"undial", make_undial},
-      {"ceu", make_ceu}, {"pdu", make_pdu},           {"rmu", make_rmu}};
+      {"ceu", make_ceu}, {"pdu", make_pdu},           {"rmu", make_rmu},
+      {"idkdpo", make_idkdpo}, {"altpo", make_altpo}};
   return r;
 }
 

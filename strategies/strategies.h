@@ -50,6 +50,8 @@ std::unique_ptr<Strategy> make_undial(const UnlearnConfig& cfg);
 std::unique_ptr<Strategy> make_ceu(const UnlearnConfig& cfg);
 std::unique_ptr<Strategy> make_pdu(const UnlearnConfig& cfg);
 std::unique_ptr<Strategy> make_rmu(const UnlearnConfig& cfg);
+std::unique_ptr<Strategy> make_idkdpo(const UnlearnConfig& cfg);
+std::unique_ptr<Strategy> make_altpo(const UnlearnConfig& cfg);
 
 // The block RMU steers after: unlearn.rmu_layer, or round(7 · L / 32) (the published 7 of 32).
 int64_t rmu_layer(const UnlearnConfig& cfg, const ModelConfig& model);

@@ -336,6 +336,60 @@ TEST(Strategy, PduDualVariableStepsClampsAndResumesBitExactly) {
   EXPECT_FALSE(resumed->set_state({{"pdu_lambda", at::ones({1}, at::kDouble)}}).is_ok());
 }
 
+// DPO on forget QA (AltPO): the reference's alternate answers (first token: the most likely one
+// that is not the true answer's, from full logits; then greedy), the loss from sequence log-probs
+// over the answers only, and the alternates restored from the state rather than generated anew.
+TEST(Strategy, AltPoPrefersTheReferencesAlternateAnswerOverTheTrueOne) {
+  Rig r;
+  // Prompts of 3 and 2 tokens, answers of 3 and 2 tokens + EOS (2); padded with 3.
+  const TokenDataset qa = pack_rows("fqa", {{1, 5, 6, 7, 8, 9, 2}, {1, 10, 11, 12, 2}}, {2, 1}, 6, 3);
+  const Batch b = make_batch(qa, {0, 1});
+  ASSERT_EQ(b.loss_tokens, 4 + 3);  // answer tokens and EOS only
+  EXPECT_EQ(b.loss_mask_BT[0][1].item<float>(), 0.0f);
+  EXPECT_EQ(b.loss_mask_BT[0][2].item<float>(), 1.0f);
+  r.eval.knowmem_new_tokens = 3;
+  r.cfg.dpo_beta = 0.5;
+  auto begin = [&](Strategy& s) {
+    StrategyContext ctx{{&qa, &r.retain, nullptr}, &r.reference, &r.cost, &r.model, &r.cfg, &r.eval, /*eos_id=*/2};
+    ASSERT_TRUE(s.begin(ctx).is_ok());
+  };
+  auto s = make_strategy("altpo", r.cfg).value();
+  EXPECT_TRUE(s->forget_qa());
+  begin(*s);
+  const UnlearnBatch batch{b, r.batch.retain};
+  const double loss = s->loss(r.model, batch).total().item<double>();
+  const at::Tensor alt = s->state().at("altpo_alternates/fqa");
+  ASSERT_EQ(alt.size(0), 2);
+  at::NoGradGuard g;
+  std::vector<std::vector<int64_t>> preferred;
+  for (int64_t row = 0; row < 2; ++row) {
+    const std::vector<int64_t> prompt = row == 0 ? std::vector<int64_t>{1, 5, 6} : std::vector<int64_t>{1, 10};
+    at::Tensor p = at::tensor(prompt, at::kLong).unsqueeze(0);
+    at::Tensor logits = r.reference.full_logits(p, at::arange(p.size(1)).unsqueeze(0), at::zeros_like(p))[0][-1].clone();
+    logits[row == 0 ? 7 : 11] = -INFINITY;  // the true answer's first token
+    EXPECT_EQ(alt[row][0].item<int64_t>(), logits.argmax().item<int64_t>()) << row;
+    std::vector<int64_t> x = prompt;
+    for (int64_t i = 0; i < alt.size(1) && alt[row][i].item<int64_t>() >= 0; ++i) x.push_back(alt[row][i].item<int64_t>());
+    EXPECT_LE(x.size(), prompt.size() + 3);  // knowmem_new_tokens
+    x.push_back(2);
+    preferred.push_back(x);
+  }
+  const TokenDataset win = pack_rows("w", preferred, {2, 1}, 6, 3);
+  const Batch wb = make_batch(win, {0, 1});
+  auto seq = [](const Direct& d) { return d.lp.sum(1); };
+  at::Tensor margin = (seq(direct(r.model, wb)) - seq(direct(r.reference, wb))) -
+                      (seq(direct(r.model, b)) - seq(direct(r.reference, b)));
+  const double expected = (-2.0 / 0.5) * at::log_sigmoid(0.5 * margin).mean().item<double>() + nll(direct(r.model, r.batch.retain));
+  EXPECT_NEAR(loss, expected, 1e-5);
+  auto resumed = make_strategy("altpo", r.cfg).value();
+  begin(*resumed);
+  ASSERT_TRUE(resumed->set_state(s->state()).is_ok());
+  const Cost before = r.cost;
+  EXPECT_EQ(resumed->loss(r.model, batch).total().item<double>(), loss);
+  EXPECT_EQ(r.cost.forward_tokens - before.forward_tokens, 2 * 2 * 6);  // the two batches' reference forwards, no generation
+  EXPECT_FALSE(resumed->set_state({{"altpo_alternates/fqa", at::zeros({3, 2}, at::kLong)}}).is_ok());
+}
+
 // The config's method sections and the registry name the same methods, in the same order.
 TEST(Strategy, RegistryAndConfigNameTheSameMethods) {
   EXPECT_EQ(strategy_names(), unlearn_method_names());
@@ -350,7 +404,7 @@ TEST(Strategy, UnknownNameListsTheValidOnes) {
   auto s = make_strategy("forgetful", UnlearnConfig{});
   ASSERT_FALSE(s.is_ok());
   EXPECT_NE(s.status().message().find("\"forgetful\" is not an unlearning method"), std::string::npos);
-  EXPECT_NE(s.status().message().find("ga, graddiff, kl, npo, simnpo, icu, wga, satimp, undial, ceu, pdu, rmu"), std::string::npos);
+  EXPECT_NE(s.status().message().find("ga, graddiff, kl, npo, simnpo, icu, wga, satimp, undial, ceu, pdu, rmu, idkdpo, altpo"), std::string::npos);
 }
 
 }  // namespace

@@ -83,22 +83,25 @@ TEST_F(Unlearning, EveryMethodForgetsTowardTheRetrainedModelAndKeepsRetainKnowle
   Status s = run_unlearn_phase(unlearn_config(*dir_, {"unlearn.lr=1e-4", "unlearn.methods=[\"all\"]", "unlearn.wga.lr=1e-4",
                                                       "unlearn.satimp.lr=1.5e-4", "unlearn.satimp.forget_weight=1.0",
                                                       "unlearn.ceu.lr=6e-5", "unlearn.pdu.lr=6e-5", "unlearn.rmu.lr=3e-3",
-                                                      "unlearn.rmu.rmu_layer=1"}),
+                                                      "unlearn.rmu.rmu_layer=1", "unlearn.idkdpo.lr=1e-4"}),
                                {});
   ASSERT_TRUE(s.is_ok()) << s.message();
   // Retain-KnowMem bound: methods whose every step has a retain term (GradDiff, KL, SimNPO, ICU)
   // keep ≥ 50 % of the target's; GA and NPO, whose loss is dominated by ascent, keep ≥ 10 %.
   const std::map<std::string, double> keep = {{"ga", 0.1},  {"graddiff", 0.5}, {"kl", 0.5},     {"npo", 0.1},
                                               {"simnpo", 0.5}, {"icu", 0.5},   {"wga", 0.1},    {"satimp", 0.5},
-                                              {"undial", 0.1}, {"ceu", 0.1},   {"pdu", 0.5},    {"rmu", 0.5}};
+                                              {"undial", 0.1}, {"ceu", 0.1},   {"pdu", 0.5},    {"rmu", 0.5},
+                                              {"idkdpo", 0.5}, {"altpo", 0.5}};
   for (const std::string& m : strategy_names()) {
     const json summary = read_json(*dir_ + "/unlearn-" + m + "/summary.json");
     const json u = summary["metrics"];
     SCOPED_TRACE(m + ": " + u.dump());
     const double t_v = t["verbmem_forget"], r_v = r["verbmem_forget"], u_v = u["verbmem_forget"];
     const double t_k = t["knowmem_forget"], r_k = r["knowmem_forget"], u_k = u["knowmem_forget"];
-    // At least a third of the way from the target to the retrained model on both forget metrics.
-    EXPECT_LT(u_v, t_v - (t_v - r_v) / 3);
+    // At least a third of the way from the target to the retrained model on both forget metrics
+    // (IdkDPO trains on the forget QA only, and its refusals leave the passages' VerbMem near the
+    // target's; AltPO's alternate answers move it).
+    if (m != "idkdpo") EXPECT_LT(u_v, t_v - (t_v - r_v) / 3);
     EXPECT_LT(u_k, t_k - (t_k - r_k) / 3);
     EXPECT_GE(u["knowmem_retain"].get<double>(), keep.at(m) * t["knowmem_retain"].get<double>());
     EXPECT_TRUE(u.contains("privleak"));
@@ -429,6 +432,22 @@ TEST_F(Unlearning, BadInputsAreClearErrors) {
                                                        "unlearn.lora_targets=[\"q\", \"v\"]"}), {});
   EXPECT_NE(message(rmu).find("unlearn.lora_targets: RMU trains the MLP down-projections of blocks 0 … 0"), std::string::npos)
       << message(rmu);
+  // IdkDPO's refusal file: missing, or without a sentence; a request with no forget QA.
+  const std::string idk = "unlearn.methods=[\"idkdpo\"]";
+  Status missing = run_unlearn_phase(elsewhere("bad-idk", {idk, "unlearn.idk_file=\"/nonexistent/idk.txt\""}), {});
+  EXPECT_NE(message(missing).find("unlearn.idk_file: cannot read /nonexistent/idk.txt"), std::string::npos) << message(missing);
+  const std::string blank = test::scratch_dir("idk-blank") + "/idk.txt";
+  std::ofstream(blank) << "\n  \n";
+  Status no_sentence = run_unlearn_phase(elsewhere("bad-idk-blank", {idk, "unlearn.idk_file=\"" + blank + "\""}), {});
+  EXPECT_NE(message(no_sentence).find(blank + " (unlearn.idk_file): no refusal sentences; expected one per line"), std::string::npos)
+      << message(no_sentence);
+  auto altpo = make_strategy("altpo", UnlearnConfig{}).value();
+  std::vector<UnlearnRequest> passages_only(1);
+  passages_only[0].name = "forget-0";
+  passages_only[0].forget.tokens = at::zeros({2, 5}, at::kLong);
+  Status no_qa = Unlearner::check(*altpo, UnlearnConfig{}, passages_only, nullptr, nullptr, nullptr);
+  EXPECT_NE(message(no_qa).find("\"altpo\" unlearns forget QA (question → answer pairs), and forget request \"forget-0\" has none"),
+            std::string::npos) << message(no_qa);
   // A forget id that is not in the corpus.
   Status stranger = run_unlearn_phase(elsewhere("bad-ids", {"corpus.forget_ids=[\"p9999\"]"}), {});
   EXPECT_NE(message(stranger).find("p9999"), std::string::npos) << message(stranger);
