@@ -43,6 +43,8 @@ void visit_unlearn(V& v, UnlearnConfig& u, bool run_wide) {
     v.field("lora_alpha", u.lora_alpha, 1e-6, kInf);
     v.field("lora_targets", u.lora_targets);
     v.field("lora_dropout", u.lora_dropout, 0.0, 0.999);
+    v.field("reinforce_steps", u.reinforce_steps, 1, kMaxInt);
+    v.field("reinforce_lr", u.reinforce_lr, 0.0, 10.0);
   }
   v.field("max_cycles", u.max_cycles, 1, kMaxInt);
   v.field("eval_every", u.eval_every, 1, kMaxInt);
@@ -79,6 +81,7 @@ void visit_unlearn(V& v, UnlearnConfig& u, bool run_wide) {
   v.field("rmu_seed", u.rmu_seed, 0, kMaxInt);
   v.field("dpo_beta", u.dpo_beta, 1e-6, kInf);
   v.field("idk_file", u.idk_file);
+  v.field("task_vector_lambda", u.task_vector_lambda, 0.0, kInf);
 }
 
 // Note [One field list]: `visit` names every key once, with its bounds. The Reader fills a
@@ -535,7 +538,7 @@ Result<RunConfig> load_config(const std::string& path, const std::vector<std::st
 
 const std::vector<std::string>& unlearn_method_names() {
   static const std::vector<std::string> names = {"ga",  "graddiff", "kl",     "npo", "simnpo", "icu",
-                                                 "wga", "satimp",   "undial", "ceu", "pdu", "rmu", "idkdpo", "altpo"};
+                                                 "wga", "satimp",   "undial", "ceu", "pdu", "rmu", "idkdpo", "altpo", "task_vector"};
   return names;
 }
 

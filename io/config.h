@@ -129,6 +129,10 @@ struct UnlearnConfig {
   int64_t rmu_seed = 1234;      // RMU: seed of the random direction u
   double dpo_beta = 0.1;        // IdkDPO, AltPO: β of the preference loss
   std::string idk_file;         // IdkDPO: refusal sentences, one per line ("": the shipped list)
+  double task_vector_lambda = 5;  // task vector: θ − λ (θ_ft − θ)
+  // The reinforced model (task vector): the source fine-tuned further on the forget passages, once per run.
+  int64_t reinforce_steps = 40;
+  double reinforce_lr = 4e-5;
   int64_t keep_checkpoints = 2;
   // Low-rank adapters (docs/strategies.md, LoRA): "none" trains every weight; "lora" freezes the
   // base and trains y += (dropout(x) Aᵀ) Bᵀ · lora_alpha / lora_rank on each target projection.

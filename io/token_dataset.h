@@ -33,7 +33,7 @@ struct TokenDataset {
   at::Tensor loss_from;
 
   int64_t rows() const { return tokens.size(0); }
-  // xxh3-64 over tokens and segments: identifies the data a checkpoint was trained on.
+  // xxh3-64 over tokens, segments and loss_from: identifies the data a checkpoint was trained on.
   uint64_t checksum() const;
 };
 

@@ -83,7 +83,7 @@ Status validate_layout(const RunConfig& cfg, int world_size) {
     };
     LETHE_RETURN_IF_ERROR(divisible(key("forget_batch", u.forget_batch, cfg.unlearn.forget_batch), u.forget_batch));
     LETHE_RETURN_IF_ERROR(divisible(key("retain_batch", u.retain_batch, cfg.unlearn.retain_batch), u.retain_batch));
-    LETHE_RETURN_IF_ERROR(make_strategy(m, u).status());
+    if (!is_weight_arithmetic(m)) LETHE_RETURN_IF_ERROR(make_strategy(m, u).status());
   }
   const auto& names = metric_names();
   const std::string& stop = cfg.unlearn.stop_metric;

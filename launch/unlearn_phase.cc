@@ -6,14 +6,17 @@
 #include <iostream>
 #include <map>
 
+#include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include "base/check.h"
 #include "base/log.h"
 #include "eval/memorization.h"
 #include "eval/muse.h"
 #include "eval/tofu.h"
 #include "launch/experiment.h"
 #include "runtime/checkpoint.h"
+#include "runtime/trainer.h"
 #include "runtime/unlearner.h"
 #include "strategies/strategies.h"
 
@@ -64,6 +67,11 @@ Result<std::vector<UnlearnRequest>> make_requests(const Experiment& ex, const st
       if (k > 1 && !(g >= lo && g < hi)) continue;
       std::vector<int64_t> ids{ex.tok.bos()};
       for (int id : ex.tok.encode(knowmem_prompt({}, q.question))) ids.push_back(id);
+      if (static_cast<int64_t>(ids.size()) > ex.cfg.data.seq_len) {
+        log().warn("forget QA probe \"{}\": its prompt alone is longer than data.seq_len ({}); left out of the forget QA",
+                   q.question, ex.cfg.data.seq_len);
+        continue;
+      }
       answer_from.push_back(static_cast<int64_t>(ids.size()) - 1);  // the target index of the answer's first token
       for (int id : ex.tok.encode(q.answer)) ids.push_back(id);
       ids.push_back(ex.tok.eos());
@@ -112,16 +120,31 @@ Metrics evaluate_against_retrain(Experiment& ex, const Llama& model, const Retra
   return m;
 }
 
+// An unlearned model's summary.json.
+json method_summary(const Experiment& ex, const std::string& method, const std::string& source, const std::string& adapter,
+                    int64_t steps, const Metrics& metrics, const Cost& cost, const Profile& prof,
+                    std::chrono::steady_clock::time_point phase_start, const std::vector<double>& truth_ratios) {
+  const double flops_per_token = train_flops_per_token(ex.cfg.model, ex.cfg.data.seq_len);
+  json summary = {{"phase", "unlearn-" + method}, {"method", method}, {"from", source}, {"adapter", adapter},
+                  {"steps", steps}, {"flops_per_token", flops_per_token},
+                  {"metrics", metrics_json(metrics)}, {"cost", cost_json(cost, flops_per_token, *ex.mesh)},
+                  {"profile", profile_json(prof, std::chrono::duration<double>(std::chrono::steady_clock::now() - phase_start).count())}};
+  if (!truth_ratios.empty()) summary["truth_ratios_forget"] = truth_ratios;
+  return summary;
+}
+
 struct UnlearnInputs {
   std::vector<UnlearnRequest> requests;
   std::optional<TokenDataset> retain, holdout;
+  std::vector<Document> forget;  // every request's passages (the reinforced model's fine-tune)
 };
 
 Result<UnlearnInputs> unlearn_data(const Experiment& ex) {
   const RunConfig& cfg = ex.cfg;
   auto trained = ex.corpus.training_documents(/*include_forget=*/true, cfg.corpus.qa_in_training);
   UnlearnInputs d;
-  LETHE_ASSIGN_OR_RETURN(d.requests, make_requests(ex, of_split(trained, Split::kForget), cfg.unlearn.requests));
+  d.forget = of_split(trained, Split::kForget);
+  LETHE_ASSIGN_OR_RETURN(d.requests, make_requests(ex, d.forget, cfg.unlearn.requests));
   auto retain = of_split(trained, Split::kRetain);
   if (!retain.empty()) {
     LETHE_ASSIGN_OR_RETURN(d.retain, ex.dataset("retain", retain, Packing::kOnePerRow));
@@ -261,12 +284,125 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   }
   // The metrics of the final model: the last cycle's, or (resumed after the last cycle) anew.
   const Metrics final_metrics = last ? last->metrics : evaluate_against_retrain(ex, *model, retrain, &truth_ratios);
-  json summary = {{"phase", "unlearn-" + method}, {"method", method}, {"from", source}, {"adapter", cfg.unlearn.adapter},
-                  {"steps", engine.optimizer().steps_taken()}, {"flops_per_token", flops_per_token},
-                  {"metrics", metrics_json(final_metrics)}, {"cost", cost_json(engine.cost(), flops_per_token, *ex.mesh)},
-                  {"profile", profile_json(prof, std::chrono::duration<double>(std::chrono::steady_clock::now() - phase_start).count())}};
-  if (!truth_ratios.empty()) summary["truth_ratios_forget"] = truth_ratios;
-  return write_json(dir + "/summary.json", summary);
+  return write_json(dir + "/summary.json", method_summary(ex, method, source, cfg.unlearn.adapter, engine.optimizer().steps_taken(),
+                                                          final_metrics, engine.cost(), prof, phase_start, truth_ratios));
+}
+
+// Note [Reinforced model]: the starting checkpoint fine-tuned further on every request's forget
+// passages (packed), unlearn.reinforce_steps AdamW steps of forget_batch rows at reinforce_lr
+// (cosine to train.min_lr_ratio, no warm-up). Trained once per run into <run.dir>/reinforced/ and
+// reused while its summary names the same source, steps, rate, batch and data; the methods that use
+// it (task_vector) each count its cost as their own.
+struct Reinforced {
+  std::string checkpoint;
+  Cost cost;
+};
+
+Result<Reinforced> reinforced_model(Experiment& ex, const std::string& source, const std::vector<Document>& forget) {
+  const RunConfig& cfg = ex.cfg;
+  const std::string dir = cfg.run.dir + "/reinforced", ckpt_dir = dir + "/checkpoints";
+  LETHE_ASSIGN_OR_RETURN(TokenDataset data, ex.dataset("reinforce", forget));
+  const json key = {{"from", source}, {"steps", cfg.unlearn.reinforce_steps}, {"lr", cfg.unlearn.reinforce_lr},
+                    {"batch", cfg.unlearn.forget_batch}, {"data_checksum", std::to_string(data.checksum())}};
+  auto done = read_json(dir + "/summary.json");
+  if (done && done->value("key", json()) == key && !list_checkpoints(ckpt_dir).empty()) {
+    log().info("reinforced model: reusing {}", dir);
+    const json& c = (*done)["cost"];
+    return Reinforced{list_checkpoints(ckpt_dir).front(), Cost{c["train_tokens"], c["forward_tokens"], c["seconds"]}};
+  }
+  TrainConfig tc = cfg.train;
+  tc.steps = cfg.unlearn.reinforce_steps;
+  tc.lr = cfg.unlearn.reinforce_lr;
+  tc.warmup_steps = 0;
+  tc.batch_size = cfg.unlearn.forget_batch;
+  tc.grad_accum = 1;
+  tc.weight_decay = 0;
+  std::unique_ptr<Llama> model = ex.new_model(Experiment::Use::kTrainLoaded);
+  LETHE_RETURN_IF_ERROR(load_weights(source, *model, *ex.mesh));
+  Trainer trainer(*model, *ex.mesh, tc, data, static_cast<uint64_t>(cfg.run.seed));
+  at::Tensor first_loss, last_loss;
+  for (int64_t i = 0; i < tc.steps; ++i) {
+    StepStats st = trainer.step();
+    (i == 0 ? first_loss : last_loss) = st.loss_value;
+  }
+  std::error_code ec;
+  fs::remove_all(ckpt_dir, ec);
+  const CheckpointMeta meta{"reinforced", to_toml(cfg), {{"reinforce", data.checksum()}}, "", 0};
+  LETHE_ASSIGN_OR_RETURN(std::string path, save_checkpoint(ckpt_dir, trainer, meta, 1));
+  const Cost cost{tc.steps * tc.batch_size * cfg.data.seq_len, 0, trainer.seconds()};
+  const double flops_per_token = train_flops_per_token(cfg.model, cfg.data.seq_len);
+  log().info("reinforced model: {} steps on the forget passages in {:.1f}s, forget NLL {:.4f} → {:.4f}", tc.steps, cost.seconds,
+             first_loss.item<double>(), (last_loss.defined() ? last_loss : first_loss).item<double>());
+  LETHE_RETURN_IF_ERROR(write_json(dir + "/summary.json", {{"phase", "reinforced"}, {"key", key}, {"checkpoint", path},
+                                                          {"cost", cost_json(cost, flops_per_token, *ex.mesh)}}));
+  return Reinforced{path, cost};
+}
+
+// Task vector (Ilharco et al. 2023): θ_u = θ − λ (θ_ft − θ) over every weight tensor, θ_ft the
+// reinforced model; each rank combines its own shards, in fp32, rounded to the run's dtype. Every
+// request is removed at once (the fine-tune sees their union). Works on full weights whatever
+// unlearn.adapter says.
+Status task_vector_one(Experiment& ex, const std::string& source, const UnlearnInputs& data, const UnlearnOptions& opts) {
+  const RunConfig& cfg = ex.cfg;
+  const std::string method = "task_vector", dir = cfg.run.dir + "/unlearn-" + method;
+  if (opts.resume && fs::exists(dir + "/summary.json")) {
+    log().info("{}: already finished ({}/summary.json)", method, dir);
+    return Status::ok();
+  }
+  const auto phase_start = std::chrono::steady_clock::now();
+  Profile prof;
+  const double lambda = cfg.unlearn_for(method).task_vector_lambda;
+  Reinforced reinforced;
+  {
+    auto timed = prof.time("reinforce");
+    LETHE_ASSIGN_OR_RETURN(reinforced, reinforced_model(ex, source, data.forget));
+  }
+  if (cfg.unlearn.adapter != "none") log().info("{}: edits full weights (unlearn.adapter = \"{}\" does not apply)", method, cfg.unlearn.adapter);
+  std::unique_ptr<Llama> model = ex.new_model(Experiment::Use::kTrainLoaded), ft = ex.new_model(Experiment::Use::kReference);
+  LETHE_RETURN_IF_ERROR(load_weights(source, *model, *ex.mesh));
+  LETHE_RETURN_IF_ERROR(load_weights(reinforced.checkpoint, *ft, *ex.mesh));
+  const auto arithmetic_start = std::chrono::steady_clock::now();
+  {
+    auto timed = prof.time("arithmetic");
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < model->params().size(); ++i) {
+      Param& p = model->params()[i];
+      LETHE_CHECK_MSG(p.name == ft->params()[i].name, "task_vector: parameter lists differ at " + p.name);
+      const at::Tensor theta = p.value.to(at::kFloat), tuned = ft->params()[i].value.to(at::kFloat);
+      p.value.copy_(theta - lambda * (tuned - theta));
+    }
+  }
+  ft.reset();
+  Cost cost = reinforced.cost;
+  cost.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - arithmetic_start).count();
+  fs::create_directories(dir);
+  if (writes_reports()) LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/config.toml", to_toml(cfg)));
+  {
+    auto timed = prof.time("checkpoints");
+    LETHE_ASSIGN_OR_RETURN(TokenDataset forget, ex.dataset("reinforce", data.forget));
+    Trainer holder(*model, *ex.mesh, cfg.train, forget, static_cast<uint64_t>(cfg.run.seed));  // saves the weights
+    std::error_code ec;
+    fs::remove_all(dir + "/checkpoints", ec);
+    const CheckpointMeta meta{"unlearn-" + method, to_toml(cfg), {{"reinforce", forget.checksum()}}, "", 0};
+    LETHE_RETURN_IF_ERROR(save_checkpoint(dir + "/checkpoints", holder, meta, 1).status());
+  }
+  std::vector<double> truth_ratios;
+  Metrics m;
+  {
+    auto timed = prof.time("evaluation");
+    m = evaluate_against_retrain(ex, *model, retrain_reference(cfg), &truth_ratios);
+  }
+  const double flops_per_token = train_flops_per_token(cfg.model, cfg.data.seq_len);
+  const std::string stop = fmt::format("θ − {} (θ_ft − θ) applied", lambda);
+  std::ofstream metrics(report_path(dir + "/metrics.jsonl"), std::ios::trunc);
+  metrics << json{{"request", 0}, {"cycle", 0}, {"step", cfg.unlearn.reinforce_steps}, {"forget_samples", static_cast<int64_t>(data.forget.size())},
+                  {"losses", json::object()}, {"metrics", metrics_json(m)}, {"cost", cost_json(cost, flops_per_token, *ex.mesh)},
+                  {"stop", stop}}.dump()
+          << std::endl;
+  log().info("{}: λ {}  VerbMem {}  KnowMem f {} r {}  {:.1f}s", method, lambda, metric_text(m, "verbmem_forget"),
+             metric_text(m, "knowmem_forget"), metric_text(m, "knowmem_retain"), cost.seconds);
+  return write_json(dir + "/summary.json", method_summary(ex, method, source, "none", cfg.unlearn.reinforce_steps, m, cost, prof,
+                                                          phase_start, truth_ratios));
 }
 
 }  // namespace
@@ -275,7 +411,9 @@ Status run_unlearn_phase(const RunConfig& cfg, const UnlearnOptions& opts) {
   LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Experiment> ex, open_experiment(cfg));
   LETHE_ASSIGN_OR_RETURN(std::string source, source_checkpoint(cfg));
   LETHE_ASSIGN_OR_RETURN(UnlearnInputs data, unlearn_data(*ex));
-  for (const std::string& m : resolve_methods(cfg.unlearn.methods)) LETHE_RETURN_IF_ERROR(unlearn_one(*ex, m, source, data, opts));
+  for (const std::string& m : resolve_methods(cfg.unlearn.methods)) {
+    LETHE_RETURN_IF_ERROR(is_weight_arithmetic(m) ? task_vector_one(*ex, source, data, opts) : unlearn_one(*ex, m, source, data, opts));
+  }
   return Status::ok();
 }
 

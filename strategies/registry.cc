@@ -16,7 +16,7 @@ const std::vector<std::pair<std::string, Factory>>& registry() {
       {"npo", make_npo}, {"simnpo", make_simnpo},     {"icu", make_icu},
       {"wga", make_wga}, {"satimp", make_satimp},     {"undial", make_undial},
       {"ceu", make_ceu}, {"pdu", make_pdu},           {"rmu", make_rmu},
-      {"idkdpo", make_idkdpo}, {"altpo", make_altpo}};
+      {"idkdpo", make_idkdpo}, {"altpo", make_altpo}, {"task_vector", nullptr}};  // nullptr: weight arithmetic
   return r;
 }
 
@@ -44,8 +44,18 @@ std::vector<std::string> resolve_methods(const std::vector<std::string>& names) 
   return out;
 }
 
+bool is_weight_arithmetic(const std::string& name) {
+  for (const auto& [n, factory] : registry()) {
+    if (n == name) return !factory;
+  }
+  return false;
+}
+
 Result<std::unique_ptr<Strategy>> make_strategy(const std::string& name, const UnlearnConfig& cfg) {
   for (const auto& [n, factory] : registry()) {
+    if (n == name && !factory) {
+      return Status::error("unlearn method \"" + name + "\" is weight arithmetic on whole checkpoints, not a loss the cycle engine minimises");
+    }
     if (n == name) return factory(cfg);
   }
   std::string valid;

@@ -18,6 +18,10 @@ const std::vector<std::string>& strategy_names();
 // (in strategy_names() order); repeats dropped.
 std::vector<std::string> resolve_methods(const std::vector<std::string>& names);
 
+// Whether `name` is a method that edits weights directly instead of minimising a loss in cycles
+// (task_vector: launch/unlearn_phase.cc runs it); make_strategy refuses it.
+bool is_weight_arithmetic(const std::string& name);
+
 // The method called `name`, configured from `cfg`. An unknown name is an error that lists the
 // valid ones.
 Result<std::unique_ptr<Strategy>> make_strategy(const std::string& name, const UnlearnConfig& cfg);

@@ -91,7 +91,7 @@ TEST_F(Unlearning, EveryMethodForgetsTowardTheRetrainedModelAndKeepsRetainKnowle
   const std::map<std::string, double> keep = {{"ga", 0.1},  {"graddiff", 0.5}, {"kl", 0.5},     {"npo", 0.1},
                                               {"simnpo", 0.5}, {"icu", 0.5},   {"wga", 0.1},    {"satimp", 0.5},
                                               {"undial", 0.1}, {"ceu", 0.1},   {"pdu", 0.5},    {"rmu", 0.5},
-                                              {"idkdpo", 0.5}, {"altpo", 0.5}};
+                                              {"idkdpo", 0.5}, {"altpo", 0.5}, {"task_vector", 0.5}};
   for (const std::string& m : strategy_names()) {
     const json summary = read_json(*dir_ + "/unlearn-" + m + "/summary.json");
     const json u = summary["metrics"];
@@ -106,16 +106,17 @@ TEST_F(Unlearning, EveryMethodForgetsTowardTheRetrainedModelAndKeepsRetainKnowle
     EXPECT_GE(u["knowmem_retain"].get<double>(), keep.at(m) * t["knowmem_retain"].get<double>());
     EXPECT_TRUE(u.contains("privleak"));
     EXPECT_GT(summary["cost"]["train_tokens"].get<int64_t>(), 0);
-    EXPECT_EQ(read_jsonl(*dir_ + "/unlearn-" + m + "/metrics.jsonl").size(), 6u);  // one record per cycle
+    // One record per cycle; the task vector's one record is its result.
+    EXPECT_EQ(read_jsonl(*dir_ + "/unlearn-" + m + "/metrics.jsonl").size(), m == "task_vector" ? 1u : 6u);
     // Where the time went (Note [Phase profile]): the parts and the rest add up to the total, and
     // the method's own cost is the part of it spent unlearning.
     const json prof = summary["profile"];
     double parts = 0;
     for (const auto& [part, v] : prof.items()) parts += part == "total" ? 0.0 : v.get<double>();
     EXPECT_NEAR(parts, prof["total"].get<double>(), 1e-6) << prof;
-    for (const char* part : {"unlearn_steps", "learn_steps", "evaluation", "checkpoints"}) {
-      EXPECT_GT(prof.value(part, 0.0), 0.0) << part << ": " << prof;
-    }
+    const std::vector<std::string> named = m == "task_vector" ? std::vector<std::string>{"reinforce", "arithmetic", "evaluation", "checkpoints"}
+                                                               : std::vector<std::string>{"unlearn_steps", "learn_steps", "evaluation", "checkpoints"};
+    for (const std::string& part : named) EXPECT_GT(prof.value(part, 0.0), 0.0) << part << ": " << prof;
     if (m == "icu") EXPECT_GT(prof.value("refinement", 0.0), 0.0) << prof;
     EXPECT_LE(summary["cost"]["seconds"].get<double>(), prof["total"].get<double>());
   }
@@ -173,6 +174,35 @@ TEST_F(Unlearning, RmuChangesOnlyTheDownProjectionsItNames) {
     changed += !same;
   }
   EXPECT_EQ(changed, 2);
+}
+
+// Task vector: every weight of the result is θ − λ (θ_ft − θ), θ the target and θ_ft the
+// reinforced model; a second run with another λ reuses the reinforced model (not trained again)
+// and still counts its cost.
+TEST_F(Unlearning, TaskVectorIsTheTargetMinusLambdaTimesTheSharedReinforcedDelta) {
+  const std::string tv = "unlearn.methods=[\"task_vector\"]";
+  RunConfig cfg = elsewhere("task-vector", {tv});
+  ASSERT_TRUE(run_unlearn_phase(cfg, {}).is_ok());
+  const std::string reinforced = read_json(cfg.run.dir + "/reinforced/summary.json")["checkpoint"];
+  const auto trained_at = fs::last_write_time(reinforced);
+  auto check = [&](double lambda) {
+    auto target = H5File::open(list_checkpoints(*dir_ + "/target/checkpoints").front()).value();
+    auto ft = H5File::open(reinforced).value();
+    auto u = H5File::open(list_checkpoints(cfg.run.dir + "/unlearn-task_vector/checkpoints").front()).value();
+    for (const std::string& n : target.list("model")) {
+      const at::Tensor theta = target.read_tensor("model/" + n).value(), delta = ft.read_tensor("model/" + n).value() - theta;
+      EXPECT_GT(delta.abs().max().item<double>(), 0) << n << ": the fine-tune did not move it";
+      EXPECT_TRUE(at::allclose(u.read_tensor("model/" + n).value(), theta - lambda * delta, 1e-5, 1e-6)) << n << " at λ " << lambda;
+    }
+    const json summary = read_json(cfg.run.dir + "/unlearn-task_vector/summary.json");
+    EXPECT_EQ(summary["cost"]["train_tokens"].get<int64_t>(), 40 * cfg.unlearn.forget_batch * cfg.data.seq_len);  // the fine-tune's
+    EXPECT_EQ(read_jsonl(cfg.run.dir + "/unlearn-task_vector/metrics.jsonl").size(), 1u);
+  };
+  check(5.0);
+  cfg = parse_config(to_toml(cfg), "unlearn-test", {"unlearn.task_vector.task_vector_lambda=1"}).value();  // the same folder
+  ASSERT_TRUE(run_unlearn_phase(cfg, {}).is_ok());
+  EXPECT_EQ(fs::last_write_time(reinforced), trained_at);
+  check(1.0);
 }
 
 // unlearn.eval_every = 4 over 6 cycles and 2 requests: each request's 4th and last cycles are
@@ -288,7 +318,7 @@ TEST_F(Unlearning, LoraRunsEveryMethodResumesBitIdenticallyAndRefusesAChangedBas
   const json target = read_json(*dir_ + "/target/summary.json");
   for (const std::string& m : resolve_methods(all.unlearn.methods)) {
     const json s = read_json(all.run.dir + "/unlearn-" + m + "/summary.json");
-    EXPECT_EQ(s["adapter"], "lora") << m;
+    EXPECT_EQ(s["adapter"], m == "task_vector" ? "none" : "lora") << m;  // the task vector edits full weights
     // Forget perplexity (continuous: one cycle at a small rate may leave every greedy decode as it was).
     const double ppl = s["metrics"]["ppl_forget"], ppl_target = target["metrics"]["ppl_forget"];
     EXPECT_GT(std::abs(ppl / ppl_target - 1), 1e-5) << m << ": the adapters changed nothing";
