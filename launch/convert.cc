@@ -12,26 +12,6 @@
 
 namespace lethe {
 
-namespace {
-
-// A checkpoint of weights alone: a fresh optimizer and no loop state.
-class WeightsOnly : public Checkpointable {
- public:
-  WeightsOnly(Llama& model, const Mesh& mesh) : model_(model), mesh_(mesh), opt_(model, AdamHyper{}, mesh) {}
-  Llama& model() override { return model_; }
-  AdamW& optimizer() override { return opt_; }
-  const Mesh& mesh() const override { return mesh_; }
-  StateTensors state() const override { return {}; }
-  Status set_state(const StateTensors&) override { return Status::ok(); }
-
- private:
-  Llama& model_;
-  const Mesh& mesh_;
-  AdamW opt_;
-};
-
-}  // namespace
-
 Status run_convert_from_hf(RunConfig cfg, const std::string& hf_dir, const std::string& out_dir) {
   if (!is_hf_dir(hf_dir)) {
     return Status::error(hf_dir + ": not a Hugging Face model folder (config.json and model.safetensors or its index)");

@@ -296,19 +296,21 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
 struct Reinforced {
   std::string checkpoint;
   Cost cost;
+  uint64_t data_checksum = 0;  // of the packed forget passages it was tuned on
 };
 
 Result<Reinforced> reinforced_model(Experiment& ex, const std::string& source, const std::vector<Document>& forget) {
   const RunConfig& cfg = ex.cfg;
   const std::string dir = cfg.run.dir + "/reinforced", ckpt_dir = dir + "/checkpoints";
   LETHE_ASSIGN_OR_RETURN(TokenDataset data, ex.dataset("reinforce", forget));
+  const uint64_t checksum = data.checksum();
   const json key = {{"from", source}, {"steps", cfg.unlearn.reinforce_steps}, {"lr", cfg.unlearn.reinforce_lr},
-                    {"batch", cfg.unlearn.forget_batch}, {"data_checksum", std::to_string(data.checksum())}};
+                    {"batch", cfg.unlearn.forget_batch}, {"data_checksum", std::to_string(checksum)}};
   auto done = read_json(dir + "/summary.json");
   if (done && done->value("key", json()) == key && !list_checkpoints(ckpt_dir).empty()) {
     log().info("reinforced model: reusing {}", dir);
     const json& c = (*done)["cost"];
-    return Reinforced{list_checkpoints(ckpt_dir).front(), Cost{c["train_tokens"], c["forward_tokens"], c["seconds"]}};
+    return Reinforced{list_checkpoints(ckpt_dir).front(), Cost{c["train_tokens"], c["forward_tokens"], c["seconds"]}, checksum};
   }
   TrainConfig tc = cfg.train;
   tc.steps = cfg.unlearn.reinforce_steps;
@@ -327,7 +329,7 @@ Result<Reinforced> reinforced_model(Experiment& ex, const std::string& source, c
   }
   std::error_code ec;
   fs::remove_all(ckpt_dir, ec);
-  const CheckpointMeta meta{"reinforced", to_toml(cfg), {{"reinforce", data.checksum()}}, "", 0};
+  const CheckpointMeta meta{"reinforced", to_toml(cfg), {{"reinforce", checksum}}, "", 0};
   LETHE_ASSIGN_OR_RETURN(std::string path, save_checkpoint(ckpt_dir, trainer, meta, 1));
   const Cost cost{tc.steps * tc.batch_size * cfg.data.seq_len, 0, trainer.seconds()};
   const double flops_per_token = train_flops_per_token(cfg.model, cfg.data.seq_len);
@@ -335,7 +337,7 @@ Result<Reinforced> reinforced_model(Experiment& ex, const std::string& source, c
              first_loss.item<double>(), (last_loss.defined() ? last_loss : first_loss).item<double>());
   LETHE_RETURN_IF_ERROR(write_json(dir + "/summary.json", {{"phase", "reinforced"}, {"key", key}, {"checkpoint", path},
                                                           {"cost", cost_json(cost, flops_per_token, *ex.mesh)}}));
-  return Reinforced{path, cost};
+  return Reinforced{path, cost, checksum};
 }
 
 // Task vector (Ilharco et al. 2023): θ_u = θ − λ (θ_ft − θ) over every weight tensor, θ_ft the
@@ -379,12 +381,11 @@ Status task_vector_one(Experiment& ex, const std::string& source, const UnlearnI
   if (writes_reports()) LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/config.toml", to_toml(cfg)));
   {
     auto timed = prof.time("checkpoints");
-    LETHE_ASSIGN_OR_RETURN(TokenDataset forget, ex.dataset("reinforce", data.forget));
-    Trainer holder(*model, *ex.mesh, cfg.train, forget, static_cast<uint64_t>(cfg.run.seed));  // saves the weights
+    WeightsOnly weights(*model, *ex.mesh);
     std::error_code ec;
     fs::remove_all(dir + "/checkpoints", ec);
-    const CheckpointMeta meta{"unlearn-" + method, to_toml(cfg), {{"reinforce", forget.checksum()}}, "", 0};
-    LETHE_RETURN_IF_ERROR(save_checkpoint(dir + "/checkpoints", holder, meta, 1).status());
+    const CheckpointMeta meta{"unlearn-" + method, to_toml(cfg), {{"reinforce", reinforced.data_checksum}}, "", 0};
+    LETHE_RETURN_IF_ERROR(save_checkpoint(dir + "/checkpoints", weights, meta, 1).status());
   }
   std::vector<double> truth_ratios;
   Metrics m;

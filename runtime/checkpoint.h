@@ -45,6 +45,22 @@ class Checkpointable {
   virtual Status set_state(const StateTensors& state) = 0;
 };
 
+// A checkpoint of weights alone (an imported or computed model): a fresh optimizer, no loop state.
+class WeightsOnly : public Checkpointable {
+ public:
+  WeightsOnly(Llama& model, const Mesh& mesh) : model_(model), mesh_(mesh), opt_(model, AdamHyper{}, mesh) {}
+  Llama& model() override { return model_; }
+  AdamW& optimizer() override { return opt_; }
+  const Mesh& mesh() const override { return mesh_; }
+  StateTensors state() const override { return {}; }
+  Status set_state(const StateTensors&) override { return Status::ok(); }
+
+ private:
+  Llama& model_;
+  const Mesh& mesh_;
+  AdamW opt_;
+};
+
 struct CheckpointMeta {
   std::string phase;        // "target", "retrain", …
   std::string config_toml;  // the effective config of the run

@@ -65,9 +65,11 @@ NllKl nll_and_kl(const Llama& model, const Llama& reference, const Batch& b, Cos
   return {-(lp_BT * mask).sum() / count, (kl_BT * mask).sum() / count};
 }
 
-std::vector<int64_t> all_rows(int64_t n) {
-  std::vector<int64_t> rows(static_cast<size_t>(n));
-  std::iota(rows.begin(), rows.end(), 0);
+std::vector<int64_t> all_rows(int64_t n) { return row_range(0, n); }
+
+std::vector<int64_t> row_range(int64_t first, int64_t last) {
+  std::vector<int64_t> rows(static_cast<size_t>(std::max<int64_t>(0, last - first)));
+  std::iota(rows.begin(), rows.end(), first);
   return rows;
 }
 

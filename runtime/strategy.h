@@ -131,5 +131,7 @@ struct NllKl {
 NllKl nll_and_kl(const Llama& model, const Llama& reference, const Batch& b, Cost& cost);
 // Rows 0 … n−1.
 std::vector<int64_t> all_rows(int64_t n);
+// Rows first … last−1.
+std::vector<int64_t> row_range(int64_t first, int64_t last);
 
 }  // namespace lethe

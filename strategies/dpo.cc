@@ -125,8 +125,9 @@ class Dpo : public BasicStrategy {
     size_t width = 1;
     for (const Tokens& a : answers_) width = std::max(width, a.size());
     at::Tensor t = at::full({static_cast<int64_t>(answers_.size()), static_cast<int64_t>(width)}, -1, at::kLong);
+    auto v = t.accessor<int64_t, 2>();
     for (size_t r = 0; r < answers_.size(); ++r) {
-      for (size_t i = 0; i < answers_[r].size(); ++i) t[r][i] = answers_[r][i];
+      for (size_t i = 0; i < answers_[r].size(); ++i) v[static_cast<int64_t>(r)][static_cast<int64_t>(i)] = answers_[r][i];
     }
     return {{kAltPrefix + ctx_.data.forget->name, t}};
   }
@@ -144,9 +145,10 @@ class Dpo : public BasicStrategy {
     }
     answers_.clear();
     at::Tensor c = t.to(at::kLong).contiguous();
+    auto v = c.accessor<int64_t, 2>();
     for (int64_t r = 0; r < c.size(0); ++r) {
       Tokens a;
-      for (int64_t i = 0; i < c.size(1) && c[r][i].item<int64_t>() >= 0; ++i) a.push_back(c[r][i].item<int64_t>());
+      for (int64_t i = 0; i < c.size(1) && v[r][i] >= 0; ++i) a.push_back(v[r][i]);
       answers_.push_back(std::move(a));
     }
     build_preferred();
@@ -178,8 +180,7 @@ class Dpo : public BasicStrategy {
     const int64_t n = qa.rows(), batch = std::max<int64_t>(1, ctx_.eval->batch_size);
     std::vector<Tokens> prompts;
     for (int64_t lo = 0; lo < n; lo += batch) {
-      std::vector<int64_t> rows;
-      for (int64_t r = lo; r < std::min(n, lo + batch); ++r) rows.push_back(r);
+      const std::vector<int64_t> rows = row_range(lo, std::min(n, lo + batch));
       Batch b = make_batch(qa, rows, ref.device());
       at::Tensor first = qa.loss_from.index_select(0, b.rows_B).to(ref.device());  // target index of the answer's first token
       at::Tensor logits_Btv = ref.logits(ref.hidden(b)).to(at::kFloat);

@@ -37,9 +37,7 @@ at::Tensor embeddings(const Llama& model, const TokenDataset& ds, Cost& cost) {
   const DpBlock mine = dp_block(model.mesh(), static_cast<size_t>(ds.rows()));
   std::vector<at::Tensor> parts{at::empty({0, model.config().hidden_size}, at::TensorOptions(model.device()).dtype(at::kFloat))};
   for (auto r = static_cast<int64_t>(mine.first); r < static_cast<int64_t>(mine.last); r += 32) {
-    std::vector<int64_t> idx = all_rows(std::min<int64_t>(32, static_cast<int64_t>(mine.last) - r));
-    for (int64_t& i : idx) i += r;
-    Batch rows = make_batch(ds, idx, model.device());
+    Batch rows = make_batch(ds, row_range(r, std::min<int64_t>(r + 32, static_cast<int64_t>(mine.last))), model.device());
     at::Tensor h = model.hidden(rows).to(at::kFloat);
     at::Tensor mask = rows.segments_BT.ge(0).to(at::kFloat).unsqueeze(-1);
     parts.push_back((h * mask).sum(1) / mask.sum(1).clamp_min(1));

@@ -38,9 +38,8 @@ class Npo : public BasicStrategy {
       const DpBlock block = dp_block(mesh, static_cast<size_t>(f->rows()));
       std::vector<at::Tensor> parts = {at::empty({0}, at::kFloat)};
       for (size_t i = block.first; i < block.last; i += batch) {
-        std::vector<int64_t> rows;
-        for (size_t r = i; r < std::min(block.last, i + batch); ++r) rows.push_back(static_cast<int64_t>(r));
-        Batch b = make_batch(*f, rows, reference.device());
+        Batch b = make_batch(*f, row_range(static_cast<int64_t>(i), static_cast<int64_t>(std::min(block.last, i + batch))),
+                             reference.device());
         parts.push_back(sequence_logprobs(batch_logprobs(reference, b), b).to(at::kFloat).cpu());
       }
       ref_logprobs_[f->name] = dp_gather_rows(mesh, at::cat(parts), static_cast<size_t>(f->rows()));

@@ -82,9 +82,7 @@ class Pdu : public BasicStrategy {
     const DpBlock mine = dp_block(model.mesh(), static_cast<size_t>(n));
     at::Tensor sums = at::zeros({2}, at::kDouble);  // NLL, tokens
     for (auto r = static_cast<int64_t>(mine.first); r < static_cast<int64_t>(mine.last); r += cfg_.retain_batch) {
-      std::vector<int64_t> rows = all_rows(std::min(cfg_.retain_batch, static_cast<int64_t>(mine.last) - r));
-      for (int64_t& i : rows) i += r;
-      Batch batch = make_batch(retain, rows, model.device());
+      Batch batch = make_batch(retain, row_range(r, std::min(r + cfg_.retain_batch, static_cast<int64_t>(mine.last))), model.device());
       sums[0] -= batch_logprobs(model, batch).sum().to(at::kDouble).cpu();
       sums[1] += static_cast<double>(batch.loss_tokens);
     }
