@@ -32,6 +32,14 @@ std::vector<Document> of_split(const std::vector<Document>& docs, Split s) {
   return out;
 }
 
+// Removes `dir` (stale checkpoints another run left) on rank 0 while the others wait, so that no
+// rank removes what another has begun to write.
+void clear_checkpoints(const Experiment& ex, const std::string& dir) {
+  std::error_code ec;
+  if (ex.mesh->world().rank() == 0) fs::remove_all(dir, ec);
+  ex.mesh->world().barrier();
+}
+
 // The forget documents split into `k` sequential requests by group (person), in corpus order.
 Result<std::vector<UnlearnRequest>> make_requests(const Experiment& ex, const std::vector<Document>& forget, int64_t k) {
   if (forget.empty()) {
@@ -238,8 +246,7 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
     const int64_t kept = engine.reports();
     LETHE_RETURN_IF_ERROR(keep_records(dir + "/metrics.jsonl", [&](const json&, int64_t i) { return i < kept; }));
   } else {
-    std::error_code ec;
-    fs::remove_all(ckpt_dir, ec);
+    clear_checkpoints(ex, ckpt_dir);
     engine.add_cost(caching);
   }
   std::ofstream metrics(report_path(dir + "/metrics.jsonl"), resuming ? std::ios::app : std::ios::trunc);
@@ -327,8 +334,7 @@ Result<Reinforced> reinforced_model(Experiment& ex, const std::string& source, c
     StepStats st = trainer.step();
     (i == 0 ? first_loss : last_loss) = st.loss_value;
   }
-  std::error_code ec;
-  fs::remove_all(ckpt_dir, ec);
+  clear_checkpoints(ex, ckpt_dir);
   const CheckpointMeta meta{"reinforced", to_toml(cfg), {{"reinforce", checksum}}, "", 0};
   LETHE_ASSIGN_OR_RETURN(std::string path, save_checkpoint(ckpt_dir, trainer, meta, 1));
   const Cost cost{tc.steps * tc.batch_size * cfg.data.seq_len, 0, trainer.seconds()};
@@ -382,8 +388,7 @@ Status task_vector_one(Experiment& ex, const std::string& source, const UnlearnI
   {
     auto timed = prof.time("checkpoints");
     WeightsOnly weights(*model, *ex.mesh);
-    std::error_code ec;
-    fs::remove_all(dir + "/checkpoints", ec);
+    clear_checkpoints(ex, dir + "/checkpoints");
     const CheckpointMeta meta{"unlearn-" + method, to_toml(cfg), {{"reinforce", reinforced.data_checksum}}, "", 0};
     LETHE_RETURN_IF_ERROR(save_checkpoint(dir + "/checkpoints", weights, meta, 1).status());
   }
