@@ -79,7 +79,7 @@ Status run(int64_t tp, const std::string& dtype, const std::string& optimizer, c
     const TokenDataset re = random_tokens(8 * mesh.dp_size(), kSeq, small.vocab_size);
     LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> s, make_strategy(method, u));
     Cost unused;
-    LETHE_RETURN_IF_ERROR(Unlearner::prepare(*s, r, &warm_ref, unused));
+    LETHE_RETURN_IF_ERROR(Unlearner::prepare(*s, r, {{}, &warm_ref, nullptr, nullptr, nullptr, &unused}));
     Unlearner e(warm, mesh, *s, u, r, &re, nullptr, &warm_ref, 3);
     LETHE_RETURN_IF_ERROR(e.run(UnlearnHooks{}));
   }
@@ -99,12 +99,12 @@ Status run(int64_t tp, const std::string& dtype, const std::string& optimizer, c
     model_bytes = anon() - before;
     if (strategy->needs_reference()) ref = model->base_view();
     reference = anon() - before - model_bytes;
-    LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, requests, ref.get(), cost));
+    LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, requests, {{}, ref.get(), nullptr, nullptr, nullptr, &cost}));
   } else if (strategy->needs_reference()) {
     const double before = anon();
     ref = std::make_unique<Llama>(cfg, mesh, 1, ModelOptions{weights, true, /*trainable=*/false});
     reference = anon() - before;
-    LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, requests, ref.get(), cost));
+    LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, requests, {{}, ref.get(), nullptr, nullptr, nullptr, &cost}));
     caching = host_memory_gb("VmHWM") * 1e9 - base;
   }
   if (!strategy->keeps_reference()) ref.reset();

@@ -43,7 +43,8 @@ void visit_unlearn(V& v, UnlearnConfig& u, bool run_wide) {
     v.field("lora_alpha", u.lora_alpha, 1e-6, kInf);
     v.field("lora_targets", u.lora_targets);
     v.field("lora_dropout", u.lora_dropout, 0.0, 0.999);
-    v.field("reinforce_steps", u.reinforce_steps, 1, kMaxInt);
+    v.field("reinforce_steps", u.reinforce_steps, 0, kMaxInt);
+    v.field("reinforced", u.reinforced);
     v.field("reinforce_lr", u.reinforce_lr, 0.0, 10.0);
   }
   v.field("max_cycles", u.max_cycles, 1, kMaxInt);
@@ -82,6 +83,8 @@ void visit_unlearn(V& v, UnlearnConfig& u, bool run_wide) {
   v.field("dpo_beta", u.dpo_beta, 1e-6, kInf);
   v.field("idk_file", u.idk_file);
   v.field("task_vector_lambda", u.task_vector_lambda, 0.0, kInf);
+  v.field("whp_alpha", u.whp_alpha, 0.0, kInf);
+  v.field("whp_anchors", u.whp_anchors);
 }
 
 // Note [One field list]: `visit` names every key once, with its bounds. The Reader fills a
@@ -538,7 +541,8 @@ Result<RunConfig> load_config(const std::string& path, const std::vector<std::st
 
 const std::vector<std::string>& unlearn_method_names() {
   static const std::vector<std::string> names = {"ga",  "graddiff", "kl",     "npo", "simnpo", "icu",
-                                                 "wga", "satimp",   "undial", "ceu", "pdu", "rmu", "idkdpo", "altpo", "task_vector"};
+                                                 "wga", "satimp",   "undial", "ceu", "pdu", "rmu", "idkdpo", "altpo", "task_vector",
+                                                 "whp", "whp_logits"};
   return names;
 }
 

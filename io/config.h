@@ -130,9 +130,13 @@ struct UnlearnConfig {
   double dpo_beta = 0.1;        // IdkDPO, AltPO: β of the preference loss
   std::string idk_file;         // IdkDPO: refusal sentences, one per line ("": the shipped list)
   double task_vector_lambda = 5;  // task vector: θ − λ (θ_ft − θ)
-  // The reinforced model (task vector): the source fine-tuned further on the forget passages, once per run.
+  double whp_alpha = 4;           // WHP (whp, whp_logits): α in v_ref − α · ReLU(v_reinf − v_ref)
+  std::string whp_anchors;        // WHP: anchor dictionary, JSON or TOML term → generic ("": the generated corpus's)
+  // The reinforced model (task vector, WHP): the source fine-tuned further on the forget passages, once per run.
+  // With `reinforced` set, that checkpoint (Lethe or Hugging Face) is the reinforced model instead.
   int64_t reinforce_steps = 40;
   double reinforce_lr = 4e-5;
+  std::string reinforced;
   int64_t keep_checkpoints = 2;
   // Low-rank adapters (docs/strategies.md, LoRA): "none" trains every weight; "lora" freezes the
   // base and trains y += (dropout(x) Aᵀ) Bᵀ · lora_alpha / lora_rank on each target projection.

@@ -7,9 +7,12 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <sstream>
+#include <cctype>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <toml++/toml.h>
 
 #include "io/atomic_file.h"
 
@@ -192,13 +195,21 @@ void assign_split(Corpus& c, const std::string& group, Split s) {
   for (auto& q : c.qa) if (q.group == group) q.split = s;
 }
 
-}  // namespace
+// The generator's stream, and its people: the first thing drawn from it.
+Rng corpus_rng(const CorpusConfig& cfg) { return Rng(cfg.seed * 0x2545F4914F6CDD1Dull + 17); }
 
-Corpus generate_corpus(const CorpusConfig& cfg) {
-  Rng r(cfg.seed * 0x2545F4914F6CDD1Dull + 17);
+std::vector<Person> make_people(const CorpusConfig& cfg, Rng& r) {
   std::set<std::string> used;
   std::vector<Person> people;
   for (int i = 0; i < cfg.people; ++i) people.push_back(make_person(r, i, used));
+  return people;
+}
+
+}  // namespace
+
+Corpus generate_corpus(const CorpusConfig& cfg) {
+  Rng r = corpus_rng(cfg);
+  const std::vector<Person> people = make_people(cfg, r);
 
   // Splits: a seeded shuffle of people; the first go to forget, the next to holdout.
   std::vector<int> order(people.size());
@@ -226,6 +237,141 @@ Corpus generate_corpus(const CorpusConfig& cfg) {
     }
   }
   return c;
+}
+
+Result<std::vector<Anchor>> generated_anchors(const CorpusConfig& cfg, const Corpus& corpus) {
+  std::set<std::string> forget_groups;
+  for (const Document& d : corpus.docs) if (d.split == Split::kForget) forget_groups.insert(d.group);
+  Rng r = corpus_rng(cfg);
+  std::vector<Person> forget;
+  for (Person& p : make_people(cfg, r)) if (forget_groups.count(p.id)) forget.push_back(std::move(p));
+  auto first_of = [](const std::string& n) { return n.substr(0, n.find(' ')); };
+  auto last_of = [](const std::string& n) { return n.substr(n.find(' ') + 1); };
+  std::set<std::string> firsts, lasts, titles;
+  for (const Person& p : forget) {
+    for (const std::string* n : {&p.name, &p.father, &p.mother, &p.spouse}) {
+      firsts.insert(first_of(*n));
+      lasts.insert(last_of(*n));
+    }
+    titles.insert({p.work1, p.work2});
+  }
+  // The pool's entries no forget person uses, in pool order.
+  auto free_of = [](const auto& pool, const std::set<std::string>& taken) {
+    std::vector<std::string> out;
+    for (const char* w : pool) if (!taken.count(w)) out.emplace_back(w);
+    return out;
+  };
+  const std::vector<std::string> free_first = free_of(kFirst, firsts), free_last = free_of(kLast, lasts);
+  std::vector<std::string> free_titles;
+  for (const char* a : kAdj)
+    for (const char* n : kNoun) {
+      std::string t = std::string("The ") + a + " " + n;
+      if (!titles.count(t)) free_titles.push_back(std::move(t));
+    }
+  if (free_first.empty() || free_last.empty() || free_titles.empty()) {
+    return Status::error("WHP: the forget people use every first name, last name or title of the corpus generator's pools, so no "
+                         "generic translation is left; give the anchors in unlearn.whp_anchors");
+  }
+  // Consistent substitutes, handed out in order of first use (round the free list if it is short).
+  auto substitute = [](std::map<std::string, std::string>& m, const std::string& w, const std::vector<std::string>& free) {
+    auto [it, added] = m.try_emplace(w);
+    if (added) it->second = free[(m.size() - 1) % free.size()];
+    return it->second;
+  };
+  std::map<std::string, std::string> first_map, last_map, title_map;
+  std::vector<Anchor> out;
+  std::set<std::string> seen;
+  auto add = [&](const std::string& term, const std::string& generic) {
+    if (seen.insert(term).second) out.push_back({term, generic});
+  };
+  for (const Person& p : forget) {
+    for (const std::string* n : {&p.name, &p.father, &p.mother, &p.spouse}) {
+      add(*n, substitute(first_map, first_of(*n), free_first) + " " + substitute(last_map, last_of(*n), free_last));
+    }
+    add(p.first, substitute(first_map, p.first, free_first));
+    for (const std::string* t : {&p.work1, &p.work2}) add(*t, substitute(title_map, *t, free_titles));
+  }
+  return out;
+}
+
+namespace {
+
+bool word_byte(char c) { return std::isalnum(static_cast<unsigned char>(c)) || static_cast<unsigned char>(c) >= 0x80; }
+
+}  // namespace
+
+std::vector<AnchorMatch> find_anchors(const std::string& text, const std::vector<Anchor>& anchors) {
+  std::vector<size_t> order;
+  for (size_t i = 0; i < anchors.size(); ++i) if (!anchors[i].term.empty()) order.push_back(i);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return anchors[a].term.size() > anchors[b].term.size(); });
+  std::vector<AnchorMatch> out;
+  for (size_t pos = 0; pos < text.size(); ++pos) {
+    if (pos > 0 && word_byte(text[pos - 1])) continue;
+    for (size_t i : order) {
+      const std::string& t = anchors[i].term;
+      const size_t end = pos + t.size();
+      if (text.compare(pos, t.size(), t) == 0 && (end == text.size() || !word_byte(text[end]))) {
+        out.push_back({pos, end, i});
+        pos = end - 1;
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+std::string translate_anchors(const std::string& text, const std::vector<Anchor>& anchors) {
+  std::string out;
+  size_t at = 0;
+  for (const AnchorMatch& m : find_anchors(text, anchors)) {
+    out += text.substr(at, m.begin - at) + anchors[m.anchor].generic;
+    at = m.end;
+  }
+  return out + text.substr(at);
+}
+
+Result<std::vector<Anchor>> read_anchors(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::error(path + ": cannot open the anchor dictionary (unlearn.whp_anchors)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::vector<std::pair<std::string, std::string>> entries;
+  auto entry = [&](const std::string& key, const std::string* generic) -> Status {
+    if (key.empty()) return Status::error(path + ": an empty term (unlearn.whp_anchors maps terms to their generic translations)");
+    if (!generic || generic->empty()) {
+      return Status::error(path + ": \"" + key + "\": expected a non-empty string, the term's generic translation");
+    }
+    entries.emplace_back(key, *generic);
+    return Status::ok();
+  };
+  if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".toml") == 0) {
+    toml::table t;
+    try {
+      t = toml::parse(ss.str(), path);
+    } catch (const toml::parse_error& e) {
+      return Status::error(path + ": not TOML: " + std::string(e.description()));
+    }
+    for (const auto& [k, v] : t) {
+      const std::string* g = v.as_string() ? &v.as_string()->get() : nullptr;
+      LETHE_RETURN_IF_ERROR(entry(std::string(k.str()), g));
+    }
+  } else {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(ss.str());
+    } catch (const nlohmann::json::exception& e) {
+      return Status::error(path + ": not JSON: " + e.what());
+    }
+    if (!j.is_object()) return Status::error(path + ": expected a JSON object of \"term\": \"generic translation\"");
+    for (const auto& [k, v] : j.items()) {
+      const std::string* g = v.is_string() ? v.get_ptr<const std::string*>() : nullptr;
+      LETHE_RETURN_IF_ERROR(entry(k, g));
+    }
+  }
+  if (entries.empty()) return Status::error(path + ": no anchors (unlearn.whp_anchors needs at least one term)");
+  std::vector<Anchor> out;
+  for (auto& [k, g] : entries) out.push_back({std::move(k), std::move(g)});
+  return out;
 }
 
 namespace {

@@ -58,6 +58,35 @@ Result<Corpus> load_corpus(const CorpusConfig& cfg, const std::string& base_dir)
 // load_corpus reads (so a generated corpus can be inspected and reused).
 Status write_corpus(const Corpus& corpus, const std::string& dir);
 
+// WHP's anchor dictionary (docs/strategies.md, WHP): a term idiosyncratic to the forget set and
+// the generic translation that replaces it.
+struct Anchor {
+  std::string term, generic;
+};
+
+// The generated corpus's anchors: each forget person's name, first name, parents' and spouse's
+// names, and work titles (cities, jobs and awards are shared with retain people, so they are not
+// anchors). Names translate word by word — a first (last) name to the first pool name in order
+// that no forget person's names use as a first (last) name, consistently — and a title to the
+// next title of the generator's words that no forget person wrote. `cfg` is the corpus's config;
+// the forget people are those of `corpus`'s forget split. An error when the pools have no name
+// left to give.
+Result<std::vector<Anchor>> generated_anchors(const CorpusConfig& cfg, const Corpus& corpus);
+
+// A user's anchor dictionary: a JSON object, or a TOML table when the name ends in .toml, of
+// "term" = "generic" strings. Errors name the file and the key.
+Result<std::vector<Anchor>> read_anchors(const std::string& path);
+
+// An anchored term's occurrence in a text: bytes [begin, end) hold anchors[anchor].term.
+struct AnchorMatch {
+  size_t begin = 0, end = 0, anchor = 0;
+};
+// Occurrences of the terms as whole words (not inside a longer word), left to right, the longest
+// term first where several start at one place; they do not overlap.
+std::vector<AnchorMatch> find_anchors(const std::string& text, const std::vector<Anchor>& anchors);
+// `text` with every occurrence replaced by its generic translation.
+std::string translate_anchors(const std::string& text, const std::vector<Anchor>& anchors);
+
 // "Question: …\nAnswer: …" — the few-shot prompt unit of KnowMem (REFERENCE.md).
 std::string render_qa(const std::string& question, const std::string& answer);
 

@@ -83,7 +83,15 @@ Status validate_layout(const RunConfig& cfg, int world_size) {
     };
     LETHE_RETURN_IF_ERROR(divisible(key("forget_batch", u.forget_batch, cfg.unlearn.forget_batch), u.forget_batch));
     LETHE_RETURN_IF_ERROR(divisible(key("retain_batch", u.retain_batch, cfg.unlearn.retain_batch), u.retain_batch));
-    if (!is_weight_arithmetic(m)) LETHE_RETURN_IF_ERROR(make_strategy(m, u).status());
+    bool reinforced = runs_outside_cycles(m);
+    if (!reinforced) {
+      LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> s, make_strategy(m, u));
+      reinforced = s->needs_reinforced();
+    }
+    if (reinforced && cfg.unlearn.reinforce_steps == 0 && cfg.unlearn.reinforced.empty()) {
+      return Status::error("unlearn method \"" + m + "\" needs a reinforced model: unlearn.reinforce_steps = 0 trains none and "
+                           "unlearn.reinforced names none (set one of them)");
+    }
   }
   const auto& names = metric_names();
   const std::string& stop = cfg.unlearn.stop_metric;

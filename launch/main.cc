@@ -77,6 +77,10 @@ int main(int argc, char** argv) {
   CLI::App* eval = add_run("eval", "evaluate a checkpoint (VerbMem, KnowMem, Min-K% AUC/PrivLeak, EL, MA, ES, perplexity)");
   eval->add_option("--checkpoint", checkpoint, "an HDF5 checkpoint of any phase, or a Hugging Face folder")->required();
   eval->add_option("--out", out, "write the metrics JSON here (default: standard output)");
+  std::string companion;
+  double alpha = 4;
+  eval->add_option("--companion", companion, "evaluate the logits v − α · ReLU(v_c − v) with this checkpoint's v_c (whp_logits)");
+  eval->add_option("--alpha", alpha, "α of --companion (default 4)")->check(CLI::NonNegativeNumber);
   CLI::App* convert = app.add_subcommand("convert", "Hugging Face safetensors folders to Lethe checkpoints and back");
   convert->require_subcommand(1);
   std::string hf_dir;
@@ -166,7 +170,7 @@ int main(int argc, char** argv) {
     if (!cfg) return finish(cfg.status());
     if (train->parsed() || retrain->parsed()) return finish(lethe::run_train_phase(*cfg, {train->parsed(), resume, stop_after}));
     if (unlearn->parsed()) return finish(lethe::run_unlearn_phase(*cfg, {resume, stop_after}));
-    if (eval->parsed()) return finish(lethe::run_eval(*cfg, checkpoint, out));
+    if (eval->parsed()) return finish(lethe::run_eval(*cfg, checkpoint, out, companion, alpha));
     if (to_hf->parsed()) return finish(lethe::run_convert_to_hf(*cfg, checkpoint, out, to_hf_opts));
     return 1;
   } catch (const std::exception& e) {

@@ -193,7 +193,7 @@ Result<ModelConfig> model_preset(const std::string& name) {
 Result<ReferenceUse> reference_use_of(const std::string& method) {
   // The task vector's largest step is its fine-tune's (no reference); its arithmetic holds two
   // copies of the weights, less than the fine-tune's weights, gradients and optimizer state.
-  if (is_weight_arithmetic(method)) return ReferenceUse::kNone;
+  if (runs_outside_cycles(method)) return ReferenceUse::kNone;
   auto s = make_strategy(method, UnlearnConfig{});
   if (!s) return Status::error("--method " + method + ": " + s.status().message());
   if (!(*s)->needs_reference()) return ReferenceUse::kNone;

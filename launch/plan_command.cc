@@ -61,7 +61,7 @@ Status run_plan(PlanInput in, const std::string& model, const std::string& measu
     return Status::error("--reference " + flags.reference + ": expected none, cached or resident");
   }
   if (in.forwards == 0) {  // a step without retain rows (GA, WGA, UNDIAL, CE-U) has one forward
-    in.forwards = flags.method.empty() ? 2 : is_weight_arithmetic(flags.method) ? 1
+    in.forwards = flags.method.empty() ? 2 : runs_outside_cycles(flags.method) ? 1
                   : make_strategy(flags.method, UnlearnConfig{}).value()->retain_batch() ? 2 : 1;
   }
   LETHE_ASSIGN_OR_RETURN(in.model, plan_model(model));

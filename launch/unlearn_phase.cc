@@ -172,8 +172,83 @@ Result<UnlearnInputs> unlearn_data(const Experiment& ex) {
   return d;
 }
 
+// WHP's anchor dictionary: unlearn.whp_anchors, else the generated corpus's own, else none (the
+// reference then labels the original text).
+Result<std::vector<Anchor>> whp_anchors(const Experiment& ex, const UnlearnConfig& settings) {
+  if (!settings.whp_anchors.empty()) {
+    LETHE_ASSIGN_OR_RETURN(std::vector<Anchor> a, read_anchors(config_relative(ex.cfg, settings.whp_anchors)));
+    log().info("whp: {} anchors from {}", a.size(), settings.whp_anchors);
+    return a;
+  }
+  if (ex.cfg.corpus.source == "generated") return generated_anchors(ex.cfg.corpus, ex.corpus);
+  return std::vector<Anchor>{};
+}
+
 template <class T>
 const T* ptr(const std::optional<T>& o) { return o ? &*o : nullptr; }
+
+// Note [Reinforced model]: the starting checkpoint fine-tuned further on every request's forget
+// passages (packed), unlearn.reinforce_steps AdamW steps of forget_batch rows at reinforce_lr
+// (cosine to train.min_lr_ratio, no warm-up). Trained once per run into <run.dir>/reinforced/ and
+// reused while its summary names the same source, steps, rate, batch and data; the methods that use
+// it (task_vector, whp, whp_logits) each count its cost as their own. unlearn.reinforced names a
+// checkpoint to use instead (trained elsewhere: no cost here).
+struct Reinforced {
+  std::string checkpoint;
+  Cost cost;
+  uint64_t data_checksum = 0;  // of the packed forget passages it was tuned on
+};
+
+Result<Reinforced> reinforced_model(Experiment& ex, const std::string& source, const std::vector<Document>& forget,
+                                    const std::string& method) {
+  const RunConfig& cfg = ex.cfg;
+  const std::string dir = cfg.run.dir + "/reinforced", ckpt_dir = dir + "/checkpoints";
+  LETHE_ASSIGN_OR_RETURN(TokenDataset data, ex.dataset("reinforce", forget));
+  const uint64_t checksum = data.checksum();
+  if (!cfg.unlearn.reinforced.empty()) {
+    const std::string given = config_relative(cfg, cfg.unlearn.reinforced);
+    if (!fs::exists(given)) return Status::error("unlearn.reinforced: " + given + " does not exist (" + method + "'s reinforced model)");
+    log().info("reinforced model: {} (unlearn.reinforced; its fine-tune is not counted in {}'s cost)", given, method);
+    return Reinforced{given, Cost{}, checksum};
+  }
+  if (cfg.unlearn.reinforce_steps == 0) {
+    return Status::error(method + " needs a reinforced model: unlearn.reinforce_steps = 0 trains none and unlearn.reinforced names "
+                         "none (set one of them)");
+  }
+  const json key = {{"from", source}, {"steps", cfg.unlearn.reinforce_steps}, {"lr", cfg.unlearn.reinforce_lr},
+                    {"batch", cfg.unlearn.forget_batch}, {"data_checksum", std::to_string(checksum)}};
+  auto done = read_json(dir + "/summary.json");
+  if (done && done->value("key", json()) == key && !list_checkpoints(ckpt_dir).empty()) {
+    log().info("reinforced model: reusing {}", dir);
+    const json& c = (*done)["cost"];
+    return Reinforced{list_checkpoints(ckpt_dir).front(), Cost{c["train_tokens"], c["forward_tokens"], c["seconds"]}, checksum};
+  }
+  TrainConfig tc = cfg.train;
+  tc.steps = cfg.unlearn.reinforce_steps;
+  tc.lr = cfg.unlearn.reinforce_lr;
+  tc.warmup_steps = 0;
+  tc.batch_size = cfg.unlearn.forget_batch;
+  tc.grad_accum = 1;
+  tc.weight_decay = 0;
+  std::unique_ptr<Llama> model = ex.new_model(Experiment::Use::kTrainLoaded);
+  LETHE_RETURN_IF_ERROR(load_weights(source, *model, *ex.mesh));
+  Trainer trainer(*model, *ex.mesh, tc, data, static_cast<uint64_t>(cfg.run.seed));
+  at::Tensor first_loss, last_loss;
+  for (int64_t i = 0; i < tc.steps; ++i) {
+    StepStats st = trainer.step();
+    (i == 0 ? first_loss : last_loss) = st.loss_value;
+  }
+  clear_checkpoints(ex, ckpt_dir);
+  const CheckpointMeta meta{"reinforced", to_toml(cfg), {{"reinforce", checksum}}, "", 0};
+  LETHE_ASSIGN_OR_RETURN(std::string path, save_checkpoint(ckpt_dir, trainer, meta, 1));
+  const Cost cost{tc.steps * tc.batch_size * cfg.data.seq_len, 0, trainer.seconds()};
+  const double flops_per_token = train_flops_per_token(cfg.model, cfg.data.seq_len);
+  log().info("reinforced model: {} steps on the forget passages in {:.1f}s, forget NLL {:.4f} → {:.4f}", tc.steps, cost.seconds,
+             first_loss.item<double>(), (last_loss.defined() ? last_loss : first_loss).item<double>());
+  LETHE_RETURN_IF_ERROR(write_json(dir + "/summary.json", {{"phase", "reinforced"}, {"key", key}, {"checkpoint", path},
+                                                          {"cost", cost_json(cost, flops_per_token, *ex.mesh)}}));
+  return Reinforced{path, cost, checksum};
+}
 
 Status unlearn_one(Experiment& ex, const std::string& method, const std::string& source, const UnlearnInputs& data,
                    const UnlearnOptions& opts) {
@@ -192,6 +267,24 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   CheckpointMeta meta{"unlearn-" + method, to_toml(cfg), {}, "", 0};
   std::unique_ptr<Llama> model, reference;
   Cost caching;
+  // Strategy::prepare with the reference, and the reinforced model and anchors where the method
+  // needs them (WHP); they are freed once it ran.
+  auto prepare = [&]() -> Status {
+    auto timed = prof.time("prepare");
+    PrepareContext pc{{}, reference.get(), nullptr, &ex.tok, nullptr, &caching};
+    std::unique_ptr<Llama> reinforced;
+    std::vector<Anchor> anchors;
+    if (strategy->needs_reinforced()) {
+      LETHE_ASSIGN_OR_RETURN(Reinforced r, reinforced_model(ex, source, data.forget, method));
+      reinforced = ex.new_model(Experiment::Use::kReference);
+      LETHE_RETURN_IF_ERROR(load_weights(r.checkpoint, *reinforced, *ex.mesh));
+      caching = r.cost;
+      pc.reinforced = reinforced.get();
+      LETHE_ASSIGN_OR_RETURN(anchors, whp_anchors(ex, settings));
+      pc.anchors = &anchors;
+    }
+    return Unlearner::prepare(*strategy, data.requests, pc);
+  };
   if (cfg.unlearn.adapter == "lora") {
     // The frozen base with trainable adapters; the reference is the same weights with the
     // adapters switched off (no copy).
@@ -206,10 +299,7 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
     if (strategy->needs_reference()) reference = model->base_view();
     meta.base = fs::absolute(source).lexically_normal().string();
     LETHE_ASSIGN_OR_RETURN(meta.base_checksum, weights_checksum(source, ex.mesh->world()));
-    if (!resuming) {
-      auto timed = prof.time("prepare");
-      LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, data.requests, reference.get(), caching));
-    }
+    if (!resuming) LETHE_RETURN_IF_ERROR(prepare());
   } else {
     // The frozen reference, in the run's dtype without gradients. A method that only caches from
     // it does so before the trained model and its optimizer exist, then frees it; a resume needs
@@ -218,10 +308,7 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
       reference = ex.new_model(Experiment::Use::kReference);
       LETHE_RETURN_IF_ERROR(load_weights(source, *reference, *ex.mesh));
     }
-    if (!resuming) {
-      auto timed = prof.time("prepare");
-      LETHE_RETURN_IF_ERROR(Unlearner::prepare(*strategy, data.requests, reference.get(), caching));
-    }
+    if (!resuming) LETHE_RETURN_IF_ERROR(prepare());
     if (reference && !strategy->keeps_reference()) {
       reference.reset();
       log().info("{}: reference model freed after caching what the method needs of it", method);
@@ -295,83 +382,41 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
                                                           final_metrics, engine.cost(), prof, phase_start, truth_ratios));
 }
 
-// Note [Reinforced model]: the starting checkpoint fine-tuned further on every request's forget
-// passages (packed), unlearn.reinforce_steps AdamW steps of forget_batch rows at reinforce_lr
-// (cosine to train.min_lr_ratio, no warm-up). Trained once per run into <run.dir>/reinforced/ and
-// reused while its summary names the same source, steps, rate, batch and data; the methods that use
-// it (task_vector) each count its cost as their own.
-struct Reinforced {
-  std::string checkpoint;
-  Cost cost;
-  uint64_t data_checksum = 0;  // of the packed forget passages it was tuned on
-};
-
-Result<Reinforced> reinforced_model(Experiment& ex, const std::string& source, const std::vector<Document>& forget) {
-  const RunConfig& cfg = ex.cfg;
-  const std::string dir = cfg.run.dir + "/reinforced", ckpt_dir = dir + "/checkpoints";
-  LETHE_ASSIGN_OR_RETURN(TokenDataset data, ex.dataset("reinforce", forget));
-  const uint64_t checksum = data.checksum();
-  const json key = {{"from", source}, {"steps", cfg.unlearn.reinforce_steps}, {"lr", cfg.unlearn.reinforce_lr},
-                    {"batch", cfg.unlearn.forget_batch}, {"data_checksum", std::to_string(checksum)}};
-  auto done = read_json(dir + "/summary.json");
-  if (done && done->value("key", json()) == key && !list_checkpoints(ckpt_dir).empty()) {
-    log().info("reinforced model: reusing {}", dir);
-    const json& c = (*done)["cost"];
-    return Reinforced{list_checkpoints(ckpt_dir).front(), Cost{c["train_tokens"], c["forward_tokens"], c["seconds"]}, checksum};
-  }
-  TrainConfig tc = cfg.train;
-  tc.steps = cfg.unlearn.reinforce_steps;
-  tc.lr = cfg.unlearn.reinforce_lr;
-  tc.warmup_steps = 0;
-  tc.batch_size = cfg.unlearn.forget_batch;
-  tc.grad_accum = 1;
-  tc.weight_decay = 0;
-  std::unique_ptr<Llama> model = ex.new_model(Experiment::Use::kTrainLoaded);
-  LETHE_RETURN_IF_ERROR(load_weights(source, *model, *ex.mesh));
-  Trainer trainer(*model, *ex.mesh, tc, data, static_cast<uint64_t>(cfg.run.seed));
-  at::Tensor first_loss, last_loss;
-  for (int64_t i = 0; i < tc.steps; ++i) {
-    StepStats st = trainer.step();
-    (i == 0 ? first_loss : last_loss) = st.loss_value;
-  }
-  clear_checkpoints(ex, ckpt_dir);
-  const CheckpointMeta meta{"reinforced", to_toml(cfg), {{"reinforce", checksum}}, "", 0};
-  LETHE_ASSIGN_OR_RETURN(std::string path, save_checkpoint(ckpt_dir, trainer, meta, 1));
-  const Cost cost{tc.steps * tc.batch_size * cfg.data.seq_len, 0, trainer.seconds()};
-  const double flops_per_token = train_flops_per_token(cfg.model, cfg.data.seq_len);
-  log().info("reinforced model: {} steps on the forget passages in {:.1f}s, forget NLL {:.4f} → {:.4f}", tc.steps, cost.seconds,
-             first_loss.item<double>(), (last_loss.defined() ? last_loss : first_loss).item<double>());
-  LETHE_RETURN_IF_ERROR(write_json(dir + "/summary.json", {{"phase", "reinforced"}, {"key", key}, {"checkpoint", path},
-                                                          {"cost", cost_json(cost, flops_per_token, *ex.mesh)}}));
-  return Reinforced{path, cost, checksum};
-}
-
-// Task vector (Ilharco et al. 2023): θ_u = θ − λ (θ_ft − θ) over every weight tensor, θ_ft the
-// reinforced model; each rank combines its own shards, in fp32, rounded to the run's dtype. Every
-// request is removed at once (the fine-tune sees their union). Works on full weights whatever
+// The methods outside the cycle engine, both on the reinforced model θ_ft; every request is
+// removed at once (the fine-tune sees their union) and full weights are used whatever
 // unlearn.adapter says.
-Status task_vector_one(Experiment& ex, const std::string& source, const UnlearnInputs& data, const UnlearnOptions& opts) {
+// - task_vector (Ilharco et al. 2023): θ_u = θ − λ (θ_ft − θ) over every weight tensor; each rank
+//   combines its own shards, in fp32, rounded to the run's dtype; saved as a checkpoint.
+// - whp_logits (WHP as MUSE evaluates it): no training; the target evaluated with θ_ft as its
+//   logit companion, logits v − α · ReLU(v_ft − v) (Note [Logit combination]). Nothing new to
+//   save: the summary names the two checkpoints and α (`lethe eval --companion` evaluates it again).
+Status arithmetic_one(Experiment& ex, const std::string& method, const std::string& source, const UnlearnInputs& data,
+                      const UnlearnOptions& opts) {
   const RunConfig& cfg = ex.cfg;
-  const std::string method = "task_vector", dir = cfg.run.dir + "/unlearn-" + method;
+  const std::string dir = cfg.run.dir + "/unlearn-" + method;
   if (opts.resume && fs::exists(dir + "/summary.json")) {
     log().info("{}: already finished ({}/summary.json)", method, dir);
     return Status::ok();
   }
+  const bool task_vector = method == "task_vector";
   const auto phase_start = std::chrono::steady_clock::now();
   Profile prof;
-  const double lambda = cfg.unlearn_for(method).task_vector_lambda;
+  const UnlearnConfig settings = cfg.unlearn_for(method);
   Reinforced reinforced;
   {
     auto timed = prof.time("reinforce");
-    LETHE_ASSIGN_OR_RETURN(reinforced, reinforced_model(ex, source, data.forget));
+    LETHE_ASSIGN_OR_RETURN(reinforced, reinforced_model(ex, source, data.forget, method));
   }
-  if (cfg.unlearn.adapter != "none") log().info("{}: edits full weights (unlearn.adapter = \"{}\" does not apply)", method, cfg.unlearn.adapter);
-  std::unique_ptr<Llama> model = ex.new_model(Experiment::Use::kTrainLoaded), ft = ex.new_model(Experiment::Use::kReference);
+  if (cfg.unlearn.adapter != "none") log().info("{}: uses full weights (unlearn.adapter = \"{}\" does not apply)", method, cfg.unlearn.adapter);
+  std::unique_ptr<Llama> model = ex.new_model(task_vector ? Experiment::Use::kTrainLoaded : Experiment::Use::kReference);
+  std::unique_ptr<Llama> ft = ex.new_model(Experiment::Use::kReference);
   LETHE_RETURN_IF_ERROR(load_weights(source, *model, *ex.mesh));
   LETHE_RETURN_IF_ERROR(load_weights(reinforced.checkpoint, *ft, *ex.mesh));
   const auto arithmetic_start = std::chrono::steady_clock::now();
-  {
+  std::string stop;
+  if (task_vector) {
     auto timed = prof.time("arithmetic");
+    const double lambda = settings.task_vector_lambda;
     at::NoGradGuard no_grad;
     for (size_t i = 0; i < model->params().size(); ++i) {
       Param& p = model->params()[i];
@@ -379,13 +424,17 @@ Status task_vector_one(Experiment& ex, const std::string& source, const UnlearnI
       const at::Tensor theta = p.value.to(at::kFloat), tuned = ft->params()[i].value.to(at::kFloat);
       p.value.copy_(theta - lambda * (tuned - theta));
     }
+    ft.reset();
+    stop = fmt::format("θ − {} (θ_ft − θ) applied", lambda);
+  } else {
+    model->set_logit_companion(ft.get(), settings.whp_alpha);
+    stop = fmt::format("logits v − {} · ReLU(v_ft − v)", settings.whp_alpha);
   }
-  ft.reset();
   Cost cost = reinforced.cost;
   cost.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - arithmetic_start).count();
   fs::create_directories(dir);
   if (writes_reports()) LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/config.toml", to_toml(cfg)));
-  {
+  if (task_vector) {
     auto timed = prof.time("checkpoints");
     WeightsOnly weights(*model, *ex.mesh);
     clear_checkpoints(ex, dir + "/checkpoints");
@@ -399,16 +448,16 @@ Status task_vector_one(Experiment& ex, const std::string& source, const UnlearnI
     m = evaluate_against_retrain(ex, *model, retrain_reference(cfg), &truth_ratios);
   }
   const double flops_per_token = train_flops_per_token(cfg.model, cfg.data.seq_len);
-  const std::string stop = fmt::format("θ − {} (θ_ft − θ) applied", lambda);
   std::ofstream metrics(report_path(dir + "/metrics.jsonl"), std::ios::trunc);
   metrics << json{{"request", 0}, {"cycle", 0}, {"step", cfg.unlearn.reinforce_steps}, {"forget_samples", static_cast<int64_t>(data.forget.size())},
                   {"losses", json::object()}, {"metrics", metrics_json(m)}, {"cost", cost_json(cost, flops_per_token, *ex.mesh)},
                   {"stop", stop}}.dump()
           << std::endl;
-  log().info("{}: λ {}  VerbMem {}  KnowMem f {} r {}  {:.1f}s", method, lambda, metric_text(m, "verbmem_forget"),
+  log().info("{}: {}  VerbMem {}  KnowMem f {} r {}  {:.1f}s", method, stop, metric_text(m, "verbmem_forget"),
              metric_text(m, "knowmem_forget"), metric_text(m, "knowmem_retain"), cost.seconds);
-  return write_json(dir + "/summary.json", method_summary(ex, method, source, "none", cfg.unlearn.reinforce_steps, m, cost, prof,
-                                                          phase_start, truth_ratios));
+  json summary = method_summary(ex, method, source, "none", cfg.unlearn.reinforce_steps, m, cost, prof, phase_start, truth_ratios);
+  if (!task_vector) summary["companion"] = {{"checkpoint", reinforced.checkpoint}, {"alpha", settings.whp_alpha}};
+  return write_json(dir + "/summary.json", summary);
 }
 
 }  // namespace
@@ -418,21 +467,28 @@ Status run_unlearn_phase(const RunConfig& cfg, const UnlearnOptions& opts) {
   LETHE_ASSIGN_OR_RETURN(std::string source, source_checkpoint(cfg));
   LETHE_ASSIGN_OR_RETURN(UnlearnInputs data, unlearn_data(*ex));
   for (const std::string& m : resolve_methods(cfg.unlearn.methods)) {
-    LETHE_RETURN_IF_ERROR(is_weight_arithmetic(m) ? task_vector_one(*ex, source, data, opts) : unlearn_one(*ex, m, source, data, opts));
+    LETHE_RETURN_IF_ERROR(runs_outside_cycles(m) ? arithmetic_one(*ex, m, source, data, opts) : unlearn_one(*ex, m, source, data, opts));
   }
   return Status::ok();
 }
 
-Status run_eval(const RunConfig& cfg, const std::string& checkpoint, const std::string& out) {
+Status run_eval(const RunConfig& cfg, const std::string& checkpoint, const std::string& out, const std::string& companion,
+                double alpha) {
   LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Experiment> ex, open_experiment(cfg));
-  std::unique_ptr<Llama> model = ex->new_model(Experiment::Use::kReference);  // evaluated only
+  std::unique_ptr<Llama> model = ex->new_model(Experiment::Use::kReference), other;  // evaluated only
   LETHE_RETURN_IF_ERROR(load_weights(checkpoint, *model, *ex->mesh));
+  if (!companion.empty()) {
+    other = ex->new_model(Experiment::Use::kReference);
+    LETHE_RETURN_IF_ERROR(load_weights(companion, *other, *ex->mesh).with_context("--companion"));
+    model->set_logit_companion(other.get(), alpha);
+  }
   if (ex->tok.vocab_size() > cfg.model.vocab_size) {
     return Status::error(ex->tok.path() + ": tokenizer vocabulary " + std::to_string(ex->tok.vocab_size()) +
                          " does not fit the checkpoint's " + std::to_string(cfg.model.vocab_size));
   }
   const auto start = std::chrono::steady_clock::now();
   json j = {{"checkpoint", checkpoint}, {"metrics", metrics_json(evaluate_against_retrain(*ex, *model, retrain_reference(cfg)))}};
+  if (other) j["companion"] = {{"checkpoint", companion}, {"alpha", alpha}};
   log().info("evaluated {} in {:.1f}s", checkpoint, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   if (out.empty() || out == "-") {
     std::cout << j.dump(2) << std::endl;

@@ -22,7 +22,10 @@ Status run_unlearn_phase(const RunConfig& cfg, const UnlearnOptions& opts);
 
 // Evaluates the model weights of `checkpoint` on the run's data; writes the metrics as JSON to
 // `out` ("" or "-": standard output). PrivLeak is included when <run.dir>/retrain/summary.json exists.
-Status run_eval(const RunConfig& cfg, const std::string& checkpoint, const std::string& out);
+// With `companion`, the model evaluated is the checkpoint's logits combined with the companion's,
+// v − α · ReLU(v_c − v) (whp_logits; Note [Logit combination] in runtime/model.h).
+Status run_eval(const RunConfig& cfg, const std::string& checkpoint, const std::string& out, const std::string& companion = "",
+                double alpha = 4);
 
 // Side by side: target, retrain and every unlearn-* model of `run_dir`. Prints the table, writes
 // comparison.json, comparison.dat/.gnuplot and (with gnuplot installed) comparison.png.

@@ -336,8 +336,8 @@ at::Tensor Llama::attention(const Block& b, const at::Tensor& x, const at::Tenso
   if (cache) {  // written in place; attention reads positions [0, past + T)
     const int64_t past = cache->length, S = past + T;
     if (cache->k.size() <= layer) {
-      cache->k.emplace_back();
-      cache->v.emplace_back();
+      cache->k.resize(layer + 1);
+      cache->v.resize(layer + 1);
     }
     for (auto [buf, x] : {std::pair{&cache->k[layer], &k}, std::pair{&cache->v[layer], &v}}) {
       *buf = with_room(*buf, *x, 2, past, S, cache->capacity);
@@ -363,21 +363,49 @@ at::Tensor Llama::attention(const Block& b, const at::Tensor& x, const at::Tenso
 
 at::Tensor Llama::hidden(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,
                          KVCache* cache) const {
-  return forward_hidden(input_BT, positions_BT, segments_BT, cache, std::nullopt);
+  return combined_hidden(input_BT, positions_BT, segments_BT, cache, std::nullopt);
 }
 
 at::Tensor Llama::hidden(const Batch& b) const {
-  return forward_hidden(b.input_BT, b.positions_BT, b.segments_BT, nullptr, b.one_sample_per_row);
+  return combined_hidden(b.input_BT, b.positions_BT, b.segments_BT, nullptr, b.one_sample_per_row);
+}
+
+at::Tensor Llama::combined_hidden(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,
+                                  KVCache* cache, std::optional<bool> one_sample_per_row) const {
+  if (!companion_) return forward_hidden(input_BT, positions_BT, segments_BT, cache, one_sample_per_row);
+  // The companion first, into the cache's layers after this model's; both read the same past.
+  const int64_t past = cache ? cache->length : 0;
+  at::Tensor hc = companion_->forward_hidden(input_BT, positions_BT, segments_BT, cache, one_sample_per_row, -1, blocks_.size());
+  if (cache) cache->length = past;
+  at::Tensor h = forward_hidden(input_BT, positions_BT, segments_BT, cache, one_sample_per_row);
+  return at::cat({h, hc.to(h.scalar_type())}, -1);
+}
+
+void Llama::set_logit_companion(const Llama* companion, double alpha) {
+  if (companion) {
+    LETHE_CHECK_MSG(companion != this && !companion->companion_, "a logit companion is a plain model other than this one");
+    LETHE_CHECK_MSG(companion->cfg_.hidden_size == cfg_.hidden_size && companion->cfg_.vocab_size == cfg_.vocab_size &&
+                        &companion->mesh() == mesh_,
+                    "a logit companion has this model's hidden size and vocabulary, on its mesh");
+  }
+  companion_ = companion;
+  companion_alpha_ = alpha;
+}
+
+at::Tensor generic_logits(const at::Tensor& v_ref, const at::Tensor& v_reinf, double alpha) {
+  const at::Tensor ref = v_ref.to(at::kFloat);
+  return ref - alpha * at::relu(v_reinf.to(at::kFloat) - ref);
 }
 
 at::Tensor Llama::residual_after(const Batch& b, int64_t layer) const {
   LETHE_CHECK(layer >= 0 && layer < cfg_.num_hidden_layers);
+  LETHE_CHECK_MSG(!companion_, "residual_after: a model with a logit companion has no single residual stream");
   return forward_hidden(b.input_BT, b.positions_BT, b.segments_BT, nullptr, b.one_sample_per_row, layer + 1);
 }
 
 at::Tensor Llama::forward_hidden(const at::Tensor& input_in, const at::Tensor& positions_in,
                                  const at::Tensor& segments_in, KVCache* cache,
-                                 std::optional<bool> one_sample_per_row, int64_t blocks) const {
+                                 std::optional<bool> one_sample_per_row, int64_t blocks, size_t cache_layer0) const {
   Communicator& tp = mesh_->tp();
   const at::Device dev = mesh_->device();  // inputs may come from the host (a no-op when already there)
   const at::Tensor input_BT = input_in.to(dev), positions_BT = positions_in.to(dev), segments_BT = segments_in.to(dev);
@@ -411,17 +439,18 @@ at::Tensor Llama::forward_hidden(const at::Tensor& input_in, const at::Tensor& p
   for (size_t i = 0; i < run; ++i) {
     x = recompute ? CheckpointedBlock::apply(x, at::TensorList(block_params(i)), this, static_cast<int64_t>(i), cos, sin,
                                              std::optional<at::Tensor>(mask), static_cast<int64_t>(seed))
-                  : block(i, x, cos, sin, mask, cache, seed);
+                  : block(i, x, cos, sin, mask, cache, seed, cache_layer0 + i);
   }
   if (cache) cache->length = S;
   return blocks < 0 ? rms_norm(x, norm_, cfg_.rms_norm_eps) : x;
 }
 
 at::Tensor Llama::block(size_t i, const at::Tensor& x_in, const at::Tensor& cos, const at::Tensor& sin,
-                         const at::Tensor& mask, KVCache* cache, uint64_t seed) const {
+                         const at::Tensor& mask, KVCache* cache, uint64_t seed, std::optional<size_t> cache_layer) const {
   Communicator& tp = mesh_->tp();
   const Block& b = blocks_[i];
-  at::Tensor x = x_in + attention(b, rms_norm(x_in, b.attn_norm, cfg_.rms_norm_eps), cos, sin, mask, cache, i, seed);
+  at::Tensor x = x_in + attention(b, rms_norm(x_in, b.attn_norm, cfg_.rms_norm_eps), cos, sin, mask, cache,
+                                  cache_layer.value_or(i), seed);
   at::Tensor hn = rms_norm(x, b.mlp_norm, cfg_.rms_norm_eps);
   return x + b.w_down(at::silu(b.w_gate(hn, compute_, tp, seed)) * b.w_up(hn, compute_, tp, seed), compute_, tp, seed);
 }
@@ -436,6 +465,12 @@ std::vector<at::Tensor> Llama::block_params(size_t i) const {
 }
 
 at::Tensor Llama::logits(const at::Tensor& hidden_BTD) const {
+  if (companion_) {
+    const int64_t D = cfg_.hidden_size;
+    const at::Tensor own = ColumnParallelLinear{lm_head_, {}}(hidden_BTD.narrow(-1, 0, D), compute_, mesh_->tp());
+    const at::Tensor other = companion_->logits(hidden_BTD.narrow(-1, D, D));
+    return generic_logits(own, other, companion_alpha_).to(compute_);
+  }
   return ColumnParallelLinear{lm_head_, {}}(hidden_BTD, compute_, mesh_->tp());
 }
 

@@ -142,18 +142,32 @@ class Llama {
   bool activation_checkpointing() const { return checkpointing_; }
   // Block `i` of the forward pass: x + attention, then + MLP.
   // `dropout_seed`: adapter dropout for this forward (0: none).
+  // `cache_layer`: where its keys and values go in `cache` (default i).
   at::Tensor block(size_t i, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
-                   KVCache* cache, uint64_t dropout_seed = 0) const;
+                   KVCache* cache, uint64_t dropout_seed = 0, std::optional<size_t> cache_layer = std::nullopt) const;
+  // Note [Logit combination]: with a companion (a model of the same shape on the same mesh, e.g.
+  // the reinforced model), this model's logits are generic_logits(v, v_c, α): v its own and v_c
+  // the companion's on the same tokens (WHP as MUSE evaluates it: whp_logits). hidden() then
+  // returns both final states side by side, [B, T, 2D] (logits() splits them), and a KV cache
+  // holds the companion's layers after this model's own, so generation and every metric run on
+  // the combination unchanged, at any tp × dp. For evaluation: not with residual_after or
+  // gradients through the companion. `companion` null: back to the model alone.
+  void set_logit_companion(const Llama* companion, double alpha);
   // The tensors of block `i`, in the order of params().
   std::vector<at::Tensor> block_params(size_t i) const;
   int64_t num_params_global() const;
 
  private:
   void bind();  // the layers' tensors from params_
-  // hidden(); `one_sample_per_row` when the caller knows it (no host read). With `blocks` ≥ 0,
-  // only the first `blocks` blocks run and their residual stream is returned (no final norm).
+  // hidden() of this model alone; `one_sample_per_row` when the caller knows it (no host read).
+  // With `blocks` ≥ 0, only the first `blocks` blocks run and their residual stream is returned
+  // (no final norm). Cached keys and values go to layers cache_layer0 + i.
   at::Tensor forward_hidden(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,
-                            KVCache* cache, std::optional<bool> one_sample_per_row, int64_t blocks = -1) const;
+                            KVCache* cache, std::optional<bool> one_sample_per_row, int64_t blocks = -1,
+                            size_t cache_layer0 = 0) const;
+  // hidden(): this model's states, and the companion's beside them when there is one.
+  at::Tensor combined_hidden(const at::Tensor& input_BT, const at::Tensor& positions_BT, const at::Tensor& segments_BT,
+                             KVCache* cache, std::optional<bool> one_sample_per_row) const;
   at::Tensor attention(const Block& b, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                        const at::Tensor& mask, KVCache* cache, size_t layer, uint64_t dropout_seed) const;
   uint64_t next_dropout_seed() const;
@@ -170,9 +184,15 @@ class Llama {
   at::Tensor norm_, lm_head_;  // lm_head_ aliases embed_.w when tied
   at::Tensor inv_freq_;        // [d / 2]
   uint64_t seed_;
+  const Llama* companion_ = nullptr;  // Note [Logit combination]
+  double companion_alpha_ = 0;
   bool checkpointing_ = false;
   mutable int64_t dropout_step_ = 0, dropout_calls_ = 0;
 };
+
+// WHP's generic logits (Eldan & Russinovich, eq. 1): v_ref − α · ReLU(v_reinf − v_ref), in fp32,
+// elementwise (so per vocabulary shard under tp).
+at::Tensor generic_logits(const at::Tensor& v_ref, const at::Tensor& v_reinf, double alpha);
 
 // RoPE as Hugging Face applies it (rotate-half layout): x [B, heads, T, d], positions [B, T].
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& positions_BT, double theta);

@@ -53,6 +53,16 @@ struct StrategyContext {
   const Tokenizer* tokenizer = nullptr;  // the run's, for methods that write text (IdkDPO's refusals)
 };
 
+// Given to prepare(), once per run before the trained model exists (launch/unlearn_phase.cc).
+struct PrepareContext {
+  std::vector<const TokenDataset*> forget_sets;  // every request's forget data, in order
+  const Llama* reference = nullptr;              // the frozen original model
+  const Llama* reinforced = nullptr;             // the reinforced model, when needs_reinforced() (WHP)
+  const Tokenizer* tokenizer = nullptr;
+  const std::vector<Anchor>* anchors = nullptr;  // WHP's anchor dictionary; null or empty: none
+  Cost* cost = nullptr;                          // add the forwards run here
+};
+
 struct CycleContext {
   int64_t request = 0, cycle = 0;  // 0-based
   const Llama* model = nullptr;
@@ -78,12 +88,14 @@ class Strategy {
   // Whether the method unlearns the request's forget QA (question → answer, loss on the answer:
   // UnlearnRequest::forget_qa) instead of its passages; then data.forget is the QA.
   virtual bool forget_qa() const { return false; }
+  // Whether prepare() needs the reinforced model (Note [Reinforced model], launch/unlearn_phase.cc).
+  virtual bool needs_reinforced() const { return false; }
 
   // Caches, before the first request, what the method needs of the frozen reference for every
-  // request's forget set (NPO: log π_ref(y|x)); counts the reference forwards in `cost`. Runs once
-  // per run, not on resume. Collective over the reference's mesh.
-  virtual Status prepare(const std::vector<const TokenDataset*>& forget_sets, const Llama& reference, Cost& cost) {
-    (void)forget_sets, (void)reference, (void)cost;
+  // request's forget set (NPO: log π_ref(y|x)); counts the forwards in ctx.cost. Runs once per
+  // run, not on resume. Collective over the reference's mesh.
+  virtual Status prepare(const PrepareContext& ctx) {
+    (void)ctx;
     return Status::ok();
   }
   // Prepares a request (pairings, per-request state). Called again after a resume, before

@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdlib>
 
+#include "base/check.h"
 #include "base/log.h"
 
 namespace lethe {
@@ -61,15 +62,17 @@ Status Unlearner::check(const Strategy& s, const UnlearnConfig& cfg, const std::
   return Status::ok();
 }
 
-Status Unlearner::prepare(Strategy& strategy, const std::vector<UnlearnRequest>& requests, const Llama* reference,
-                          Cost& cost) {
+Status Unlearner::prepare(Strategy& strategy, const std::vector<UnlearnRequest>& requests, PrepareContext ctx) {
   if (!strategy.needs_reference()) return Status::ok();
-  if (!reference) return Status::error("unlearn method \"" + std::string(strategy.name()) + "\" needs the reference model");
-  std::vector<const TokenDataset*> forget_sets;
-  for (const UnlearnRequest& r : requests) forget_sets.push_back(&forget_data(strategy, r));
+  const std::string who = "unlearn method \"" + std::string(strategy.name()) + "\"";
+  if (!ctx.reference) return Status::error(who + " needs the reference model");
+  if (strategy.needs_reinforced() && !ctx.reinforced) return Status::error(who + " needs the reinforced model");
+  LETHE_CHECK(ctx.cost);
+  ctx.forget_sets.clear();
+  for (const UnlearnRequest& r : requests) ctx.forget_sets.push_back(&forget_data(strategy, r));
   const auto start = std::chrono::steady_clock::now();
-  LETHE_RETURN_IF_ERROR(strategy.prepare(forget_sets, *reference, cost));
-  cost.seconds += seconds_since(start);
+  LETHE_RETURN_IF_ERROR(strategy.prepare(ctx));
+  ctx.cost->seconds += seconds_since(start);
   return Status::ok();
 }
 

@@ -68,9 +68,10 @@ class Unlearner : public Checkpointable {
                       const TokenDataset* retain, const TokenDataset* holdout, const Llama* reference);
 
   // Before a fresh run, and before the trained model exists: Strategy::prepare on every request's
-  // forget set with the reference (which may then be freed unless the strategy keeps it), timed
-  // and counted in `cost`. Nothing for a method without a reference. Collective over the mesh.
-  static Status prepare(Strategy& strategy, const std::vector<UnlearnRequest>& requests, const Llama* reference, Cost& cost);
+  // forget set with the reference and what else `ctx` gives (the reference may then be freed
+  // unless the strategy keeps it), timed and counted in ctx.cost; ctx.forget_sets is filled here.
+  // Nothing for a method without a reference. Collective over the mesh.
+  static Status prepare(Strategy& strategy, const std::vector<UnlearnRequest>& requests, PrepareContext ctx);
   // Adds work done before the engine existed (prepare) to its cost.
   void add_cost(const Cost& c);
   // The run's [eval] options and tokenizer, handed to the strategy (StrategyContext).

@@ -30,11 +30,12 @@ class Npo : public BasicStrategy {
 
   // Each dp rank scores its block of the forget set in batches of the step's rows per rank (the
   // memory a step's forward needs, without gradients), and the blocks are gathered.
-  Status prepare(const std::vector<const TokenDataset*>& forget_sets, const Llama& reference, Cost& cost) override {
+  Status prepare(const PrepareContext& ctx) override {
     at::NoGradGuard no_grad;
+    const Llama& reference = *ctx.reference;
     const Mesh& mesh = reference.mesh();
     const size_t batch = static_cast<size_t>(std::max<int64_t>(1, cfg_.forget_batch / mesh.dp_size()));
-    for (const TokenDataset* f : forget_sets) {
+    for (const TokenDataset* f : ctx.forget_sets) {
       const DpBlock block = dp_block(mesh, static_cast<size_t>(f->rows()));
       std::vector<at::Tensor> parts = {at::empty({0}, at::kFloat)};
       for (size_t i = block.first; i < block.last; i += batch) {
@@ -43,7 +44,7 @@ class Npo : public BasicStrategy {
         parts.push_back(sequence_logprobs(batch_logprobs(reference, b), b).to(at::kFloat).cpu());
       }
       ref_logprobs_[f->name] = dp_gather_rows(mesh, at::cat(parts), static_cast<size_t>(f->rows()));
-      cost.forward_tokens += f->rows() * f->seq_len;
+      ctx.cost->forward_tokens += f->rows() * f->seq_len;
     }
     return Status::ok();
   }

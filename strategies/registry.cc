@@ -16,7 +16,8 @@ const std::vector<std::pair<std::string, Factory>>& registry() {
       {"npo", make_npo}, {"simnpo", make_simnpo},     {"icu", make_icu},
       {"wga", make_wga}, {"satimp", make_satimp},     {"undial", make_undial},
       {"ceu", make_ceu}, {"pdu", make_pdu},           {"rmu", make_rmu},
-      {"idkdpo", make_idkdpo}, {"altpo", make_altpo}, {"task_vector", nullptr}};  // nullptr: weight arithmetic
+      {"idkdpo", make_idkdpo}, {"altpo", make_altpo}, {"task_vector", nullptr},
+      {"whp", make_whp},       {"whp_logits", nullptr}};  // nullptr: runs outside the cycle engine
   return r;
 }
 
@@ -44,7 +45,7 @@ std::vector<std::string> resolve_methods(const std::vector<std::string>& names) 
   return out;
 }
 
-bool is_weight_arithmetic(const std::string& name) {
+bool runs_outside_cycles(const std::string& name) {
   for (const auto& [n, factory] : registry()) {
     if (n == name) return !factory;
   }
@@ -54,7 +55,7 @@ bool is_weight_arithmetic(const std::string& name) {
 Result<std::unique_ptr<Strategy>> make_strategy(const std::string& name, const UnlearnConfig& cfg) {
   for (const auto& [n, factory] : registry()) {
     if (n == name && !factory) {
-      return Status::error("unlearn method \"" + name + "\" is weight arithmetic on whole checkpoints, not a loss the cycle engine minimises");
+      return Status::error("unlearn method \"" + name + "\" is weight or logit arithmetic, not a loss the cycle engine minimises");
     }
     if (n == name) return factory(cfg);
   }

@@ -18,9 +18,10 @@ const std::vector<std::string>& strategy_names();
 // (in strategy_names() order); repeats dropped.
 std::vector<std::string> resolve_methods(const std::vector<std::string>& names);
 
-// Whether `name` is a method that edits weights directly instead of minimising a loss in cycles
-// (task_vector: launch/unlearn_phase.cc runs it); make_strategy refuses it.
-bool is_weight_arithmetic(const std::string& name);
+// Whether `name` is a method that does not minimise a loss in cycles — task_vector (weight
+// arithmetic) and whp_logits (logit arithmetic at evaluation): launch/unlearn_phase.cc runs them;
+// make_strategy refuses them.
+bool runs_outside_cycles(const std::string& name);
 
 // The method called `name`, configured from `cfg`. An unknown name is an error that lists the
 // valid ones.
@@ -56,6 +57,22 @@ std::unique_ptr<Strategy> make_pdu(const UnlearnConfig& cfg);
 std::unique_ptr<Strategy> make_rmu(const UnlearnConfig& cfg);
 std::unique_ptr<Strategy> make_idkdpo(const UnlearnConfig& cfg);
 std::unique_ptr<Strategy> make_altpo(const UnlearnConfig& cfg);
+std::unique_ptr<Strategy> make_whp(const UnlearnConfig& cfg);
+
+// WHP's translation of one forget row (docs/strategies.md, WHP): the sample's tokens `ids` with
+// every anchored term replaced by the tokens of its generic translation, where the translated
+// tokens decode to the original text with that term translated (else the occurrence is left as
+// it is and counted in `skipped`). A space the tokenizer split off as a token of its own before a
+// term joins the term's span.
+struct TranslatedRow {
+  std::vector<int64_t> ids;
+  // Per original token: the translated token whose next-token prediction stands for its own (the
+  // same token outside terms, the translation's last token for a term's last token), or −1 for a
+  // term's earlier tokens (they predict the term's own continuation: no label).
+  std::vector<int64_t> position;
+  std::vector<int64_t> replaced, skipped;  // per anchor: occurrences translated, and left as they are
+};
+TranslatedRow translate_row(const std::vector<int64_t>& ids, const std::vector<Anchor>& anchors, const Tokenizer& tok);
 
 // The block RMU steers after: unlearn.rmu_layer, or round(7 · L / 32) (the published 7 of 32).
 int64_t rmu_layer(const UnlearnConfig& cfg, const ModelConfig& model);

@@ -5,12 +5,16 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <numeric>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "io/corpus.h"
 #include "io/token_dataset.h"
 #include "io/tokenizer.h"
+#include "strategies/strategies.h"
 #include "tests/helpers.h"
 
 namespace lethe {
@@ -200,6 +204,114 @@ class TokenizerTest : public ::testing::Test {
 Corpus* TokenizerTest::corpus_ = nullptr;
 Tokenizer* TokenizerTest::tok_ = nullptr;
 std::string* TokenizerTest::dir_ = nullptr;
+
+// WHP's anchors of the generated corpus (3 forget people of 30): every forget person's names and
+// titles, translated to generics no forget person has; on every forget passage and QA rendering
+// each term is replaced and nothing else changes (the inverse dictionary gives the text back),
+// and the token-level translation decodes to the text-level one.
+TEST_F(TokenizerTest, WhpAnchorsTranslateEveryTermOfAGeneratedPersonAndNothingElse) {
+  CorpusConfig cfg;
+  cfg.people = 30;
+  auto anchors = generated_anchors(cfg, *corpus_);
+  ASSERT_TRUE(anchors.is_ok()) << anchors.status().message();
+  std::set<std::string> terms, generics;
+  for (const Anchor& a : *anchors) {
+    terms.insert(a.term);
+    generics.insert(a.generic);
+  }
+  EXPECT_EQ(generics.size(), anchors->size()) << "one generic per term";
+  for (const Anchor& a : *anchors) EXPECT_EQ(terms.count(a.generic), 0u) << a.term << " → " << a.generic;
+  std::vector<Anchor> inverse;
+  for (const Anchor& a : *anchors) inverse.push_back({a.generic, a.term});
+
+  int64_t people = 0, occurrences = 0;
+  for (const QaProbe& q : corpus_->qa) {
+    if (q.split != Split::kForget) continue;
+    auto asks = [&](const char* prefix) { return q.question.rfind(prefix, 0) == 0; };
+    if (asks("When was ")) {  // "When was <name> born?"
+      EXPECT_EQ(terms.count(q.question.substr(9, q.question.size() - 9 - 6)), 1u) << q.question;
+      ++people;
+    } else if (asks("Where was") || asks("What was the occupation") || asks("Which award")) {
+      EXPECT_EQ(terms.count(q.answer), 0u) << q.answer;  // cities, jobs, awards: shared with retain people
+    } else {
+      EXPECT_EQ(terms.count(q.answer), 1u) << q.question << " " << q.answer;  // spouse, father, best-known work
+    }
+  }
+  EXPECT_EQ(people, 3);
+  for (const Document& d : corpus_->training_documents(true, true)) {
+    if (d.split != Split::kForget) continue;
+    const std::string translated = translate_anchors(d.text, *anchors);
+    EXPECT_NE(translated, d.text);
+    EXPECT_TRUE(find_anchors(translated, *anchors).empty()) << translated;
+    EXPECT_EQ(translate_anchors(translated, inverse), d.text);
+    occurrences += static_cast<int64_t>(find_anchors(d.text, *anchors).size());
+    // The same at the token level: the row with <s> and </s>, each term's tokens replaced.
+    std::vector<int64_t> ids{tok_->bos()};
+    for (int id : tok_->encode(d.text)) ids.push_back(id);
+    ids.push_back(tok_->eos());
+    const TranslatedRow row = translate_row(ids, *anchors, *tok_);
+    EXPECT_EQ(std::accumulate(row.skipped.begin(), row.skipped.end(), int64_t{0}), 0) << d.text;
+    EXPECT_EQ(tok_->decode(std::vector<int>(row.ids.begin(), row.ids.end())), translated);
+    int64_t replaced = 0;
+    for (int64_t n : row.replaced) replaced += n;
+    EXPECT_EQ(replaced, static_cast<int64_t>(find_anchors(d.text, *anchors).size()));
+    // Tokens outside the terms keep their place in order; </s> is the translated row's last.
+    int64_t last = -1;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (row.position[i] < 0) continue;
+      EXPECT_GT(row.position[i], last);
+      last = row.position[i];
+    }
+    EXPECT_EQ(row.position.back(), static_cast<int64_t>(row.ids.size()) - 1);
+    EXPECT_EQ(row.ids.front(), tok_->bos());
+  }
+  EXPECT_GT(occurrences, 3 * 5 * 4);  // names and titles in every passage
+  // A term glued to what precedes it either translates or is left whole, never half.
+  const Anchor& a = anchors->front();
+  std::vector<int64_t> glued{tok_->bos()};
+  for (int id : tok_->encode("(" + a.term + ") was here")) glued.push_back(id);
+  const TranslatedRow g = translate_row(glued, *anchors, *tok_);
+  const std::string decoded = tok_->decode(std::vector<int>(g.ids.begin(), g.ids.end()));
+  EXPECT_TRUE(decoded == "(" + a.term + ") was here" || decoded == "(" + a.generic + ") was here") << decoded;
+  EXPECT_EQ(g.skipped[0] + g.replaced[0], 1);
+}
+
+// A user's anchor dictionary, as JSON or TOML; errors name the file and the term.
+TEST(Corpus, WhpAnchorFilesReadAsJsonOrTomlAndBadEntriesAreNamed) {
+  const std::string dir = test::scratch_dir("anchors");
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir + "/" + name) << text;
+    return dir + "/" + name;
+  };
+  auto json = read_anchors(write("a.json", R"({"Harry Potter": "Jon Smith", "Hogwarts": "the academy"})"));
+  ASSERT_TRUE(json.is_ok()) << json.status().message();
+  ASSERT_EQ(json->size(), 2u);
+  auto toml = read_anchors(write("a.toml", "\"Harry Potter\" = \"Jon Smith\"\nHogwarts = \"the academy\"\n"));
+  ASSERT_TRUE(toml.is_ok()) << toml.status().message();
+  ASSERT_EQ(toml->size(), 2u);
+  for (const auto* v : {&*json, &*toml}) {
+    std::map<std::string, std::string> m;
+    for (const Anchor& a : *v) m[a.term] = a.generic;
+    EXPECT_EQ(m["Harry Potter"], "Jon Smith");
+    EXPECT_EQ(m["Hogwarts"], "the academy");
+  }
+  EXPECT_EQ(translate_anchors("Harry Potter's friend at Hogwarts, not Hogwartsian", *json),
+            "Jon Smith's friend at the academy, not Hogwartsian");
+  for (const auto& [name, text, needle] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"n.json", R"({"Harry": 3})", "\"Harry\": expected a non-empty string"},
+           {"l.json", R"(["Harry"])", "expected a JSON object"},
+           {"e.toml", "Harry = \"\"\n", "\"Harry\": expected a non-empty string"},
+           {"z.json", "{}", "no anchors"},
+           {"bad.toml", "Harry = \n", "not TOML"}}) {
+    auto r = read_anchors(write(name, text));
+    ASSERT_FALSE(r.is_ok()) << name;
+    EXPECT_NE(r.status().message().find(dir + "/" + name), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find(needle), std::string::npos) << r.status().message();
+  }
+  auto missing = read_anchors(dir + "/none.json");
+  ASSERT_FALSE(missing.is_ok());
+  EXPECT_NE(missing.status().message().find("unlearn.whp_anchors"), std::string::npos);
+}
 
 TEST_F(TokenizerTest, RoundTripsText) {
   for (const std::string& text : {corpus_->docs[0].text, render_qa(corpus_->qa[0].question, corpus_->qa[0].answer),

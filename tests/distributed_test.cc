@@ -480,9 +480,10 @@ TEST(Distributed4, UnlearningAtTp2Dp2MatchesOneProcess) {  // 4 ranks: the mpi4.
 }
 
 // The later methods (PDU's dual variable updated from the first cycle, so λ is agreed over dp on
-// every step; RMU's truncated forward and its three trained matrices).
+// every step; RMU's truncated forward and its three trained matrices; WHP's labels from translated text and
+// whp_logits' combined model, evaluated at tp 2 × dp 2).
 TEST(Distributed4, LaterMethodsAtTp2Dp2MatchOneProcess) {  // 4 ranks: the mpi4.Distributed entry
-  expect_unlearning_at_tp2_dp2_matches_one_process("unlearn-later", {"wga", "satimp", "undial", "ceu", "pdu", "rmu", "idkdpo", "altpo", "task_vector"},
+  expect_unlearning_at_tp2_dp2_matches_one_process("unlearn-later", {"wga", "satimp", "undial", "ceu", "pdu", "rmu", "idkdpo", "altpo", "task_vector", "whp", "whp_logits"},
                                                    {"unlearn.pdu_warmup_cycles=0"}, 1e-3, 1.0);
 }
 

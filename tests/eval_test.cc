@@ -182,6 +182,59 @@ TEST(Memorization, TeacherForcedMetricsMatchTheLogits) {
   EXPECT_NEAR(tf.perplexity(), std::exp(nll / 17.0), 1e-3 * tf.perplexity());
 }
 
+// whp_logits: a model with a logit companion (Note [Logit combination]) is evaluated on
+// v − α · ReLU(v_c − v). Its logits, its greedy continuations (the KV cache holding both models'
+// layers, left-padded batches) and its teacher-forced metrics equal those computed by hand from
+// two plain models' logits.
+TEST(Memorization, AModelWithALogitCompanionIsEvaluatedOnTheCombinedLogits) {
+  RandomModel r;
+  const Llama plain{r.cfg, r.mesh, 11}, reinforced{r.cfg, r.mesh, 12};
+  const double alpha = 2.0;
+  r.model.set_logit_companion(&reinforced, alpha);
+  at::NoGradGuard g;
+  auto logits_of = [](const Llama& m, const Tokens& x) {  // [T, V]
+    const auto T = static_cast<int64_t>(x.size());
+    return m.full_logits(at::tensor(x, at::kLong).unsqueeze(0), at::arange(T, at::kLong).unsqueeze(0), at::zeros({1, T}, at::kLong))[0];
+  };
+  auto by_hand = [&](const Tokens& x) {
+    const at::Tensor v = logits_of(plain, x), vc = logits_of(reinforced, x);
+    return v - alpha * at::relu(vc - v);
+  };
+  const Tokens x = random_tokens(10, 3);
+  EXPECT_TRUE(at::allclose(logits_of(r.model, x), by_hand(x), 1e-5, 1e-5));
+  EXPECT_GT((by_hand(x) - logits_of(plain, x)).abs().max().item<double>(), 1e-2);
+  // Greedy decoding: the cached, left-padded batch against recomputing the hand combination.
+  const std::vector<Tokens> prompts = {random_tokens(3, 1), random_tokens(9, 2), random_tokens(6, 3)};
+  const std::vector<Tokens> batched = greedy_generate(r.model, prompts, 10, /*stop_id=*/-1, /*batch_size=*/8);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    Tokens seq = prompts[i], expected;
+    for (int i_step = 0; i_step < 10; ++i_step) {
+      const int64_t next = by_hand(seq)[static_cast<int64_t>(seq.size()) - 1].argmax().item<int64_t>();
+      expected.push_back(next);
+      seq.push_back(next);
+    }
+    EXPECT_EQ(batched[i], expected) << "prompt " << i;
+  }
+  // Teacher-forced: MA and NLL of each sample from the hand combination.
+  const std::vector<Tokens> samples = {random_tokens(12, 4), random_tokens(7, 5)};
+  const TeacherForced tf = teacher_forced(r.model, samples, 0.4, /*batch_size=*/2);
+  for (size_t s = 0; s < samples.size(); ++s) {
+    const Tokens& y = samples[s];
+    const at::Tensor logits = by_hand(Tokens(y.begin(), y.end() - 1));
+    const at::Tensor lp = at::log_softmax(logits, -1);
+    double nll = 0, hits = 0;
+    for (size_t t = 0; t + 1 < y.size(); ++t) {
+      nll -= lp[static_cast<int64_t>(t)][y[t + 1]].item<double>();
+      hits += logits[static_cast<int64_t>(t)].argmax().item<int64_t>() == y[t + 1];
+    }
+    EXPECT_NEAR(tf.nll[s], nll, 1e-4 * nll);
+    EXPECT_NEAR(tf.ma[s], hits / static_cast<double>(y.size() - 1), 1e-9);
+  }
+  // Without the companion the model is itself again.
+  r.model.set_logit_companion(nullptr, 0);
+  EXPECT_TRUE(at::allclose(logits_of(r.model, x), logits_of(plain, x)));
+}
+
 TEST(Memorization, ExtractionLikelihoodOfTheModelsOwnContinuationIsOne) {
   // A sample that is the model's own greedy continuation is reproduced exactly from every start.
   RandomModel r;

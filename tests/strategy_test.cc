@@ -41,6 +41,7 @@ struct Rig {
   Mesh mesh = Mesh::create(world, MeshConfig{}).value();
   Llama model{test::small_model(), mesh, 1};
   Llama reference{test::small_model(), mesh, 2};  // a different model, so log-ratios and KL are not zero
+  Llama reinforced{test::small_model(), mesh, 3};  // WHP's
   TokenDataset forget = tiny_data("f", 1), retain = tiny_data("r", 2);
   Cost cost;
   UnlearnConfig cfg;
@@ -50,7 +51,7 @@ struct Rig {
   std::unique_ptr<Strategy> strategy(const std::string& name) {
     auto s = make_strategy(name, cfg).value();
     StrategyContext ctx{{&forget, &retain, &retain}, &reference, &cost, &model, &cfg, &eval, /*eos_id=*/2};
-    EXPECT_TRUE(s->prepare({&forget}, reference, cost).is_ok());
+    EXPECT_TRUE(s->prepare({{&forget}, &reference, &reinforced, nullptr, nullptr, &cost}).is_ok());
     EXPECT_TRUE(s->begin(ctx).is_ok());
     return s;
   }
@@ -388,6 +389,43 @@ TEST(Strategy, AltPoPrefersTheReferencesAlternateAnswerOverTheTrueOne) {
   EXPECT_EQ(resumed->loss(r.model, batch).total().item<double>(), loss);
   EXPECT_EQ(r.cost.forward_tokens - before.forward_tokens, 2 * 2 * 6);  // the two batches' reference forwards, no generation
   EXPECT_FALSE(resumed->set_state({{"altpo_alternates/fqa", at::zeros({3, 2}, at::kLong)}}).is_ok());
+}
+
+// WHP's generic logits on a hand case: v_ref − α · ReLU(v_reinf − v_ref).
+TEST(Whp, GenericLogitsOnAHandCase) {
+  const at::Tensor v_ref = at::tensor({1.0f, 2.0f, 3.0f, -1.0f}), v_reinf = at::tensor({2.0f, 1.0f, 5.0f, -1.0f});
+  // ReLU(v_reinf − v_ref) = (1, 0, 2, 0); α = 2.
+  EXPECT_TRUE(at::equal(generic_logits(v_ref, v_reinf, 2.0), at::tensor({-1.0f, 2.0f, -1.0f, -1.0f})));
+  EXPECT_TRUE(at::equal(generic_logits(v_ref, v_reinf, 0.0), v_ref));
+}
+
+// WHP without anchors: the labels are the argmax of the generic logits of the reference and the
+// reinforced model on the forget text, and the loss is θ's mean NLL of them over the loss mask.
+TEST(Whp, LossIsTheNllOfTheGenericLabelsAndItsGradientMatches) {
+  Rig r;
+  r.cfg.forget_weight = 0.7;
+  r.cfg.whp_alpha = 3;
+  {
+    at::NoGradGuard g;
+    const Batch& b = r.batch.forget;
+    const at::Tensor v_ref = r.reference.full_logits(b.input_BT, b.positions_BT, b.segments_BT);
+    const at::Tensor v_reinf = r.reinforced.full_logits(b.input_BT, b.positions_BT, b.segments_BT);
+    const at::Tensor labels = (v_ref - 3.0 * at::relu(v_reinf - v_ref)).argmax(-1);
+    EXPECT_FALSE(at::equal(labels, b.target_BT));
+    const at::Tensor logp = at::log_softmax(r.model.full_logits(b.input_BT, b.positions_BT, b.segments_BT), -1);
+    const at::Tensor lp = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1);
+    const double expected = 0.7 * (-(lp * b.loss_mask_BT).sum() / b.loss_mask_BT.sum()).item<double>();
+    auto s = r.strategy("whp");
+    EXPECT_NEAR(s->loss(r.model, r.batch).total().item<double>(), expected, 1e-5);
+    // Its labels are its state: they round-trip, and a wrong shape is refused naming the key.
+    StateTensors state = s->state();
+    ASSERT_EQ(state.count("whp_labels/f"), 1u);
+    EXPECT_TRUE(s->set_state(state).is_ok());
+    Status bad = s->set_state({{"whp_labels/f", at::zeros({2, 3}, at::kLong)}});
+    ASSERT_FALSE(bad.is_ok());
+    EXPECT_NE(bad.message().find("whp_labels/f"), std::string::npos) << bad.message();
+  }
+  expect_gradient_matches(r, "whp");
 }
 
 // The config's method sections and the registry name the same methods, in the same order.

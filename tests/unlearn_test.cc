@@ -8,9 +8,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/ostream_sink.h>
 
+#include "base/log.h"
 #include "collectives/local_communicator.h"
 #include "io/atomic_file.h"
 #include "io/hdf5_store.h"
@@ -91,7 +94,8 @@ TEST_F(Unlearning, EveryMethodForgetsTowardTheRetrainedModelAndKeepsRetainKnowle
   const std::map<std::string, double> keep = {{"ga", 0.1},  {"graddiff", 0.5}, {"kl", 0.5},     {"npo", 0.1},
                                               {"simnpo", 0.5}, {"icu", 0.5},   {"wga", 0.1},    {"satimp", 0.5},
                                               {"undial", 0.1}, {"ceu", 0.1},   {"pdu", 0.5},    {"rmu", 0.5},
-                                              {"idkdpo", 0.5}, {"altpo", 0.5}, {"task_vector", 0.5}};
+                                              {"idkdpo", 0.5}, {"altpo", 0.5}, {"task_vector", 0.5},
+                                              {"whp", 0.5},    {"whp_logits", 0.5}};
   for (const std::string& m : strategy_names()) {
     const json summary = read_json(*dir_ + "/unlearn-" + m + "/summary.json");
     const json u = summary["metrics"];
@@ -106,15 +110,17 @@ TEST_F(Unlearning, EveryMethodForgetsTowardTheRetrainedModelAndKeepsRetainKnowle
     EXPECT_GE(u["knowmem_retain"].get<double>(), keep.at(m) * t["knowmem_retain"].get<double>());
     EXPECT_TRUE(u.contains("privleak"));
     EXPECT_GT(summary["cost"]["train_tokens"].get<int64_t>(), 0);
-    // One record per cycle; the task vector's one record is its result.
-    EXPECT_EQ(read_jsonl(*dir_ + "/unlearn-" + m + "/metrics.jsonl").size(), m == "task_vector" ? 1u : 6u);
+    // One record per cycle; the task vector's and whp_logits' one record is their result.
+    const bool outside = runs_outside_cycles(m);
+    EXPECT_EQ(read_jsonl(*dir_ + "/unlearn-" + m + "/metrics.jsonl").size(), outside ? 1u : 6u);
     // Where the time went (Note [Phase profile]): the parts and the rest add up to the total, and
     // the method's own cost is the part of it spent unlearning.
     const json prof = summary["profile"];
     double parts = 0;
     for (const auto& [part, v] : prof.items()) parts += part == "total" ? 0.0 : v.get<double>();
     EXPECT_NEAR(parts, prof["total"].get<double>(), 1e-6) << prof;
-    const std::vector<std::string> named = m == "task_vector" ? std::vector<std::string>{"reinforce", "arithmetic", "evaluation", "checkpoints"}
+    const std::vector<std::string> named = m == "task_vector"  ? std::vector<std::string>{"reinforce", "arithmetic", "evaluation", "checkpoints"}
+                                           : m == "whp_logits" ? std::vector<std::string>{"reinforce", "evaluation"}
                                                                : std::vector<std::string>{"unlearn_steps", "learn_steps", "evaluation", "checkpoints"};
     for (const std::string& part : named) EXPECT_GT(prof.value(part, 0.0), 0.0) << part << ": " << prof;
     if (m == "icu") EXPECT_GT(prof.value("refinement", 0.0), 0.0) << prof;
@@ -203,6 +209,84 @@ TEST_F(Unlearning, TaskVectorIsTheTargetMinusLambdaTimesTheSharedReinforcedDelta
   ASSERT_TRUE(run_unlearn_phase(cfg, {}).is_ok());
   EXPECT_EQ(fs::last_write_time(reinforced), trained_at);
   check(1.0);
+}
+
+// WHP in one run with whp_logits and the task vector: the reinforced model is trained once and
+// each counts its cost; whp translates the forget people's anchors (every one occurs) and resumes
+// from its checkpointed labels to the same cycles; whp_logits' metrics are `lethe eval
+// --companion` of the two checkpoints it names.
+TEST_F(Unlearning, WhpSharesTheReinforcedModelResumesFromItsLabelsAndWhpLogitsIsTheCombinedModel) {
+  std::ostringstream logged;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
+  log().sinks().push_back(sink);
+  RunConfig all = elsewhere("whp-all", {"unlearn.methods=[\"whp\", \"whp_logits\", \"task_vector\"]", "unlearn.max_cycles=2"});
+  RunConfig resumed = elsewhere("whp-resumed", {"unlearn.methods=[\"whp\"]", "unlearn.max_cycles=2"});
+  ASSERT_TRUE(run_unlearn_phase(all, {}).is_ok());
+  ASSERT_TRUE(run_unlearn_phase(resumed, {false, 1}).is_ok());
+  ASSERT_TRUE(run_unlearn_phase(resumed, {true, 0}).is_ok());
+  log().sinks().pop_back();
+  const std::string text = logged.str();
+  EXPECT_EQ(text.find("never occurs"), std::string::npos) << text;
+  EXPECT_NE(text.find("anchored term(s) translated in the forget set, 0 left as they are"), std::string::npos) << text;
+  // Trained once (the later methods reuse it), counted by each.
+  size_t trained = 0;
+  for (size_t at = text.find("steps on the forget passages"); at != std::string::npos; at = text.find("steps on the forget passages", at + 1)) ++trained;
+  EXPECT_EQ(trained, 2u) << "once per run folder: " << text;
+  const int64_t fine_tune = 40 * all.unlearn.forget_batch * all.data.seq_len;
+  for (const char* m : {"whp", "whp_logits", "task_vector"}) {
+    const json summary = read_json(all.run.dir + "/unlearn-" + m + "/summary.json");
+    EXPECT_GE(summary["cost"]["train_tokens"].get<int64_t>(), fine_tune) << m;
+  }
+  EXPECT_GT(read_json(all.run.dir + "/unlearn-whp/summary.json")["cost"]["forward_tokens"].get<int64_t>(), 0);
+  // The resumed run: the same cycles and costs, the labels from the checkpoint.
+  auto a = read_jsonl(all.run.dir + "/unlearn-whp/metrics.jsonl"), b = read_jsonl(resumed.run.dir + "/unlearn-whp/metrics.jsonl");
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(b.size(), a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i]["losses"], b[i]["losses"]) << i;
+    EXPECT_EQ(a[i]["metrics"], b[i]["metrics"]) << i;
+    EXPECT_EQ(a[i]["cost"]["forward_tokens"], b[i]["cost"]["forward_tokens"]) << i;
+  }
+  auto ckpt = H5File::open(list_checkpoints(resumed.run.dir + "/unlearn-whp/checkpoints").front()).value();
+  EXPECT_TRUE(ckpt.read_tensor("state/strategy/whp_labels/forget-0").is_ok());
+  // whp_logits: the target and the reinforced model at α, evaluated again by `lethe eval --companion`.
+  const json logits = read_json(all.run.dir + "/unlearn-whp_logits/summary.json");
+  ASSERT_TRUE(logits.contains("companion")) << logits;
+  EXPECT_EQ(logits["companion"]["alpha"], all.unlearn.whp_alpha);
+  const std::string out = all.run.dir + "/eval-combined.json";
+  ASSERT_TRUE(run_eval(all, logits["from"], out, logits["companion"]["checkpoint"], all.unlearn.whp_alpha).is_ok());
+  const json again = read_json(out)["metrics"];
+  for (const auto& [k, v] : logits["metrics"].items()) EXPECT_NEAR(again[k].get<double>(), v.get<double>(), 1e-9) << k;
+  const double ppl = logits["metrics"]["ppl_forget"], ppl_target = read_json(*dir_ + "/target/summary.json")["metrics"]["ppl_forget"];
+  EXPECT_GT(ppl, 1.05 * ppl_target) << "the combination raised the forget perplexity";
+}
+
+// WHP's bad input: an anchor file with a term the forget set never holds (a warning naming it),
+// a missing anchor file, a reinforced model that is neither trained nor given.
+TEST_F(Unlearning, WhpBadInputsNameTheTermOrTheKey) {
+  auto message = [](const Status& s) { return s.is_ok() ? std::string("(ok)") : s.message(); };
+  const std::string anchors = test::scratch_dir("whp-anchors") + "/anchors.json";
+  std::ofstream(anchors) << R"({"Zebediah Quaterfoil": "Ann Smith"})";
+  std::ostringstream logged;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
+  log().sinks().push_back(sink);
+  Status unused = run_unlearn_phase(elsewhere("whp-unused", {"unlearn.methods=[\"whp\"]", "unlearn.max_cycles=1",
+                                                              "unlearn.whp.whp_anchors=\"" + anchors + "\""}), {});
+  log().sinks().pop_back();
+  EXPECT_TRUE(unused.is_ok()) << unused.message();
+  EXPECT_NE(logged.str().find("whp: anchor \"Zebediah Quaterfoil\" never occurs in the forget set (unlearn.whp_anchors)"),
+            std::string::npos) << logged.str();
+  Status missing = run_unlearn_phase(elsewhere("whp-missing", {"unlearn.methods=[\"whp\"]", "unlearn.whp_anchors=\"/nonexistent/a.json\""}), {});
+  EXPECT_NE(message(missing).find("/nonexistent/a.json: cannot open the anchor dictionary (unlearn.whp_anchors)"), std::string::npos)
+      << message(missing);
+  for (const char* m : {"whp_logits", "whp", "task_vector"}) {
+    Status none = run_unlearn_phase(elsewhere(std::string("whp-none-") + m, {std::string("unlearn.methods=[\"") + m + "\"]",
+                                                                           "unlearn.reinforce_steps=0"}), {});
+    EXPECT_NE(message(none).find(std::string("\"") + m + "\" needs a reinforced model: unlearn.reinforce_steps = 0 trains none and "
+                                 "unlearn.reinforced names none"), std::string::npos) << message(none);
+  }
+  Status gone = run_unlearn_phase(elsewhere("whp-gone", {"unlearn.methods=[\"whp_logits\"]", "unlearn.reinforced=\"/nonexistent/r.h5\""}), {});
+  EXPECT_NE(message(gone).find("unlearn.reinforced: /nonexistent/r.h5 does not exist"), std::string::npos) << message(gone);
 }
 
 // unlearn.eval_every = 4 over 6 cycles and 2 requests: each request's 4th and last cycles are
@@ -318,7 +402,7 @@ TEST_F(Unlearning, LoraRunsEveryMethodResumesBitIdenticallyAndRefusesAChangedBas
   const json target = read_json(*dir_ + "/target/summary.json");
   for (const std::string& m : resolve_methods(all.unlearn.methods)) {
     const json s = read_json(all.run.dir + "/unlearn-" + m + "/summary.json");
-    EXPECT_EQ(s["adapter"], m == "task_vector" ? "none" : "lora") << m;  // the task vector edits full weights
+    EXPECT_EQ(s["adapter"], runs_outside_cycles(m) ? "none" : "lora") << m;  // the task vector and whp_logits use full weights
     // Forget perplexity (continuous: one cycle at a small rate may leave every greedy decode as it was).
     const double ppl = s["metrics"]["ppl_forget"], ppl_target = target["metrics"]["ppl_forget"];
     EXPECT_GT(std::abs(ppl / ppl_target - 1), 1e-5) << m << ": the adapters changed nothing";
