@@ -191,8 +191,9 @@ Result<ModelConfig> model_preset(const std::string& name) {
 }
 
 Result<ReferenceUse> reference_use_of(const std::string& method) {
-  // The task vector's largest step is its fine-tune's (no reference); its arithmetic holds two
-  // copies of the weights, less than the fine-tune's weights, gradients and optimizer state.
+  // The task vector's and whp_logits' largest step is the reinforced fine-tune's (no reference);
+  // their arithmetic or evaluation holds two copies of the weights, less than the fine-tune's
+  // weights, gradients and optimizer state.
   if (runs_outside_cycles(method)) return ReferenceUse::kNone;
   auto s = make_strategy(method, UnlearnConfig{});
   if (!s) return Status::error("--method " + method + ": " + s.status().message());

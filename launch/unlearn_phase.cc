@@ -211,10 +211,7 @@ Result<Reinforced> reinforced_model(Experiment& ex, const std::string& source, c
     log().info("reinforced model: {} (unlearn.reinforced; its fine-tune is not counted in {}'s cost)", given, method);
     return Reinforced{given, Cost{}, checksum};
   }
-  if (cfg.unlearn.reinforce_steps == 0) {
-    return Status::error(method + " needs a reinforced model: unlearn.reinforce_steps = 0 trains none and unlearn.reinforced names "
-                         "none (set one of them)");
-  }
+  LETHE_CHECK_MSG(cfg.unlearn.reinforce_steps > 0, "validate_layout refuses a reinforced model neither trained nor given");
   const json key = {{"from", source}, {"steps", cfg.unlearn.reinforce_steps}, {"lr", cfg.unlearn.reinforce_lr},
                     {"batch", cfg.unlearn.forget_batch}, {"data_checksum", std::to_string(checksum)}};
   auto done = read_json(dir + "/summary.json");

@@ -101,6 +101,33 @@ namespace {
 
 constexpr const char* kLabelPrefix = "whp_labels/";
 
+// The reference's logits on the translations of `rows` of `f`, gathered back to the original rows'
+// inputs, fp32 [B, T, v]. `position` [B, T] (−1 on entry) receives the translated input standing
+// for each input: one whose prediction has a successor in the original row and an input in the
+// translated one. `counts` adds each anchor's translated, then left, occurrences.
+at::Tensor translated_logits(const Llama& ref, const TokenDataset& f, const std::vector<int64_t>& rows,
+                             const std::vector<Anchor>& anchors, const Tokenizer& tok, at::Tensor& position,
+                             std::vector<int64_t>& counts) {
+  const int64_t T = f.seq_len;
+  auto pos = position.accessor<int64_t, 2>();
+  std::vector<std::vector<int64_t>> translated;
+  for (size_t k = 0; k < rows.size(); ++k) {
+    const at::Tensor row = f.tokens[rows[k]].masked_select(f.segments[rows[k]].ge(0)).contiguous();
+    TranslatedRow tr = translate_row(std::vector<int64_t>(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel()), anchors, tok);
+    for (size_t a = 0; a < anchors.size(); ++a) {
+      counts[a] += tr.replaced[a];
+      counts[anchors.size() + a] += tr.skipped[a];
+    }
+    for (int64_t t = 0; t + 1 < static_cast<int64_t>(tr.position.size()) && t < T; ++t) {
+      if (tr.position[t] < T) pos[static_cast<int64_t>(k)][t] = tr.position[t];
+    }
+    translated.push_back(std::move(tr.ids));
+  }
+  const TokenDataset td = pack_rows(f.name + "-translated", translated, std::vector<int64_t>(rows.size(), 0), T, tok.pad());
+  const at::Tensor v = ref.logits(ref.hidden(make_batch(td, all_rows(td.rows()), ref.device()))).to(at::kFloat);
+  return v.gather(1, position.clamp_min(0).to(ref.device()).unsqueeze(-1).expand({-1, -1, v.size(-1)}));
+}
+
 class Whp : public BasicStrategy {
  public:
   using BasicStrategy::BasicStrategy;
@@ -125,32 +152,14 @@ class Whp : public BasicStrategy {
       for (size_t i = block.first; i < block.last; i += batch) {
         const std::vector<int64_t> rows = row_range(static_cast<int64_t>(i), static_cast<int64_t>(std::min(block.last, i + batch)));
         Batch original = make_batch(*f, rows, ref.device());
-        at::Tensor v_ref, position;  // position: per input of `original`, the input of the reference's text that stands for it
+        const auto B = static_cast<int64_t>(rows.size());
+        at::Tensor v_ref, position;  // per input of `original`: the reference's input that stands for it
         if (anchors.empty()) {
           v_ref = ref.logits(ref.hidden(original)).to(at::kFloat);
-          position = at::arange(f->seq_len, at::kLong).expand({static_cast<int64_t>(rows.size()), f->seq_len});
+          position = at::arange(f->seq_len, at::kLong).expand({B, f->seq_len});
         } else {
-          position = at::full({static_cast<int64_t>(rows.size()), f->seq_len}, -1, at::kLong);
-          std::vector<std::vector<int64_t>> translated;
-          for (size_t k = 0; k < rows.size(); ++k) {
-            const at::Tensor row = f->tokens[rows[k]].masked_select(f->segments[rows[k]].ge(0));
-            TranslatedRow tr = translate_row(std::vector<int64_t>(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel()),
-                                             anchors, *ctx.tokenizer);
-            for (size_t a = 0; a < anchors.size(); ++a) {
-              counts[a] += tr.replaced[a];
-              counts[anchors.size() + a] += tr.skipped[a];
-            }
-            // Input t predicts token t + 1: it needs a successor here and a translated input there.
-            for (int64_t t = 0; t + 1 < static_cast<int64_t>(tr.position.size()) && t < f->seq_len; ++t) {
-              if (tr.position[t] < f->seq_len) position[static_cast<int64_t>(k)][t] = tr.position[t];
-            }
-            translated.push_back(std::move(tr.ids));
-          }
-          const TokenDataset td = pack_rows(f->name + "-translated", translated, std::vector<int64_t>(rows.size(), 0), f->seq_len,
-                                            ctx.tokenizer->pad());
-          v_ref = ref.logits(ref.hidden(make_batch(td, all_rows(td.rows()), ref.device()))).to(at::kFloat);
-          const at::Tensor index = position.clamp_min(0).to(ref.device()).unsqueeze(-1).expand({-1, -1, v_ref.size(-1)});
-          v_ref = v_ref.gather(1, index);
+          position = at::full({B, f->seq_len}, -1, at::kLong);
+          v_ref = translated_logits(ref, *f, rows, anchors, *ctx.tokenizer, position, counts);
         }
         const at::Tensor v_reinf = reinf.logits(reinf.hidden(original));
         at::Tensor labels = vocab_parallel_argmax(generic_logits(v_ref, v_reinf, cfg_.whp_alpha), ref.vocab_start(), ref.tp()).cpu();
