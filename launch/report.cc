@@ -26,6 +26,7 @@ struct Row {
   std::string name;
   double verbmem = 0, privleak = 0, ppl = 0;
   std::optional<double> knowmem_f, knowmem_r;  // absent: the corpus has no QA probes for that split
+  double ma_retain = 0;                         // retain MA: the plots' utility without QA
   // TOFU (absent without paraphrased and perturbed answers): forget quality against the retrained
   // model's per-item forget truth ratios, and model utility.
   std::optional<double> forget_quality, model_utility;
@@ -59,6 +60,7 @@ Result<Row> read_row(const std::string& path, const std::string& name, const Ref
     r.forget_quality = ks_2samp_pvalue(j["truth_ratios_forget"].get<std::vector<double>>(), retrain.truth_ratios);
   }
   if (m.contains("model_utility")) r.model_utility = m["model_utility"].get<double>();
+  r.ma_retain = m.value("ma_retain", 0.0);
   r.ppl = m["ppl_holdout"];
   r.seconds = j["cost"]["seconds"];
   r.flops = j["cost"]["flops"];
@@ -115,38 +117,123 @@ std::string table(const std::vector<Row>& rows) {
   return t;
 }
 
-// A two-panel scatter plot: forgetting (VerbMem, KnowMem-forget) against utility (KnowMem-retain).
-Status write_plot(const std::string& dir, const std::vector<Row>& rows) {
+// Runs gnuplot on `dir`/`script` where it is installed (a warning where it is not).
+Status draw(const std::string& dir, const std::string& script) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+    log().warn("gnuplot not found: {}/{} written, no plot drawn", dir, script);
+    return Status::ok();
+  }
+  const std::string cmd = "cd '" + dir + "' && gnuplot " + script;
+  if (std::system(cmd.c_str()) != 0) return Status::error(dir + "/" + script + ": gnuplot failed");
+  return Status::ok();
+}
+
+// A scatter plot of forgetting against utility: VerbMem, and KnowMem-forget where the corpus has QA,
+// against KnowMem-retain (without QA: retain MA × 100, as in Note [Trajectories]).
+Status write_plot(const std::string& dir, const std::vector<Row>& rows, bool qa) {
   std::ostringstream dat, gp;
-  dat << "# model verbmem knowmem_forget privleak knowmem_retain\n";
+  dat << "# model verbmem knowmem_forget privleak utility  (utility: " << (qa ? "KnowMem-retain" : "retain MA × 100") << ")\n";
   for (const Row& r : rows) {
     dat << r.name << " " << r.verbmem << " " << r.knowmem_f.value_or(NAN) << " " << r.privleak << " "
-        << r.knowmem_r.value_or(NAN) << "\n";
+        << (qa ? r.knowmem_r.value_or(NAN) : 100 * r.ma_retain) << "\n";
   }
   LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/comparison.dat", dat.str()));
   gp << "# gnuplot comparison.gnuplot  (writes comparison.png)\n"
-        "set terminal pngcairo size 1200,520 font 'sans,11'\n"
-        "set output 'comparison.png'\n"
-        "set multiplot layout 1,2 title 'Forgetting vs utility (the retrained model is the target to hit)'\n"
-        "set grid\nset key off\nset xlabel 'KnowMem on retain QA (utility, higher is better)'\n"
+        "set terminal pngcairo size " << (qa ? 1200 : 620) << ",520 font 'sans,11'\n"
+        "set output 'comparison.png'\nset termoption noenhanced\n"
+        "set multiplot layout 1," << (qa ? 2 : 1) << " title 'Forgetting vs utility (the retrained model is the target to hit)'\n"
+        "set grid\nset key off\nset xlabel '" << (qa ? "KnowMem on retain QA" : "retain MA × 100") << " (utility, higher is better)'\n"
         "set offsets graph 0.08, graph 0.08, graph 0.08, graph 0.08\n"
         "pt(n) = n eq 'retrain' ? 3 : (n eq 'target' ? 2 : 7)\n"
         "lc(n) = n eq 'retrain' ? 0x2ca02c : (n eq 'target' ? 0xd62728 : 0x1f77b4)\n";
   for (const auto& [col, label] : {std::pair{2, "VerbMem on forget passages (lower = forgotten)"},
                                    std::pair{3, "KnowMem on forget QA (lower = forgotten)"}}) {
+    if (col == 3 && !qa) continue;
     gp << "set ylabel '" << label << "'\n"
        << "plot 'comparison.dat' using 5:" << col << ":(pt(strcol(1))):(lc(strcol(1))) with points pt variable "
        << "lc rgb variable ps 2.2, '' using 5:" << col << ":1 with labels offset char 1.2,0.8 left\n";
   }
   gp << "unset multiplot\n";
   LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/comparison.gnuplot", gp.str()));
-  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
-    log().warn("gnuplot not found: {}/comparison.gnuplot written, no plot drawn", dir);
-    return Status::ok();
+  return draw(dir, "comparison.gnuplot");
+}
+
+// Note [Trajectories]: each method's path through the forgetting-vs-utility plane, one point per
+// evaluated cycle (metrics.jsonl), starting at the target. Utility is KnowMem on retain QA where the
+// corpus has QA, else retain MA × 100 (what every corpus measures); forgetting is VerbMem and, with
+// QA, KnowMem on forget QA.
+struct Point {
+  std::string label;  // "target", or "r<request>c<cycle>"
+  double utility = 0, verbmem = 0;
+  std::optional<double> knowmem_f;
+};
+
+std::optional<Point> point_of(const json& m, bool qa, std::string label) {
+  const char* utility = qa ? "knowmem_retain" : "ma_retain";
+  if (!m.contains("verbmem_forget") || !m.contains(utility)) return std::nullopt;  // a cycle not evaluated
+  Point p{std::move(label), m[utility].get<double>() * (qa ? 1.0 : 100.0), m["verbmem_forget"].get<double>(), std::nullopt};
+  if (m.contains("knowmem_forget")) p.knowmem_f = m["knowmem_forget"].get<double>();
+  return p;
+}
+
+Result<std::vector<Point>> trajectory(const std::string& path, const Point& start, bool qa) {
+  std::ifstream in(path);
+  if (!in) return Status::error(path + ": cannot open (every method's folder holds its per-cycle records)");
+  std::vector<Point> out = {start};
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    const json j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("metrics")) return Status::error(fmt::format("{}:{}: not a cycle record", path, n));
+    auto p = point_of(j["metrics"], qa, fmt::format("r{}c{}", j.value("request", 0), j.value("cycle", 0)));
+    if (p) out.push_back(std::move(*p));
   }
-  const std::string cmd = "cd '" + dir + "' && gnuplot comparison.gnuplot";
-  if (std::system(cmd.c_str()) != 0) return Status::error(dir + "/comparison.gnuplot: gnuplot failed");
-  return Status::ok();
+  return out;
+}
+
+json points_json(const std::vector<Point>& pts) {
+  json a = json::array();
+  for (const Point& p : pts) a.push_back({{"at", p.label}, {"utility", p.utility}, {"verbmem_forget", p.verbmem}, {"knowmem_forget", or_null(p.knowmem_f)}});
+  return a;
+}
+
+// trajectories.dat (gnuplot index 0: the target and retrain markers; index i: method i) and
+// trajectories.gnuplot, one panel per method on common axes; drawn to trajectories.png.
+Status write_trajectories(const std::string& dir, const std::vector<std::pair<std::string, std::vector<Point>>>& methods,
+                          const Point& target, const Point& retrain, bool qa) {
+  std::ostringstream dat, gp;
+  auto line = [&](const Point& p) { dat << p.label << " " << p.utility << " " << p.verbmem << " " << p.knowmem_f.value_or(NAN) << "\n"; };
+  dat << "# at utility verbmem_forget knowmem_forget  (utility: " << (qa ? "KnowMem-retain" : "retain MA × 100") << ")\n"
+      << "# markers\n";
+  line(target);
+  line(retrain);
+  for (const auto& [name, pts] : methods) {
+    dat << "\n\n# " << name << "\n";
+    for (const Point& p : pts) line(p);
+  }
+  LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/trajectories.dat", dat.str()));
+  const size_t cols = std::min<size_t>(4, std::max<size_t>(1, methods.size())), rows = (methods.size() + cols - 1) / cols;
+  gp << "# gnuplot trajectories.gnuplot  (writes trajectories.png)\n"
+     << "set terminal pngcairo size " << 330 * cols << "," << 300 * std::max<size_t>(1, rows) + 40 << " font 'sans,9'\n"
+     << "set output 'trajectories.png'\nset termoption noenhanced\n"
+     << "set multiplot layout " << std::max<size_t>(1, rows) << "," << cols
+     << " title 'Per-cycle trajectories from the target (red) toward the retrained model (green)'\n"
+     << "set grid\nset xrange [0:105]\nset yrange [0:105]\n"
+     << "set xlabel '" << (qa ? "KnowMem on retain QA" : "retain MA × 100") << " (utility)'\n"
+     << "set ylabel 'forgetting metric (lower = forgotten)'\nset key bottom left\n";
+  for (size_t i = 0; i < methods.size(); ++i) {
+    gp << "set title '" << methods[i].first << "'\n"
+       << "plot 'trajectories.dat' index " << i + 1 << " using 2:3 with linespoints pt 7 ps 0.7 lc rgb '#1f77b4' title 'VerbMem'";
+    if (qa) gp << ", '' index " << i + 1 << " using 2:4 with linespoints pt 5 ps 0.7 lc rgb '#ff7f0e' title 'KnowMem-f'";
+    for (int col : {3, 4}) {
+      if (col == 4 && !qa) continue;
+      gp << ", '' index 0 every ::0::0 using 2:" << col << " with points pt 5 ps 1.6 lc rgb '#d62728' notitle"
+         << ", '' index 0 every ::1::1 using 2:" << col << " with points pt 9 ps 1.8 lc rgb '#2ca02c' notitle";
+    }
+    gp << "\n";
+  }
+  gp << "unset multiplot\n";
+  LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/trajectories.gnuplot", gp.str()));
+  return draw(dir, "trajectories.gnuplot");
 }
 
 // Note [Phase profile]: one line per model with a profile, one column per part.
@@ -183,6 +270,7 @@ Status run_compare(const std::string& dir) {
   ref.auc = retrain_json["metrics"].value("mink_auc", 0.5);
   if (retrain_json.contains("truth_ratios_forget")) ref.truth_ratios = retrain_json["truth_ratios_forget"].get<std::vector<double>>();
   const double auc_retrain = ref.auc;
+  LETHE_ASSIGN_OR_RETURN(json target_json, read_json(target_path));
   LETHE_ASSIGN_OR_RETURN(Row target, read_row(target_path, "target", ref));
   LETHE_ASSIGN_OR_RETURN(Row retrain, read_row(retrain_path, "retrain", ref));
   std::vector<Row> rows = {target, retrain};
@@ -225,9 +313,22 @@ Status run_compare(const std::string& dir) {
   json j = {{"run", dir}, {"auc_retrain", auc_retrain}, {"models", json::array()}};
   for (const Row& r : rows) j["models"].push_back(row_json(r));
   if (best) j["closest_to_retrain"] = best->name;
+  // Trajectories (Note [Trajectories]).
+  const bool qa = target.knowmem_r.has_value();
+  const auto start = point_of(target_json["metrics"], qa, "target"), end = point_of(retrain_json["metrics"], qa, "retrain");
+  if (!start || !end) return Status::error(target_path + ", " + retrain_path + ": no verbmem_forget or retain utility metric");
+  std::vector<std::pair<std::string, std::vector<Point>>> paths;
+  j["trajectories"] = json::object();
+  for (const std::string& m : methods) {
+    LETHE_ASSIGN_OR_RETURN(std::vector<Point> pts, trajectory(dir + "/" + m + "/metrics.jsonl", *start, qa));
+    j["trajectories"][m.substr(8)] = points_json(pts);
+    paths.emplace_back(m.substr(8), std::move(pts));
+  }
+  j["trajectory_utility"] = qa ? "knowmem_retain" : "ma_retain × 100";
   LETHE_RETURN_IF_ERROR(write_json(dir + "/comparison.json", j));
   LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/comparison.txt", out));
-  return write_plot(dir, rows);
+  LETHE_RETURN_IF_ERROR(write_plot(dir, rows, qa));
+  return write_trajectories(dir, paths, *start, *end, qa);
 }
 
 }  // namespace lethe
