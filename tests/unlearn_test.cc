@@ -277,17 +277,20 @@ TEST_F(Unlearning, TaskVectorIsTheTargetMinusLambdaTimesTheSharedReinforcedDelta
 }
 
 // WHP in one run with whp_logits and the task vector: the reinforced model is trained once and
-// each counts its cost; whp translates the forget people's anchors (every one occurs) and resumes
-// from its checkpointed labels to the same cycles; whp_logits' metrics are `lethe eval
+// each counts its cost; whp translates the forget people's anchors (every one occurs) and, with
+// two sequential requests, resumes from its checkpointed labels (twice, across the second
+// request) to the same cycles; whp_logits' metrics are `lethe eval
 // --companion` of the two checkpoints it names.
 TEST_F(Unlearning, WhpSharesTheReinforcedModelResumesFromItsLabelsAndWhpLogitsIsTheCombinedModel) {
   std::ostringstream logged;
   auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
   log().sinks().push_back(sink);
-  RunConfig all = elsewhere("whp-all", {"unlearn.methods=[\"whp\", \"whp_logits\", \"task_vector\"]", "unlearn.max_cycles=2"});
-  RunConfig resumed = elsewhere("whp-resumed", {"unlearn.methods=[\"whp\"]", "unlearn.max_cycles=2"});
+  RunConfig all = elsewhere("whp-all", {"unlearn.methods=[\"whp\", \"whp_logits\", \"task_vector\"]", "unlearn.max_cycles=2",
+                                        "unlearn.requests=2"});
+  RunConfig resumed = elsewhere("whp-resumed", {"unlearn.methods=[\"whp\"]", "unlearn.max_cycles=2", "unlearn.requests=2"});
   ASSERT_TRUE(run_unlearn_phase(all, {}).is_ok());
   ASSERT_TRUE(run_unlearn_phase(resumed, {false, 1}).is_ok());
+  ASSERT_TRUE(run_unlearn_phase(resumed, {true, 2}).is_ok());  // crosses into the second request
   ASSERT_TRUE(run_unlearn_phase(resumed, {true, 0}).is_ok());
   log().sinks().pop_back();
   const std::string text = logged.str();
@@ -305,15 +308,18 @@ TEST_F(Unlearning, WhpSharesTheReinforcedModelResumesFromItsLabelsAndWhpLogitsIs
   EXPECT_GT(read_json(all.run.dir + "/unlearn-whp/summary.json")["cost"]["forward_tokens"].get<int64_t>(), 0);
   // The resumed run: the same cycles and costs, the labels from the checkpoint.
   auto a = read_jsonl(all.run.dir + "/unlearn-whp/metrics.jsonl"), b = read_jsonl(resumed.run.dir + "/unlearn-whp/metrics.jsonl");
-  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(a.size(), 4u);
   ASSERT_EQ(b.size(), a.size());
+  EXPECT_EQ(a.back()["request"], 1);
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_EQ(a[i]["losses"], b[i]["losses"]) << i;
     EXPECT_EQ(a[i]["metrics"], b[i]["metrics"]) << i;
     EXPECT_EQ(a[i]["cost"]["forward_tokens"], b[i]["cost"]["forward_tokens"]) << i;
   }
   auto ckpt = H5File::open(list_checkpoints(resumed.run.dir + "/unlearn-whp/checkpoints").front()).value();
-  EXPECT_TRUE(ckpt.read_tensor("state/strategy/whp_labels/forget-0").is_ok());
+  for (const char* request : {"forget-0", "forget-1"}) {
+    EXPECT_TRUE(ckpt.read_tensor(std::string("state/strategy/whp_labels/") + request).is_ok()) << request;
+  }
   // whp_logits: the target and the reinforced model at α, evaluated again by `lethe eval --companion`.
   const json logits = read_json(all.run.dir + "/unlearn-whp_logits/summary.json");
   ASSERT_TRUE(logits.contains("companion")) << logits;
