@@ -33,6 +33,7 @@ struct Row {
   double seconds = 0, flops = 0;
   double speedup = 0, flops_ratio = 0;  // retrain cost ÷ this model's cost (unlearning methods only)
   double gap = 0;                        // Note [Closest to retrain]
+  bool collapsed = false;                // Note [Collapse guard]
   json profile;                          // the phase's, when its summary has one (Note [Phase profile])
 };
 
@@ -74,6 +75,13 @@ Result<Row> read_row(const std::string& path, const std::string& name, const Ref
 // KnowMem-retain loss as a fraction of the retrained value. 0 = indistinguishable from retraining
 // on these metrics; 1 = as far as the target (or lost all utility). A KnowMem that was not measured
 // (no QA probes) is left out, and the table says so.
+// Note [Collapse guard]: an unlearned model whose perplexity on holdout text (never trained on)
+// is more than kCollapseFactor times the target's has lost the language, not just the forget set
+// (GA's runs reach 10⁸); the table lists it as collapsed and "closest" never names it, however its
+// forget metrics look. The retrained model's holdout perplexity is 3.3× the target's on the test
+// corpus and 1.1× on the quickstart's, so 10 leaves room for honest forgetting.
+constexpr double kCollapseFactor = 10;
+
 double gap(const Row& r, const Row& target, const Row& retrain) {
   auto frac = [](double d, double scale) { return std::abs(d) / std::max(std::abs(scale), 1e-9); };
   double g = std::max(frac(r.verbmem - retrain.verbmem, target.verbmem - retrain.verbmem), std::abs(r.privleak) / 100.0);
@@ -98,7 +106,8 @@ json row_json(const Row& r) {
           {"privleak", r.privleak}, {"knowmem_retain", or_null(r.knowmem_r)}, {"ppl_holdout", r.ppl},
           {"seconds", r.seconds}, {"flops", r.flops}, {"speedup_vs_retrain", r.speedup},
           {"flops_ratio_vs_retrain", r.flops_ratio}, {"gap_to_retrain", r.gap},
-          {"forget_quality", or_null(r.forget_quality)}, {"model_utility", or_null(r.model_utility)}};
+          {"forget_quality", or_null(r.forget_quality)}, {"model_utility", or_null(r.model_utility)},
+          {"collapsed", r.collapsed}};
 }
 
 std::string table(const std::vector<Row>& rows) {
@@ -286,10 +295,13 @@ Status run_compare(const std::string& dir) {
     r.flops_ratio = retrain.flops / std::max(r.flops, 1.0);
     rows.push_back(r);
   }
-  for (Row& r : rows) r.gap = gap(r, target, retrain);
+  for (Row& r : rows) {
+    r.gap = gap(r, target, retrain);
+    r.collapsed = r.speedup > 0 && !(r.ppl <= kCollapseFactor * target.ppl);
+  }
   const Row* best = nullptr;
   for (const Row& r : rows) {
-    if (r.speedup > 0 && (!best || r.gap < best->gap)) best = &r;
+    if (r.speedup > 0 && !r.collapsed && (!best || r.gap < best->gap)) best = &r;
   }
   std::string out = table(rows);
   if (!target.knowmem_f || !target.knowmem_r) {
@@ -298,6 +310,12 @@ Status run_compare(const std::string& dir) {
   if (retrain.forget_quality) {
     out += "\nFQ: TOFU's forget quality, the KS-test p-value of the model's per-item forget truth ratios against the "
            "retrained model's (1 = indistinguishable); MU: TOFU's model utility on retain QA\n";
+  }
+  std::string collapsed;
+  for (const Row& r : rows) if (r.collapsed) collapsed += (collapsed.empty() ? "" : ", ") + r.name;
+  if (!collapsed.empty()) {
+    out += fmt::format("\ncollapsed (holdout perplexity above {:g}× the target's {:.2f}; never named closest): {}\n",
+                       kCollapseFactor, target.ppl, collapsed);
   }
   if (best) {
     out += fmt::format("\nclosest to the retrained model on all four MUSE metrics at once: {} (largest normalised gap "
@@ -313,6 +331,7 @@ Status run_compare(const std::string& dir) {
   json j = {{"run", dir}, {"auc_retrain", auc_retrain}, {"models", json::array()}};
   for (const Row& r : rows) j["models"].push_back(row_json(r));
   if (best) j["closest_to_retrain"] = best->name;
+  j["collapse_factor"] = kCollapseFactor;
   // Trajectories (Note [Trajectories]).
   const bool qa = target.knowmem_r.has_value();
   const auto start = point_of(target_json["metrics"], qa, "target"), end = point_of(retrain_json["metrics"], qa, "retrain");

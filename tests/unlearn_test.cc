@@ -191,15 +191,20 @@ TEST_F(Unlearning, EveryMethodForgetsTowardTheRetrainedModelAndKeepsRetainKnowle
 }
 
 // Trajectories without QA (a JSONL corpus without QA files): utility is retain MA × 100, a cycle
-// that was not evaluated (unlearn.eval_every) is no point, and the plot has no KnowMem series.
-TEST(Compare, TrajectoriesWithoutQaUseRetainMaAndSkipCyclesNotEvaluated) {
+// that was not evaluated (unlearn.eval_every) is no point, and the plot has no KnowMem series. A
+// collapsed model is never named closest, however near its forget metrics are.
+TEST(Compare, WithoutQaTrajectoriesUseRetainMaAndACollapsedModelIsNeverClosest) {
   const std::string dir = test::scratch_dir("compare-no-qa");
-  auto summary = [](double verbmem, double ma) {
-    return json{{"metrics", {{"verbmem_forget", verbmem}, {"mink_auc", 0.3}, {"ppl_holdout", 20.0}, {"ma_retain", ma}}},
+  auto summary = [](double verbmem, double ma, double ppl = 20.0) {
+    return json{{"metrics", {{"verbmem_forget", verbmem}, {"mink_auc", 0.3}, {"ppl_holdout", ppl}, {"ma_retain", ma}}},
                 {"cost", {{"seconds", 10.0}, {"flops", 1e12}}}};
   };
+  // npo sits exactly on the retrained model's VerbMem (gap 0) with a collapsed model: holdout
+  // perplexity 201, above 10× the target's 20 (Note [Collapse guard]).
+  fs::create_directories(dir + "/unlearn-npo");
+  std::ofstream(dir + "/unlearn-npo/metrics.jsonl") << json{{"request", 0}, {"cycle", 0}, {"metrics", summary(40, 0.75, 201)["metrics"]}}.dump() << "\n";
   for (const auto& [phase, j] : {std::pair{"target", summary(90, 0.8)}, std::pair{"retrain", summary(40, 0.75)},
-                                 std::pair{"unlearn-ga", summary(30, 0.5)}}) {
+                                 std::pair{"unlearn-ga", summary(30, 0.5)}, std::pair{"unlearn-npo", summary(40, 0.75, 201)}}) {
     fs::create_directories(dir + "/" + phase);
     ASSERT_TRUE(write_json(dir + "/" + phase + "/summary.json", j).is_ok());
   }
@@ -210,6 +215,11 @@ TEST(Compare, TrajectoriesWithoutQaUseRetainMaAndSkipCyclesNotEvaluated) {
   ASSERT_TRUE(compared.is_ok()) << compared.message();
   const json cmp = read_json(dir + "/comparison.json");
   EXPECT_EQ(cmp["trajectory_utility"], "ma_retain × 100");
+  EXPECT_EQ(cmp["closest_to_retrain"], "ga");
+  for (const json& row : cmp["models"]) EXPECT_EQ(row["collapsed"], row["model"] == "npo") << row;
+  std::ifstream table(dir + "/comparison.txt");
+  const std::string text((std::istreambuf_iterator<char>(table)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("collapsed (holdout perplexity above 10× the target's 20.00; never named closest): npo"), std::string::npos) << text;
   const json& path = cmp["trajectories"]["ga"];
   ASSERT_EQ(path.size(), 3u);
   EXPECT_EQ(path[0]["at"], "target");
