@@ -33,7 +33,7 @@ struct Row {
   double seconds = 0, flops = 0;
   double speedup = 0, flops_ratio = 0;  // retrain cost ÷ this model's cost (unlearning methods only)
   double gap = 0;                        // Note [Closest to retrain]
-  bool collapsed = false;                // Note [Collapse guard]
+  bool collapsed = false;                // Note [Collapse guard] (eval/memorization.h)
   json profile;                          // the phase's, when its summary has one (Note [Phase profile])
 };
 
@@ -75,12 +75,6 @@ Result<Row> read_row(const std::string& path, const std::string& name, const Ref
 // KnowMem-retain loss as a fraction of the retrained value. 0 = indistinguishable from retraining
 // on these metrics; 1 = as far as the target (or lost all utility). A KnowMem that was not measured
 // (no QA probes) is left out, and the table says so.
-// Note [Collapse guard]: an unlearned model whose perplexity on holdout text (never trained on)
-// is more than kCollapseFactor times the target's has lost the language, not just the forget set
-// (GA's runs reach 10⁸); the table lists it as collapsed and "closest" never names it, however its
-// forget metrics look. The retrained model's holdout perplexity is 3.3× the target's on the test
-// corpus and 1.1× on the quickstart's, so 10 leaves room for honest forgetting.
-constexpr double kCollapseFactor = 10;
 
 double gap(const Row& r, const Row& target, const Row& retrain) {
   auto frac = [](double d, double scale) { return std::abs(d) / std::max(std::abs(scale), 1e-9); };

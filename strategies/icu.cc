@@ -13,8 +13,10 @@
 //   score is at most the mean score of the same check on holdout samples — the level of data the
 //   model never saw. Forgotten samples leave the unlearning set with their pairs. The method stops
 //   when EL_n (eval.el_*) and MA on the forget set are at or below their holdout level, or the set
-//   is empty.
+//   is empty — but never on a collapsed model (Note [Collapse guard]): when the holdout perplexity
+//   exceeds kCollapseFactor × the reference's, it stops and says the model collapsed instead.
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 
 #include <numeric>
 #include <span>
@@ -151,15 +153,28 @@ class Icu : public BasicStrategy {
     const TeacherForced th = teacher_forced(m, holdout_samples_, e.mink_k, e.batch_size);
     cost.forward_tokens += tf.tokens + th.tokens;
     const double ma_f = mean(tf.ma), ma_h = mean(th.ma);
+    if (!(ref_holdout_ppl_ > 0)) {  // once per run (kept in the state): the reference is frozen
+      const TeacherForced r0 = teacher_forced(*ctx_.reference, holdout_samples_, e.mink_k, e.batch_size);
+      cost.forward_tokens += r0.tokens;
+      ref_holdout_ppl_ = r0.perplexity();
+    }
     log().info("icu refinement: {} of {} forget samples still remembered ({} came back; similarity threshold {:.3f}); "
                "EL_{} {:.3f} vs unseen {:.3f}, MA {:.3f} vs unseen {:.3f}",
                left, f.size(), returned, unseen, e.el_n, el_forget, el_holdout, ma_f, ma_h);
+    if (!(th.perplexity() <= kCollapseFactor * ref_holdout_ppl_)) {
+      return {true, fmt::format("icu: stopped without success: the model collapsed (holdout perplexity {:.4g}, above {:g}× the "
+                                "reference's {:.4g})", th.perplexity(), kCollapseFactor, ref_holdout_ppl_)};
+    }
     if (left == 0) return {true, "icu: every forget sample is forgotten"};
     if (el_forget <= el_holdout && ma_f <= ma_h) return {true, "icu: EL and MA on the forget set fell to the unseen level"};
     return {};
   }
 
-  StateTensors state() const override { return {{"remaining", remaining_.clone()}}; }
+  StateTensors state() const override {
+    StateTensors s{{"remaining", remaining_.clone()}};
+    if (ref_holdout_ppl_ > 0) s["icu_reference_holdout_ppl"] = at::tensor({ref_holdout_ppl_}, at::kDouble);
+    return s;
+  }
   Status set_state(const StateTensors& s) override {
     auto it = s.find("remaining");
     if (it == s.end() || it->second.numel() != remaining_.numel()) {
@@ -167,6 +182,7 @@ class Icu : public BasicStrategy {
                            std::to_string(remaining_.numel()) + ")");
     }
     remaining_ = it->second.to(at::kLong).contiguous().clone();
+    if (auto p = s.find("icu_reference_holdout_ppl"); p != s.end()) ref_holdout_ppl_ = p->second.to(at::kDouble).item<double>();
     return Status::ok();
   }
 
@@ -174,6 +190,7 @@ class Icu : public BasicStrategy {
   at::Tensor pair_;       // forget row → retain row (host)
   at::Tensor remaining_;  // forget row → 1 while still being unlearned
   std::vector<Tokens> forget_samples_, holdout_samples_;
+  double ref_holdout_ppl_ = 0;  // the reference's holdout perplexity (Note [Collapse guard]); 0 until measured
 
 };
 

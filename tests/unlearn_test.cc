@@ -18,6 +18,7 @@
 #include "io/atomic_file.h"
 #include "io/hdf5_store.h"
 #include "io/safetensors.h"
+#include "eval/memorization.h"
 #include "eval/tofu.h"
 #include "launch/convert.h"
 #include "launch/experiment.h"
@@ -400,6 +401,23 @@ TEST_F(Unlearning, IcuRefinementRemovesSamplesAndItsStopRuleFires) {
   const std::string stop = records.back()["stop"];
   EXPECT_EQ(stop.rfind("icu:", 0), 0u) << "stopped by: " << stop << " after " << records.size() << " cycles";
   EXPECT_LT(records.size(), 20u);
+}
+
+// ICU at a rate that wrecks the model (0.05, no retain terms, no learn steps): its stop rule says the
+// model collapsed instead of calling the forget set forgotten (Note [Collapse guard]).
+TEST_F(Unlearning, IcuNeverDeclaresACollapsedModelForgotten) {
+  RunConfig cfg = elsewhere("icu-collapse", {"unlearn.methods=[\"icu\"]", "unlearn.lr=5e-2", "unlearn.max_cycles=4",
+                                             "unlearn.learn_steps=0", "unlearn.icu_alpha=0", "unlearn.icu_beta=0"});
+  Status s = run_unlearn_phase(cfg, {});
+  ASSERT_TRUE(s.is_ok()) << s.message();
+  auto records = read_jsonl(cfg.run.dir + "/unlearn-icu/metrics.jsonl");
+  ASSERT_FALSE(records.empty());
+  const std::string stop = records.back()["stop"];
+  EXPECT_EQ(stop.rfind("icu: stopped without success: the model collapsed (holdout perplexity ", 0), 0u) << stop;
+  const double ppl = records.back()["metrics"]["ppl_holdout"], target = read_json(*dir_ + "/target/summary.json")["metrics"]["ppl_holdout"];
+  EXPECT_GT(ppl, kCollapseFactor * target);
+  auto ckpt = H5File::open(list_checkpoints(cfg.run.dir + "/unlearn-icu/checkpoints").front()).value();
+  EXPECT_TRUE(ckpt.read_tensor("state/strategy/icu_reference_holdout_ppl").is_ok());
 }
 
 // NPO with retain "none" caches log π_ref of both requests' forget sets up front and frees the
