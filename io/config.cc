@@ -49,6 +49,7 @@ void visit_unlearn(V& v, UnlearnConfig& u, bool run_wide) {
   }
   v.field("max_cycles", u.max_cycles, 1, kMaxInt);
   v.field("eval_every", u.eval_every, 1, kMaxInt);
+  v.field("select", u.select, {"last", "holdout", "oracle"});
   v.field("unlearn_steps", u.unlearn_steps, 1, kMaxInt);
   v.field("learn_steps", u.learn_steps, 0, kMaxInt);
   v.field("forget_batch", u.forget_batch, 1, kMaxInt);

@@ -96,6 +96,8 @@ struct UnlearnConfig {
   int64_t requests = 1;       // forget set split (by person/group) into sequential requests
   int64_t max_cycles = 8;     // per request
   int64_t eval_every = 1;     // evaluate every this many cycles (and always a request's last)
+  // Which evaluated cycle each request keeps: "last" | "holdout" | "oracle" (Note [Checkpoint selection]).
+  std::string select = "last";
   int64_t unlearn_steps = 8;  // per cycle
   int64_t learn_steps = 2;    // per cycle, NLL on retain (0: no learning)
   int64_t forget_batch = 8;   // rows per unlearning step

@@ -12,6 +12,7 @@
 
 #include "base/log.h"
 #include "eval/memorization.h"
+#include "eval/selection.h"
 #include "eval/tofu.h"
 #include "launch/experiment.h"
 #include "launch/unlearn_phase.h"
@@ -34,6 +35,7 @@ struct Row {
   double speedup = 0, flops_ratio = 0;  // retrain cost ÷ this model's cost (unlearning methods only)
   double gap = 0;                        // Note [Closest to retrain]
   bool collapsed = false;                // Note [Collapse guard] (eval/memorization.h)
+  std::string select = "last";           // unlearn.select (Note [Checkpoint selection]); "oracle" peeks
   json profile;                          // the phase's, when its summary has one (Note [Phase profile])
 };
 
@@ -66,24 +68,12 @@ Result<Row> read_row(const std::string& path, const std::string& name, const Ref
   r.seconds = j["cost"]["seconds"];
   r.flops = j["cost"]["flops"];
   if (j.contains("profile")) r.profile = j["profile"];
+  if (j.contains("select")) r.select = j["select"]["rule"];
   return r;
 }
 
-// Note [Closest to retrain]: MUSE asks for all four metrics near the retrained model at once, so
-// each method gets the largest of four normalised distances: VerbMem and KnowMem-forget as a
-// fraction of the target–retrain gap, PrivLeak / 100 (the target sits near −100), and the
-// KnowMem-retain loss as a fraction of the retrained value. 0 = indistinguishable from retraining
-// on these metrics; 1 = as far as the target (or lost all utility). A KnowMem that was not measured
-// (no QA probes) is left out, and the table says so.
-
-double gap(const Row& r, const Row& target, const Row& retrain) {
-  auto frac = [](double d, double scale) { return std::abs(d) / std::max(std::abs(scale), 1e-9); };
-  double g = std::max(frac(r.verbmem - retrain.verbmem, target.verbmem - retrain.verbmem), std::abs(r.privleak) / 100.0);
-  if (r.knowmem_f && target.knowmem_f && retrain.knowmem_f)
-    g = std::max(g, frac(*r.knowmem_f - *retrain.knowmem_f, *target.knowmem_f - *retrain.knowmem_f));
-  if (r.knowmem_r && retrain.knowmem_r) g = std::max(g, frac(*r.knowmem_r - *retrain.knowmem_r, *retrain.knowmem_r));
-  return g;
-}
+// Note [Closest to retrain] (eval/selection.h).
+GapPoint gap_point(const Row& r) { return {r.verbmem, r.privleak, r.knowmem_f, r.knowmem_r}; }
 
 json or_null(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
 std::string or_na(const std::optional<double>& v, int decimals = 1) {
@@ -101,7 +91,7 @@ json row_json(const Row& r) {
           {"seconds", r.seconds}, {"flops", r.flops}, {"speedup_vs_retrain", r.speedup},
           {"flops_ratio_vs_retrain", r.flops_ratio}, {"gap_to_retrain", r.gap},
           {"forget_quality", or_null(r.forget_quality)}, {"model_utility", or_null(r.model_utility)},
-          {"collapsed", r.collapsed}};
+          {"collapsed", r.collapsed}, {"select", r.select}, {"peeking", r.select == "oracle"}};
 }
 
 std::string table(const std::vector<Row>& rows) {
@@ -290,7 +280,7 @@ Status run_compare(const std::string& dir) {
     rows.push_back(r);
   }
   for (Row& r : rows) {
-    r.gap = gap(r, target, retrain);
+    r.gap = retrain_gap(gap_point(r), gap_point(target), gap_point(retrain));
     r.collapsed = r.speedup > 0 && !(r.ppl <= kCollapseFactor * target.ppl);
   }
   const Row* best = nullptr;
@@ -311,10 +301,18 @@ Status run_compare(const std::string& dir) {
     out += fmt::format("\ncollapsed (holdout perplexity above {:g}× the target's {:.2f}; never named closest): {}\n",
                        kCollapseFactor, target.ppl, collapsed);
   }
+  std::string selected;
+  for (const Row& r : rows) {
+    if (r.speedup > 0 && r.select != "last") selected += fmt::format("{}{}: {}", selected.empty() ? "" : ", ", r.name, r.select);
+  }
+  if (!selected.empty()) {
+    out += "\nselected cycles (unlearn.select; oracle peeks at the retrained model, holdout does not): " + selected + "\n";
+  }
   if (best) {
     out += fmt::format("\nclosest to the retrained model on all four MUSE metrics at once: {} (largest normalised gap "
-                       "{:.2f}; 0 = retrain, 1 = target), {:.1f}× faster than retraining\n",
-                       best->name, best->gap, best->speedup);
+                       "{:.2f}; 0 = retrain, 1 = target), {:.1f}× faster than retraining{}\n",
+                       best->name, best->gap, best->speedup,
+                       best->select == "oracle" ? " — but its cycle was chosen by peeking at the retrained model" : "");
   }
   std::cout << "\n" << out << std::flush;
   if (std::any_of(rows.begin(), rows.end(), [](const Row& r) { return !r.profile.is_null(); })) {

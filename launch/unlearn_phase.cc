@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "eval/memorization.h"
 #include "eval/muse.h"
+#include "eval/selection.h"
 #include "eval/tofu.h"
 #include "launch/experiment.h"
 #include "runtime/checkpoint.h"
@@ -128,6 +129,55 @@ Metrics evaluate_against_retrain(Experiment& ex, const Llama& model, const Retra
   return m;
 }
 
+Result<Metrics> summary_metrics(const std::string& path) {
+  LETHE_ASSIGN_OR_RETURN(json j, read_json(path));
+  if (!j.contains("metrics") || !j["metrics"].is_object()) return Status::error(path + ": no \"metrics\" object");
+  Metrics m;
+  for (const auto& [k, v] : j["metrics"].items()) m[k] = v.get<double>();
+  return m;
+}
+
+// The metrics of the checkpoint unlearning starts from, which unlearn.select measures against: the
+// target's summary when it evaluated that checkpoint, else <run.dir>/source-metrics.json when it
+// holds the same weights (path and weights_checksum), else evaluated now and written there.
+// Collective over the world.
+Result<Metrics> source_metrics(Experiment& ex, const std::string& source) {
+  const std::string target = ex.cfg.run.dir + "/target/summary.json", cache = ex.cfg.run.dir + "/source-metrics.json";
+  if (auto j = read_json(target); j && j->value("checkpoint", "") == source) return summary_metrics(target);
+  LETHE_ASSIGN_OR_RETURN(uint64_t checksum, weights_checksum(source, ex.mesh->world()));
+  const json key = {{"from", source}, {"weights_checksum", std::to_string(checksum)}};
+  if (auto j = read_json(cache); j && j->value("key", json()) == key) return summary_metrics(cache);
+  log().info("unlearn.select: evaluating the starting model {} once ({})", source, cache);
+  std::unique_ptr<Llama> model = ex.new_model(Experiment::Use::kReference);
+  LETHE_RETURN_IF_ERROR(load_weights(source, *model, *ex.mesh));
+  const Metrics m = ex.evaluate(*model);
+  LETHE_RETURN_IF_ERROR(write_json(cache, {{"key", key}, {"metrics", metrics_json(m)}}));
+  return m;
+}
+
+// unlearn.select's score (Note [Checkpoint selection]); unset for "last". "oracle" reads the
+// retrained model's summary; "holdout" reads nothing of it.
+using ScoreFn = std::function<std::optional<double>(const Metrics&)>;
+Result<ScoreFn> selection_score(Experiment& ex, const UnlearnConfig& u, const std::string& source, bool has_holdout) {
+  if (u.select == "last") return ScoreFn();
+  if (u.select == "holdout" && !has_holdout) {
+    return Status::error("unlearn.select = \"holdout\" measures forgetting against holdout (never trained) data, and the "
+                         "corpus has none (corpus.holdout_fraction or corpus.holdout_file), or choose select = \"last\"");
+  }
+  LETHE_ASSIGN_OR_RETURN(Metrics start, source_metrics(ex, source));
+  if (u.select == "holdout") return ScoreFn([start](const Metrics& m) { return holdout_score(m, start); });
+  const std::string path = ex.cfg.run.dir + "/retrain/summary.json";
+  if (!fs::exists(path)) {
+    return Status::error("unlearn.select = \"oracle\" compares each cycle with the retrained model, and " + path +
+                         " does not exist (run `lethe retrain` first, or choose select = \"holdout\")");
+  }
+  LETHE_ASSIGN_OR_RETURN(Metrics retrained, summary_metrics(path));
+  for (const char* k : {"verbmem_forget", "mink_auc"}) {
+    if (!retrained.count(k) || !start.count(k)) return Status::error(path + " or the starting model's metrics: no " + std::string(k));
+  }
+  return ScoreFn([start, retrained](const Metrics& m) { return oracle_score(m, start, retrained); });
+}
+
 // An unlearned model's summary.json.
 json method_summary(const Experiment& ex, const std::string& method, const std::string& source, const std::string& adapter,
                     int64_t steps, const Metrics& metrics, const Cost& cost, const Profile& prof,
@@ -139,6 +189,30 @@ json method_summary(const Experiment& ex, const std::string& method, const std::
                   {"profile", profile_json(prof, std::chrono::duration<double>(std::chrono::steady_clock::now() - phase_start).count())}};
   if (!truth_ratios.empty()) summary["truth_ratios_forget"] = truth_ratios;
   return summary;
+}
+
+// The engine's model and optimizer, without its loop state: what restoring a selected checkpoint replaces.
+class ModelAndOptimizer : public Checkpointable {
+ public:
+  explicit ModelAndOptimizer(Unlearner& e) : engine_(e) {}
+  Llama& model() override { return engine_.model(); }
+  AdamW& optimizer() override { return engine_.optimizer(); }
+  const Mesh& mesh() const override { return engine_.mesh(); }
+  StateTensors state() const override { return {}; }
+  Status set_state(const StateTensors&) override { return Status::ok(); }
+
+ private:
+  Unlearner& engine_;
+};
+
+// summary.json's "select": the rule, whether it peeked at the retrained model, and each request's choice.
+json selection_json(const std::string& rule, const std::vector<Selection>& chosen, const std::function<std::string(int64_t)>& kept) {
+  json requests = json::array();
+  for (const Selection& s : chosen) {
+    requests.push_back({{"request", s.request}, {"cycle", s.cycle}, {"step", s.step},
+                        {"score", s.score ? json(*s.score) : json(nullptr)}, {"checkpoint", s.score ? json(kept(s.request)) : json(nullptr)}});
+  }
+  return {{"rule", rule}, {"peeking", rule == "oracle"}, {"requests", requests}};
 }
 
 struct UnlearnInputs {
@@ -260,6 +334,7 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   UnlearnConfig settings = cfg.unlearn_for(method);
   settings.idk_file = config_relative(cfg, settings.idk_file);
   LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, make_strategy(method, settings));
+  LETHE_ASSIGN_OR_RETURN(auto score, selection_score(ex, settings, source, data.holdout.has_value()));
   const bool resuming = opts.resume && !list_checkpoints(ckpt_dir).empty();
   CheckpointMeta meta{"unlearn-" + method, to_toml(cfg), {}, "", 0};
   std::unique_ptr<Llama> model, reference;
@@ -323,9 +398,18 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
 
   fs::create_directories(dir);
   if (writes_reports()) LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/config.toml", to_toml(cfg)));
+  // Note [Checkpoint selection]: the checkpoint after a request's best cycle is kept as
+  // selected-r<request>.h5 (outside pruning) until a better one replaces it.
+  const auto kept = [&](int64_t request) { return ckpt_dir + "/selected-r" + std::to_string(request) + ".h5"; };
   if (resuming) {
     LETHE_ASSIGN_OR_RETURN(std::string from, resume_latest(ckpt_dir, engine, meta));
     log().info("{}: resumed from {}", method, from);
+    // Killed between that checkpoint and keeping it: keep it now.
+    std::vector<Selection> chosen = engine.selections();
+    chosen.push_back(engine.best());
+    for (const Selection& s : chosen) {
+      if (s.score && s.step == engine.optimizer().steps_taken()) LETHE_RETURN_IF_ERROR(keep_checkpoint(from, kept(s.request), ex.mesh->world()));
+    }
     // The reports the checkpoint counts are kept; a report written after it is written again.
     const int64_t kept = engine.reports();
     LETHE_RETURN_IF_ERROR(keep_records(dir + "/metrics.jsonl", [&](const json&, int64_t i) { return i < kept; }));
@@ -340,22 +424,37 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   log().info("{}: unlearning {} request(s) from {}", method, data.requests.size(), source);
 
   StopSignal stop;
-  std::optional<CycleReport> last;
   std::vector<std::string> stops;
   UnlearnHooks hooks;
-  hooks.evaluate = [&](const Llama& m, int64_t, int64_t) {
+  // This process's evaluations by (request, cycle), with their truth ratios: the selected one's go to the summary.
+  std::map<std::pair<int64_t, int64_t>, std::pair<Metrics, std::vector<double>>> evaluated;
+  hooks.evaluate = [&](const Llama& m, int64_t request, int64_t cycle) {
     auto timed = prof.time("evaluation");
-    return evaluate_against_retrain(ex, m, retrain, &truth_ratios);
+    Metrics out = evaluate_against_retrain(ex, m, retrain, &truth_ratios);
+    evaluated[{request, cycle}] = {out, truth_ratios};
+    return out;
   };
-  hooks.checkpoint = [&]() -> Status {
+  hooks.checkpoint = [&](const CycleReport& r) -> Status {
     auto timed = prof.time("checkpoints");
-    return save_checkpoint(ckpt_dir, engine, meta, cfg.unlearn.keep_checkpoints).status();
+    LETHE_ASSIGN_OR_RETURN(std::string path, save_checkpoint(ckpt_dir, engine, meta, cfg.unlearn.keep_checkpoints));
+    // After a rollback the checkpoints of the cycles undone go, once the restored one is written:
+    // killed before that, a resume still finds the previous checkpoint and runs the last cycle again.
+    if (r.selected && r.selected->cycle != r.cycle) drop_checkpoints_after(ckpt_dir, r.selected->step, ex.mesh->world());
+    return r.best ? keep_checkpoint(path, kept(r.request), ex.mesh->world()) : Status::ok();
+  };
+  hooks.score = score;
+  hooks.restore = [&](const Selection& s) -> Status {
+    auto timed = prof.time("checkpoints");
+    ModelAndOptimizer into(engine);
+    return load_checkpoint(kept(s.request), into, meta);
   };
   hooks.profile = &prof;
   hooks.report = [&](const CycleReport& r) {
     json j = {{"request", r.request}, {"cycle", r.cycle}, {"step", r.step}, {"forget_samples", r.forget_samples},
               {"losses", metrics_json(r.losses)}, {"metrics", metrics_json(r.metrics)},
               {"cost", cost_json(r.cost, flops_per_token, *ex.mesh)}, {"stop", r.stop_reason}};
+    if (r.score) j["select_score"] = *r.score;
+    if (r.selected) j["selected"] = {{"cycle", r.selected->cycle}, {"step", r.selected->step}};
     metrics << j.dump() << std::endl;
     const auto& m = r.metrics;
     const std::string seen = m.empty() ? "not evaluated (unlearn.eval_every)"
@@ -364,7 +463,6 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
                                                      metric_text(m, "ma_forget", 3));
     log().info("{} request {} cycle {}: {} samples  {}  {:.1f}s{}", method, r.request, r.cycle, r.forget_samples, seen,
                r.cost.seconds, r.stop_reason.empty() ? "" : "  → " + r.stop_reason);
-    last = r;
   };
   hooks.interrupted = [&] { return stop.requested(ex.mesh->world()); };
   hooks.stop_after_cycles = opts.stop_after_cycles;
@@ -373,10 +471,18 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
     log().info("{}: stopped; continue with `lethe unlearn … --resume`", method);
     return Status::ok();
   }
-  // The metrics of the final model: the last cycle's, or (resumed after the last cycle) anew.
-  const Metrics final_metrics = last ? last->metrics : evaluate_against_retrain(ex, *model, retrain, &truth_ratios);
-  return write_json(dir + "/summary.json", method_summary(ex, method, source, cfg.unlearn.adapter, engine.optimizer().steps_taken(),
-                                                          final_metrics, engine.cost(), prof, phase_start, truth_ratios));
+  // The final model is the last request's selected cycle: its evaluation, or (resumed past it) anew.
+  const Selection final = engine.selections().empty() ? Selection{} : engine.selections().back();
+  Metrics final_metrics;
+  if (auto it = evaluated.find({final.request, final.cycle}); final.cycle >= 0 && it != evaluated.end()) {
+    std::tie(final_metrics, truth_ratios) = it->second;
+  } else {
+    final_metrics = evaluate_against_retrain(ex, *model, retrain, &truth_ratios);
+  }
+  json summary = method_summary(ex, method, source, cfg.unlearn.adapter, engine.optimizer().steps_taken(), final_metrics,
+                                engine.cost(), prof, phase_start, truth_ratios);
+  summary["select"] = selection_json(settings.select, engine.selections(), kept);
+  return write_json(dir + "/summary.json", summary);
 }
 
 // The methods outside the cycle engine, both on the reinforced model θ_ft; every request is

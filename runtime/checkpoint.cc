@@ -618,6 +618,33 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
   return files;
 }
 
+Status keep_checkpoint(const std::string& path, const std::string& kept, Communicator& world) {
+  Status s = Status::ok();
+  if (world.rank() == 0) {
+    const std::string tmp = kept + ".tmp";
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    fs::create_hard_link(path, tmp, ec);
+    if (ec) fs::copy_file(path, tmp, ec);
+    if (ec) {
+      s = Status::error(kept + ": cannot keep " + path + " (" + ec.message() + ")");
+    } else {
+      s = commit_file(tmp, kept);
+    }
+  }
+  return agree(world, s);
+}
+
+void drop_checkpoints_after(const std::string& dir, int64_t step, Communicator& world) {
+  if (world.rank() == 0) {
+    std::error_code ec;
+    for (const std::string& path : list_checkpoints(dir)) {
+      if (fs::path(path).filename().string() > step_name(step)) fs::remove(path, ec);
+    }
+  }
+  world.barrier();
+}
+
 Result<std::string> resume_latest(const std::string& dir, Checkpointable& t, const CheckpointMeta& expect) {
   std::vector<std::string> candidates = list_checkpoints(dir);
   if (candidates.empty()) return Status::error(dir + ": no checkpoint to resume from");

@@ -105,6 +105,15 @@ Status load_weights(const std::string& path, Llama& model, const Mesh& mesh);
 // Checkpoints in `dir`, newest first: the one `latest` names, then older ones by step.
 std::vector<std::string> list_checkpoints(const std::string& dir);
 
+// Keeps the checkpoint `path` also as `kept` (a name pruning and list_checkpoints never touch): a
+// hard link, or a copy where the file system has none, renamed into place by world rank 0 so that
+// `kept` is whole or as it was. Collective over `world`.
+Status keep_checkpoint(const std::string& path, const std::string& kept, Communicator& world);
+
+// Removes the checkpoints in `dir` taken after optimizer step `step`: a branch a rollback abandoned,
+// which would otherwise sort as newer than what follows it. Collective over `world`.
+void drop_checkpoints_after(const std::string& dir, int64_t step, Communicator& world);
+
 // Resumes from the newest loadable checkpoint in `dir`: if `latest` is corrupt, says so and falls
 // back to the next older one (the corrupt file is left in place for inspection). Returns the path used.
 Result<std::string> resume_latest(const std::string& dir, Checkpointable& loop, const CheckpointMeta& expect);

@@ -1,9 +1,11 @@
 #include "runtime/unlearner.h"
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 
@@ -148,6 +150,26 @@ Status Unlearner::begin_request() {
   return Status::ok();
 }
 
+Status Unlearner::select(const UnlearnHooks& hooks, CycleReport& rep) {
+  Selection s = best_;
+  if (!s.score) {
+    if (hooks.score) {
+      log().warn("request {}: no evaluated cycle could be selected (each was collapsed or had no score); its last cycle "
+                 "is kept", request_);
+    }
+    s = {request_, rep.cycle, rep.step, std::nullopt};
+  } else if (s.cycle != rep.cycle) {
+    if (!hooks.restore) return Status::error("unlearn.select: the engine was given a score hook without a restore hook");
+    LETHE_RETURN_IF_ERROR(hooks.restore(s));
+    log().info("request {}: cycle {} selected (score {:.4f}); its model restored over cycle {}'s", request_, s.cycle,
+               *s.score, rep.cycle);
+  }
+  selected_.push_back(s);
+  best_ = {};
+  rep.selected = s;
+  return Status::ok();
+}
+
 Status Unlearner::run(const UnlearnHooks& hooks) {
   int64_t cycles_run = 0;
   Profile unused;
@@ -207,6 +229,10 @@ Status Unlearner::run(const UnlearnHooks& hooks) {
     if (rep.stop_reason.empty() && cycle_ + 1 >= cfg_.max_cycles) rep.stop_reason = "max_cycles reached";
     if (out_of_time && rep.stop_reason.empty()) rep.stop_reason = "time budget spent";
     rep.cost = cost_;
+    if (hooks.score && !rep.metrics.empty()) rep.score = hooks.score(rep.metrics);
+    rep.best = rep.score && (!best_.score || *rep.score < *best_.score);
+    if (rep.best) best_ = {request_, cycle_, rep.step, rep.score};
+    if (!rep.stop_reason.empty()) LETHE_RETURN_IF_ERROR(select(hooks, rep));
     // Advance first, so the checkpoint names the next cycle to run.
     if (rep.stop_reason.empty()) {
       ++cycle_;
@@ -221,7 +247,7 @@ Status Unlearner::run(const UnlearnHooks& hooks) {
     if (const char* k = std::getenv("LETHE_TEST_KILL_AFTER_REPORT"); k && std::atoi(k) == reports_) {
       ::raise(SIGKILL);  // test hook: killed between a cycle's record and its checkpoint (tests/kill_after_report.sh)
     }
-    if (hooks.checkpoint) LETHE_RETURN_IF_ERROR(hooks.checkpoint());
+    if (hooks.checkpoint) LETHE_RETURN_IF_ERROR(hooks.checkpoint(rep));
     ++cycles_run;
     if ((hooks.stop_after_cycles > 0 && cycles_run >= hooks.stop_after_cycles) || (hooks.interrupted && hooks.interrupted())) {
       break;
@@ -240,6 +266,11 @@ StateTensors Unlearner::state() const {
   s["cost_forward_tokens"] = int_state(cost_.forward_tokens);
   s["cost_seconds"] = at::scalar_tensor(cost_.seconds, at::kDouble);
   for (auto& [name, t] : strategy_.state()) s["strategy/" + name] = t;
+  // One row per finished request, then the current request's best so far: cycle, step, score (NaN: none).
+  std::vector<double> rows;
+  for (const Selection& x : selected_) rows.insert(rows.end(), {double(x.cycle), double(x.step), x.score.value_or(NAN)});
+  rows.insert(rows.end(), {double(best_.cycle), double(best_.step), best_.score.value_or(NAN)});
+  s["selection"] = at::tensor(rows, at::kDouble).reshape({-1, 3});
   return s;
 }
 
@@ -255,6 +286,21 @@ Status Unlearner::set_state(const StateTensors& s) {
   if (request < 0 || request > static_cast<int64_t>(requests_.size())) {
     return Status::error("state/request: " + std::to_string(request) + ", but this run has " +
                          std::to_string(requests_.size()) + " forget request(s)");
+  }
+  std::vector<Selection> selected;
+  Selection best;
+  if (auto it = s.find("selection"); it != s.end()) {  // absent in checkpoints from before unlearn.select
+    const at::Tensor t = it->second.to(at::kDouble).contiguous();
+    if (t.dim() != 2 || t.size(1) != 3 || t.size(0) != request + 1) {
+      return Status::error("state/selection: expected shape [" + std::to_string(request + 1) + ", 3] (one row per finished "
+                           "request and the current one), got [" + fmt::format("{}", fmt::join(t.sizes(), ", ")) + "]");
+    }
+    auto acc = t.accessor<double, 2>();
+    for (int64_t r = 0; r <= request; ++r) {
+      Selection x{r, static_cast<int64_t>(acc[r][0]), static_cast<int64_t>(acc[r][1]), std::nullopt};
+      if (!std::isnan(acc[r][2])) x.score = acc[r][2];
+      (r < request ? selected.emplace_back(x) : best) = x;
+    }
   }
   StateTensors strategy;
   for (const auto& [name, t] : s) {
@@ -273,6 +319,8 @@ Status Unlearner::set_state(const StateTensors& s) {
   }
   cycle_ = cycle;
   reports_ = reports;
+  selected_ = std::move(selected);
+  best_ = best;
   retain_loader_.set_cursor(retain);
   cost_ = Cost{train_tokens, forward_tokens, secs->second.item<double>()};
   return Status::ok();

@@ -4,10 +4,13 @@
 //     repeat:  unlearn_steps × (strategy loss on forget [+ retain] → backward → dp sync → clip → AdamW)
 //              learn_steps   × (NLL on retain → …)
 //              strategy.end_cycle (refinement, the method's stop rule)
-//              evaluate (a callback: launch wires it to eval/) → stop_metric check
+//              evaluate (a callback: launch wires it to eval/) → stop_metric check → score
 //              checkpoint (a callback)
 //     until the strategy stops, the forget set is empty, stop_metric is reached, max_cycles, or
-//     the time budget is spent (which ends the whole run).
+//     the time budget is spent (which ends the whole run);
+//     then the request's selected cycle (Note [Checkpoint selection], eval/selection.h) is the
+//     model the next request starts from and the run ends with: when it is not the last cycle,
+//     the restore hook loads its checkpoint.
 //
 // Checkpoints are taken at cycle boundaries only, so the state to resume is small: the request and
 // cycle, the retain data cursor, the cost so far, the RNG and the strategy's state. A resumed run
@@ -16,6 +19,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +39,12 @@ struct UnlearnRequest {
 // The data a strategy unlearns from a request: its QA when Strategy::forget_qa, else its passages.
 const TokenDataset& forget_data(const Strategy& s, const UnlearnRequest& r);
 
+// A request's selected cycle (Note [Checkpoint selection]).
+struct Selection {
+  int64_t request = 0, cycle = -1, step = 0;  // cycle -1: none yet; step: optimizer steps after it
+  std::optional<double> score;                // unset: the request's last cycle, kept without a score
+};
+
 struct CycleReport {
   int64_t request = 0, cycle = 0, step = 0;  // cycle 0-based; step: optimizer steps so far
   int64_t forget_samples = 0;                // rows unlearned in this cycle
@@ -42,12 +52,24 @@ struct CycleReport {
   std::map<std::string, double> metrics;     // from the evaluate hook
   Cost cost;                                 // cumulative
   std::string stop_reason;                   // non-empty when the request ends here
+  std::optional<double> score;               // from UnlearnHooks::score; unset when not scored
+  bool best = false;                         // the request's best-scored cycle so far
+  std::optional<Selection> selected;         // when the request ends here: the cycle it keeps
 };
 
 struct UnlearnHooks {
   std::function<std::map<std::string, double>(const Llama&, int64_t request, int64_t cycle)> evaluate;
-  std::function<Status()> checkpoint;
+  // Called after every cycle's report, the engine's state advanced to the next cycle to run.
+  // r.best: the model is that of the request's best cycle so far; keep this checkpoint (the
+  // restore hook asks for it back).
+  std::function<Status(const CycleReport& r)> checkpoint;
   std::function<void(const CycleReport&)> report;
+  // unlearn.select: the score of an evaluated cycle's metrics, lower is better; nullopt when the
+  // cycle may not be selected. Unset: every request keeps its last cycle.
+  std::function<std::optional<double>(const std::map<std::string, double>&)> score;
+  // Loads the model and optimizer of the checkpoint kept for `s` (taken after its cycle) into the
+  // engine's, and forgets checkpoints taken after it. Collective over the mesh. Needed with `score`.
+  std::function<Status(const Selection& s)> restore;
   std::function<bool()> interrupted;  // checked after each cycle: checkpoint and return
   int64_t stop_after_cycles = 0;      // > 0: return after this many cycles (resume later)
   // When set, the engine adds its parts' wall time: "begin_request", "unlearn_steps",
@@ -87,6 +109,9 @@ class Unlearner : public Checkpointable {
   // a resumed run keeps that many records and rewrites the rest.
   int64_t reports() const { return reports_; }
   const Cost& cost() const { return cost_; }
+  // The selected cycle of each finished request, and the current request's best so far.
+  const std::vector<Selection>& selections() const { return selected_; }
+  const Selection& best() const { return best_; }
 
   Llama& model() override { return model_; }
   AdamW& optimizer() override { return opt_; }
@@ -96,6 +121,8 @@ class Unlearner : public Checkpointable {
 
  private:
   Status begin_request();
+  // At a request's end: its selection, restored (hooks.restore) when it is not this last cycle.
+  Status select(const UnlearnHooks& hooks, CycleReport& rep);
   // The step's loss terms (0-dim fp64 on the device, dp-averaged) and the learn step's NLL ([1]).
   std::map<std::string, at::Tensor> unlearn_step(DataLoader& forget_order, const std::vector<int64_t>& active);
   at::Tensor learn_step();
@@ -117,6 +144,8 @@ class Unlearner : public Checkpointable {
   int64_t request_ = 0, cycle_ = 0;  // the next cycle to run
   int64_t reports_ = 0;
   int64_t begun_ = -1;               // request whose strategy.begin ran
+  Selection best_;                   // the current request's best-scored cycle so far
+  std::vector<Selection> selected_;  // one per finished request
   EvalConfig eval_;
   int64_t eos_id_ = -1;
   const Tokenizer* tokenizer_ = nullptr;

@@ -19,6 +19,7 @@
 #include "io/hdf5_store.h"
 #include "io/safetensors.h"
 #include "eval/memorization.h"
+#include "eval/selection.h"
 #include "eval/tofu.h"
 #include "launch/convert.h"
 #include "launch/experiment.h"
@@ -189,6 +190,34 @@ TEST_F(Unlearning, EveryMethodForgetsTowardTheRetrainedModelAndKeepsRetainKnowle
     EXPECT_EQ(path.back()["verbmem_forget"], read_json(*dir_ + "/unlearn-" + m + "/summary.json")["metrics"]["verbmem_forget"]);
     EXPECT_NE(gp.find("set title '" + m + "'\n"), std::string::npos);
   }
+}
+
+// A method whose cycle was chosen by unlearn.select = "oracle" is marked as peeking, in the table
+// and in comparison.json, and so is the claim that names it closest.
+TEST(Compare, OracleSelectedRowsAreMarkedAsPeeking) {
+  const std::string dir = test::scratch_dir("compare-oracle");
+  auto summary = [](double verbmem, const std::string& select) {
+    json j = {{"metrics", {{"verbmem_forget", verbmem}, {"mink_auc", 0.3}, {"ppl_holdout", 20.0}, {"ma_retain", 0.8}}},
+              {"cost", {{"seconds", 10.0}, {"flops", 1e12}}}};
+    if (!select.empty()) j["select"] = {{"rule", select}, {"peeking", select == "oracle"}, {"requests", json::array()}};
+    return j;
+  };
+  for (const auto& [phase, j] : {std::pair{"target", summary(90, "")}, std::pair{"retrain", summary(40, "")},
+                                 std::pair{"unlearn-ga", summary(45, "oracle")}, std::pair{"unlearn-npo", summary(60, "holdout")}}) {
+    fs::create_directories(dir + "/" + phase);
+    ASSERT_TRUE(write_json(dir + "/" + phase + "/summary.json", j).is_ok());
+    std::ofstream(dir + "/" + phase + "/metrics.jsonl") << json{{"request", 0}, {"cycle", 0}, {"metrics", j["metrics"]}}.dump() << "\n";
+  }
+  Status compared = run_compare(dir);
+  ASSERT_TRUE(compared.is_ok()) << compared.message();
+  const json cmp = read_json(dir + "/comparison.json");
+  EXPECT_EQ(cmp["closest_to_retrain"], "ga");
+  for (const json& row : cmp["models"]) EXPECT_EQ(row["peeking"], row["model"] == "ga") << row;
+  std::ifstream table(dir + "/comparison.txt");
+  const std::string text((std::istreambuf_iterator<char>(table)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("holdout does not): ga: oracle, npo: holdout"), std::string::npos) << text;
+  EXPECT_NE(text.find("ga (largest normalised gap 0.10; 0 = retrain, 1 = target), 1.0× faster than retraining — but its cycle "
+                      "was chosen by peeking at the retrained model"), std::string::npos) << text;
 }
 
 // Trajectories without QA (a JSONL corpus without QA files): utility is retain MA × 100, a cycle
@@ -385,6 +414,80 @@ TEST_F(Unlearning, EvalEveryEvaluatesEveryNthAndEachRequestsLastCycle) {
   }
   const json summary = read_json(cfg.run.dir + "/unlearn-ga/summary.json");
   EXPECT_EQ(summary["metrics"], records.back()["metrics"]);
+}
+
+// unlearn.select = "holdout" (Note [Checkpoint selection]) in a folder without retrain/ (the rule
+// never reads it): each request keeps its best-scored cycle (earliest on a tie), restored when it is
+// not the last, kept as selected-r<k>.h5 whatever keep_checkpoints says; the summary reports the
+// selected cycle's metrics, and a resumed run selects the same.
+TEST_F(Unlearning, HoldoutSelectionKeepsEachRequestsBestCycleWithoutTheRetrainedModel) {
+  const std::vector<std::string> common = {"unlearn.methods=[\"ga\"]", "unlearn.requests=2", "unlearn.max_cycles=4",
+                                           "unlearn.select=\"holdout\"", "unlearn.lr=2e-5",
+                                           "unlearn.keep_checkpoints=1"};
+  RunConfig a = elsewhere("select-a", common), b = elsewhere("select-b", common);
+  ASSERT_FALSE(fs::exists(a.run.dir + "/retrain"));
+  Status s = run_unlearn_phase(a, {});
+  ASSERT_TRUE(s.is_ok()) << s.message();
+  ASSERT_TRUE(run_unlearn_phase(b, {false, 3}).is_ok());
+  ASSERT_TRUE(run_unlearn_phase(b, {true, 0}).is_ok());
+  const auto ra = read_jsonl(a.run.dir + "/unlearn-ga/metrics.jsonl"), rb = read_jsonl(b.run.dir + "/unlearn-ga/metrics.jsonl");
+  ASSERT_EQ(ra.size(), 8u);
+  ASSERT_EQ(rb.size(), ra.size());
+  const json summary = read_json(a.run.dir + "/unlearn-ga/summary.json");
+  EXPECT_EQ(summary["select"]["rule"], "holdout");
+  json sa = summary["select"], sb = read_json(b.run.dir + "/unlearn-ga/summary.json")["select"];
+  for (json* j : {&sa, &sb}) for (json& r : (*j)["requests"]) r.erase("checkpoint");
+  EXPECT_EQ(sa, sb);
+  for (int64_t r = 0; r < 2; ++r) {
+    int64_t best = -1;
+    double score = 0;
+    for (const json& rec : ra) {  // a collapsed cycle has no score and is never chosen
+      if (rec["request"] != r || !rec.contains("select_score")) continue;
+      if (best < 0 || rec["select_score"].get<double>() < score) best = rec["cycle"], score = rec["select_score"];
+    }
+    ASSERT_GE(best, 0) << "request " << r << ": no cycle was eligible";
+    const json& chosen = summary["select"]["requests"][r];
+    EXPECT_EQ(chosen["cycle"], best) << "request " << r;
+    EXPECT_EQ(ra[static_cast<size_t>(4 * r + 3)]["selected"]["cycle"], best);
+    EXPECT_TRUE(fs::exists(chosen["checkpoint"].get<std::string>()));
+    if (r == 1) {
+      EXPECT_EQ(summary["metrics"], ra[static_cast<size_t>(4 + best)]["metrics"]);
+    }
+  }
+  // At this rate request 1 is best before its last cycle, so the run rolled back (seed 1234).
+  EXPECT_LT(summary["select"]["requests"][1]["cycle"].get<int64_t>(), 3) << summary["select"];
+  for (size_t i = 0; i < ra.size(); ++i) EXPECT_EQ(ra[i]["metrics"], rb[i]["metrics"]) << "cycle record " << i;
+  // The run ends with the selected weights: the newest checkpoint's model is the kept one's.
+  auto newest = H5File::open(list_checkpoints(a.run.dir + "/unlearn-ga/checkpoints").front()).value();
+  auto kept = H5File::open(summary["select"]["requests"][1]["checkpoint"].get<std::string>()).value();
+  for (const std::string& n : newest.list("model")) {
+    EXPECT_TRUE(at::equal(newest.read_tensor("model/" + n).value(), kept.read_tensor("model/" + n).value())) << n;
+  }
+  // "oracle" without a retrained model, "holdout" without holdout data: errors naming what is missing.
+  Status oracle = run_unlearn_phase(elsewhere("select-oracle", {"unlearn.methods=[\"ga\"]", "unlearn.select=\"oracle\""}), {});
+  EXPECT_NE(oracle.message().find("retrain/summary.json does not exist"), std::string::npos) << oracle.message();
+  Status no_holdout = run_unlearn_phase(elsewhere("select-no-holdout", {"unlearn.methods=[\"ga\"]", "unlearn.select=\"holdout\"",
+                                                                        "corpus.holdout_fraction=0"}), {});
+  EXPECT_NE(no_holdout.message().find("the corpus has none"), std::string::npos) << no_holdout.message();
+}
+
+// The scores on hand-made metrics: the starting model scores 1 + 0; a cycle at the holdout level
+// with retain MA kept scores 0; halfway, with a tenth of retain MA lost, 0.5 + 0.1; collapsed: none.
+TEST(Selection, HoldoutAndOracleScoresByHand) {
+  const Metrics start = {{"ma_forget", 0.9}, {"ma_holdout", 0.5}, {"el_forget", 0.6}, {"el_holdout", 0.2},
+                         {"mink_auc", 0.9}, {"ma_retain", 0.8}, {"ppl_holdout", 20}, {"verbmem_forget", 80}};
+  Metrics m = start;
+  EXPECT_DOUBLE_EQ(holdout_score(m, start).value(), 1.0);
+  m = {{"ma_forget", 0.7}, {"ma_holdout", 0.5}, {"el_forget", 0.4}, {"el_holdout", 0.2}, {"mink_auc", 0.7},
+       {"ma_retain", 0.72}, {"ppl_holdout", 30}};
+  EXPECT_NEAR(holdout_score(m, start).value(), 0.6, 1e-12);
+  m["ma_forget"] = 0.3;  // over-unlearned past the holdout level by as much: the same distance
+  EXPECT_NEAR(holdout_score(m, start).value(), 0.6, 1e-12);
+  m["ppl_holdout"] = 201;
+  EXPECT_FALSE(holdout_score(m, start).has_value());
+  const Metrics retrain = {{"verbmem_forget", 20}, {"mink_auc", 0.5}};
+  const Metrics halfway = {{"verbmem_forget", 50}, {"mink_auc", 0.5}, {"ppl_holdout", 25}};
+  EXPECT_NEAR(oracle_score(halfway, start, retrain).value(), 0.5, 1e-12);
 }
 
 TEST_F(Unlearning, IcuRefinementRemovesSamplesAndItsStopRuleFires) {
