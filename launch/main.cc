@@ -160,7 +160,8 @@ int main(int argc, char** argv) {
       return finish(lethe::run_convert_from_hf(*cfg, hf_dir, out));
     }
     if (quick->parsed()) {
-      overrides.insert(overrides.begin(), "run.dir=" + quick_dir);
+      // Each request keeps its best retrain-free cycle (Note [Checkpoint selection]); --set overrides it.
+      overrides.insert(overrides.begin(), {"run.dir=" + quick_dir, "unlearn.select=\"holdout\""});
       if (!quick_methods.empty()) overrides.push_back("unlearn.methods=" + nlohmann::json(quick_methods).dump());
       auto cfg = lethe::parse_config("", "<embedded default>", overrides);
       if (!cfg) return finish(cfg.status());
