@@ -17,7 +17,8 @@ std::optional<double> get(const Metrics& m, const char* key) {
 }  // namespace
 
 GapPoint gap_point(const Metrics& m, double retrain_auc) {
-  return {m.at("verbmem_forget"), privleak(m.at("mink_auc"), retrain_auc), get(m, "knowmem_forget"), get(m, "knowmem_retain")};
+  return {m.at("verbmem_forget"), privleak(m.at("mink_auc"), retrain_auc), get(m, "knowmem_forget"), get(m, "knowmem_retain"),
+          get(m, "ma_retain")};
 }
 
 double retrain_gap(const GapPoint& r, const GapPoint& target, const GapPoint& retrain) {
@@ -25,7 +26,11 @@ double retrain_gap(const GapPoint& r, const GapPoint& target, const GapPoint& re
   double g = std::max(frac(r.verbmem - retrain.verbmem, target.verbmem - retrain.verbmem), std::abs(r.privleak) / 100.0);
   if (r.knowmem_f && target.knowmem_f && retrain.knowmem_f)
     g = std::max(g, frac(*r.knowmem_f - *retrain.knowmem_f, *target.knowmem_f - *retrain.knowmem_f));
-  if (r.knowmem_r && retrain.knowmem_r) g = std::max(g, frac(*r.knowmem_r - *retrain.knowmem_r, *retrain.knowmem_r));
+  if (r.knowmem_r && retrain.knowmem_r) {
+    g = std::max(g, frac(*r.knowmem_r - *retrain.knowmem_r, *retrain.knowmem_r));
+  } else if (r.ma_retain && retrain.ma_retain) {
+    g = std::max(g, frac(*r.ma_retain - *retrain.ma_retain, *retrain.ma_retain));
+  }
   return g;
 }
 

@@ -11,12 +11,14 @@ namespace lethe {
 // Note [Closest to retrain]: MUSE asks for all four metrics near the retrained model at once, so
 // each model gets the largest of four normalised distances: VerbMem and KnowMem-forget as a
 // fraction of the target–retrain gap, PrivLeak / 100 (the target sits near −100), and the
-// KnowMem-retain loss as a fraction of the retrained value. 0 = indistinguishable from retraining
-// on these metrics; 1 = as far as the target (or lost all utility). A KnowMem that was not measured
-// (no QA probes) is left out.
+// KnowMem-retain difference as a fraction of the retrained value. 0 = indistinguishable from
+// retraining on these metrics; 1 = as far as the target (or lost all utility). A KnowMem that was
+// not measured (no QA probes) is left out; without retain QA the utility term is retain MA's
+// difference as a fraction of the retrained model's instead, so a model that lost its utility is
+// never near retraining on a corpus without QA.
 struct GapPoint {
   double verbmem = 0, privleak = 0;
-  std::optional<double> knowmem_f, knowmem_r;
+  std::optional<double> knowmem_f, knowmem_r, ma_retain;
 };
 // The point of an evaluation's metrics, PrivLeak taken against the retrained model's Min-K% AUC.
 // REQUIRES: m has verbmem_forget and mink_auc.

@@ -101,6 +101,9 @@ void visit(V& v, RunConfig& c) {
   v.field("collective_timeout_s", c.run.collective_timeout_s, 1e-3, kInf);
   v.field("device", c.run.device, {"auto", "cpu", "cuda"});
 
+  v.section("experiment");
+  v.field("seeds", c.experiment.seeds, 1, 1000);
+
   v.section("model");
   v.field("config_json", c.model.config_json);
   v.field("vocab_size", c.model.vocab_size, 1, kMaxInt);
@@ -470,6 +473,9 @@ void validate(Reader& r, RunConfig& c, const std::string& dir) {
     r.problem("corpus", "holdout_fraction", "forget_fraction + holdout_fraction must leave some retain people");
   if (c.corpus.source == "jsonl" && c.corpus.retain_file.empty())
     r.problem("corpus", "retain_file", "required when corpus.source = \"jsonl\"");
+  if (c.experiment.seeds > 1 && !c.unlearn.from.empty())
+    r.problem("unlearn", "from", "names one checkpoint, but experiment.seeds = " + std::to_string(c.experiment.seeds) +
+                                 " unlearns each seed's own target (leave unlearn.from empty)");
 }
 
 // "train.lr=3e-4" → inserts lr into [train]; "unlearn.npo.lr=1e-5" into [unlearn.npo]. The value

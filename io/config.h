@@ -22,6 +22,13 @@ struct RunSection {
   std::string device = "auto";        // "auto" | "cpu" | "cuda": where tensors live (local rank → GPU)
 };
 
+// Note [Seeds]: seeds > 1 repeats every phase over run.seed, run.seed + 1, …, each in its own
+// experiment folder <run.dir>/seed-<s> on the same corpus (corpus.seed does not move), and `lethe
+// compare <run.dir>` reports mean ± standard deviation over them (launch/seeds.h).
+struct ExperimentConfig {
+  int64_t seeds = 1;
+};
+
 // Field names and meanings as in a Hugging Face Llama config.json.
 struct ModelConfig {
   std::string config_json;  // when set, the architecture below comes from this file
@@ -186,6 +193,7 @@ struct MeshConfig {
 
 struct RunConfig {
   RunSection run;
+  ExperimentConfig experiment;
   ModelConfig model;
   CorpusConfig corpus;
   TokenizerConfig tokenizer;

@@ -3,6 +3,7 @@
 
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
@@ -12,6 +13,7 @@
 #include "io/config.h"
 #include "launch/convert.h"
 #include "launch/plan_command.h"
+#include "launch/seeds.h"
 #include "launch/train_phase.h"
 #include "launch/unlearn_phase.h"
 #include "strategies/strategies.h"
@@ -27,23 +29,32 @@ int finish(const lethe::Status& s) {
   return 1;
 }
 
-// The embedded default end to end: target, retrain, every unlearning method, comparison. With
-// `resume`, phases that finished are kept and interrupted ones continue.
+// The embedded default end to end: target, retrain, every unlearning method, and (once every
+// phase of every seed has finished) the comparison. With `resume`, phases that finished are kept
+// and interrupted ones continue.
 lethe::Status quickstart(const lethe::RunConfig& cfg, bool resume) {
   namespace fs = std::filesystem;
-  for (bool target : {true, false}) {
-    const std::string summary = cfg.run.dir + (target ? "/target" : "/retrain") + "/summary.json";
-    if (resume && fs::exists(summary)) continue;
-    const bool has_ckpt = fs::exists(cfg.run.dir + (target ? "/target" : "/retrain") + "/checkpoints/latest");
-    LETHE_RETURN_IF_ERROR(lethe::run_train_phase(cfg, {target, resume && has_ckpt, 0}));
-    // An interrupted phase writes no summary: stop here (continue with --resume).
-    if (!fs::exists(summary)) return lethe::Status::ok();
-  }
-  LETHE_RETURN_IF_ERROR(lethe::run_unlearn_phase(cfg, {resume, 0}));
-  for (const auto& m : lethe::resolve_methods(cfg.unlearn.methods)) {
-    if (!fs::exists(cfg.run.dir + "/unlearn-" + m + "/summary.json")) return lethe::Status::ok();
+  for (const lethe::RunConfig& run : lethe::seed_runs(cfg)) {  // Note [Seeds]
+    for (bool target : {true, false}) {
+      const std::string summary = run.run.dir + (target ? "/target" : "/retrain") + "/summary.json";
+      if (resume && fs::exists(summary)) continue;
+      const bool has_ckpt = fs::exists(run.run.dir + (target ? "/target" : "/retrain") + "/checkpoints/latest");
+      LETHE_RETURN_IF_ERROR(lethe::run_train_phase(run, {target, resume && has_ckpt, 0}));
+      // An interrupted phase writes no summary: stop here (continue with --resume).
+      if (!fs::exists(summary)) return lethe::Status::ok();
+    }
+    LETHE_RETURN_IF_ERROR(lethe::run_unlearn_phase(run, {resume, 0}));
+    for (const auto& m : lethe::resolve_methods(run.unlearn.methods)) {
+      if (!fs::exists(run.run.dir + "/unlearn-" + m + "/summary.json")) return lethe::Status::ok();
+    }
   }
   return lethe::run_compare(cfg.run.dir);
+}
+
+// One phase for each seed of experiment.seeds.
+lethe::Status each_seed(const lethe::RunConfig& cfg, const std::function<lethe::Status(const lethe::RunConfig&)>& phase) {
+  for (const lethe::RunConfig& run : lethe::seed_runs(cfg)) LETHE_RETURN_IF_ERROR(phase(run));
+  return lethe::Status::ok();
 }
 
 }  // namespace
@@ -140,6 +151,8 @@ int main(int argc, char** argv) {
   quick->add_option("--dir", quick_dir, "experiment folder");
   quick->add_option("--set", overrides, "override a key: section.key=value (repeatable)");
   quick->add_flag("--resume", resume, "keep finished phases, continue interrupted ones");
+  int64_t quick_seeds = 0;
+  quick->add_option("--seeds", quick_seeds, "repeat everything over this many seeds (experiment.seeds)")->check(CLI::Range(1, 1000));
   std::vector<std::string> quick_methods;
   quick->add_option("--methods", quick_methods, "unlearning methods to run (default: unlearn.methods); \"all\" runs every one")
       ->delimiter(',');
@@ -163,14 +176,21 @@ int main(int argc, char** argv) {
       // Each request keeps its best retrain-free cycle (Note [Checkpoint selection]); --set overrides it.
       overrides.insert(overrides.begin(), {"run.dir=" + quick_dir, "unlearn.select=\"holdout\""});
       if (!quick_methods.empty()) overrides.push_back("unlearn.methods=" + nlohmann::json(quick_methods).dump());
+      if (quick_seeds > 0) overrides.push_back("experiment.seeds=" + std::to_string(quick_seeds));
       auto cfg = lethe::parse_config("", "<embedded default>", overrides);
       if (!cfg) return finish(cfg.status());
       return finish(quickstart(*cfg, resume));
     }
     auto cfg = lethe::load_config(config_path, overrides);
     if (!cfg) return finish(cfg.status());
-    if (train->parsed() || retrain->parsed()) return finish(lethe::run_train_phase(*cfg, {train->parsed(), resume, stop_after}));
-    if (unlearn->parsed()) return finish(lethe::run_unlearn_phase(*cfg, {resume, stop_after}));
+    if (train->parsed() || retrain->parsed()) {
+      return finish(each_seed(*cfg, [&](const lethe::RunConfig& c) {
+        return lethe::run_train_phase(c, {train->parsed(), resume, stop_after});
+      }));
+    }
+    if (unlearn->parsed()) {
+      return finish(each_seed(*cfg, [&](const lethe::RunConfig& c) { return lethe::run_unlearn_phase(c, {resume, stop_after}); }));
+    }
     if (eval->parsed()) return finish(lethe::run_eval(*cfg, checkpoint, out, companion, alpha));
     if (to_hf->parsed()) return finish(lethe::run_convert_to_hf(*cfg, checkpoint, out, to_hf_opts));
     return 1;

@@ -9,12 +9,14 @@
 #include <iostream>
 #include <optional>
 #include <sstream>
+#include <tuple>
 
 #include "base/log.h"
 #include "eval/memorization.h"
 #include "eval/selection.h"
 #include "eval/tofu.h"
 #include "launch/experiment.h"
+#include "launch/seeds.h"
 #include "launch/unlearn_phase.h"
 
 namespace lethe {
@@ -27,7 +29,7 @@ struct Row {
   std::string name;
   double verbmem = 0, privleak = 0, ppl = 0;
   std::optional<double> knowmem_f, knowmem_r;  // absent: the corpus has no QA probes for that split
-  double ma_retain = 0;                         // retain MA: the plots' utility without QA
+  std::optional<double> ma_retain;              // retain MA: the utility without QA (plots and gap)
   // TOFU (absent without paraphrased and perturbed answers): forget quality against the retrained
   // model's per-item forget truth ratios, and model utility.
   std::optional<double> forget_quality, model_utility;
@@ -63,7 +65,7 @@ Result<Row> read_row(const std::string& path, const std::string& name, const Ref
     r.forget_quality = ks_2samp_pvalue(j["truth_ratios_forget"].get<std::vector<double>>(), retrain.truth_ratios);
   }
   if (m.contains("model_utility")) r.model_utility = m["model_utility"].get<double>();
-  r.ma_retain = m.value("ma_retain", 0.0);
+  if (m.contains("ma_retain")) r.ma_retain = m["ma_retain"].get<double>();
   r.ppl = m["ppl_holdout"];
   r.seconds = j["cost"]["seconds"];
   r.flops = j["cost"]["flops"];
@@ -73,7 +75,7 @@ Result<Row> read_row(const std::string& path, const std::string& name, const Ref
 }
 
 // Note [Closest to retrain] (eval/selection.h).
-GapPoint gap_point(const Row& r) { return {r.verbmem, r.privleak, r.knowmem_f, r.knowmem_r}; }
+GapPoint gap_point(const Row& r) { return {r.verbmem, r.privleak, r.knowmem_f, r.knowmem_r, r.ma_retain}; }
 
 json or_null(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
 std::string or_na(const std::optional<double>& v, int decimals = 1) {
@@ -87,25 +89,45 @@ std::string p_text(const std::optional<double>& p) {
 
 json row_json(const Row& r) {
   return {{"model", r.name},     {"verbmem_forget", r.verbmem}, {"knowmem_forget", or_null(r.knowmem_f)},
-          {"privleak", r.privleak}, {"knowmem_retain", or_null(r.knowmem_r)}, {"ppl_holdout", r.ppl},
+          {"privleak", r.privleak}, {"knowmem_retain", or_null(r.knowmem_r)}, {"ma_retain", or_null(r.ma_retain)},
+          {"ppl_holdout", r.ppl},
           {"seconds", r.seconds}, {"flops", r.flops}, {"speedup_vs_retrain", r.speedup},
           {"flops_ratio_vs_retrain", r.flops_ratio}, {"gap_to_retrain", r.gap},
           {"forget_quality", or_null(r.forget_quality)}, {"model_utility", or_null(r.model_utility)},
           {"collapsed", r.collapsed}, {"select", r.select}, {"peeking", r.select == "oracle"}};
 }
 
+// The table's columns: KnowMem where the corpus has QA probes, retain MA where it has no retain QA
+// (the utility the gap then uses), TOFU's FQ and MU where the probes carry them.
 std::string table(const std::vector<Row>& rows) {
-  std::string t = fmt::format("{:<10} {:>8} {:>10} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>6}\n", "model",
-                              "VerbMem", "KnowMem-f", "PrivLeak", "KnowMem-r", "FQ", "MU", "PPL", "time s", "TFLOP",
-                              "speedup", "gap");
-  t += fmt::format("{:<10} {:>8} {:>10} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>6}\n", "", "↓", "↓", "→0", "↑",
-                   "↑", "↑", "", "", "", "vs retr", "→0");
+  auto any = [&](auto has) { return std::any_of(rows.begin(), rows.end(), has); };
+  const bool knowmem = any([](const Row& r) { return r.knowmem_f || r.knowmem_r; });
+  const bool ma = any([](const Row& r) { return !r.knowmem_r && r.ma_retain; });
+  const bool tofu = any([](const Row& r) { return r.forget_quality || r.model_utility; });
+  std::string head = fmt::format("{:<10} {:>8}", "model", "VerbMem"), arrows = fmt::format("{:<10} {:>8}", "", "↓");
+  auto column = [&](const char* name, const char* arrow, int width) {
+    head += fmt::format(" {:>{}}", name, width);
+    arrows += fmt::format(" {:>{}}", arrow, width);
+  };
+  if (knowmem) column("KnowMem-f", "↓", 10);
+  column("PrivLeak", "→0", 9);
+  if (knowmem) column("KnowMem-r", "↑", 10);
+  if (ma) column("MA-r", "↑", 6);
+  if (tofu) column("FQ", "↑", 8), column("MU", "↑", 8);
+  for (const auto& [name, arrow, width] : {std::tuple{"PPL", "", 8}, {"time s", "", 8}, {"TFLOP", "", 9}, {"speedup", "vs retr", 8},
+                                           {"gap", "→0", 6}}) {
+    column(name, arrow, width);
+  }
+  std::string t = head + "\n" + arrows + "\n";
   for (const Row& r : rows) {
-    const bool method = r.speedup > 0;
-    t += fmt::format("{:<10} {:>8.1f} {:>10} {:>9.1f} {:>10} {:>8} {:>8} {:>8.2f} {:>8.1f} {:>9.3f} {:>8} {:>6}\n", r.name,
-                     r.verbmem, or_na(r.knowmem_f), r.privleak, or_na(r.knowmem_r), p_text(r.forget_quality),
-                     or_na(r.model_utility, 3), r.ppl, r.seconds, r.flops / 1e12,
-                     method ? fmt::format("{:.1f}×", r.speedup) : "", r.name == "target" ? "" : fmt::format("{:.2f}", r.gap));
+    t += fmt::format("{:<10} {:>8.1f}", r.name, r.verbmem);
+    if (knowmem) t += fmt::format(" {:>10}", or_na(r.knowmem_f));
+    t += fmt::format(" {:>9.1f}", r.privleak);
+    if (knowmem) t += fmt::format(" {:>10}", or_na(r.knowmem_r));
+    if (ma) t += fmt::format(" {:>6}", or_na(r.ma_retain, 3));
+    if (tofu) t += fmt::format(" {:>8} {:>8}", p_text(r.forget_quality), or_na(r.model_utility, 3));
+    t += fmt::format(" {:>8.2f} {:>8.1f} {:>9.3f} {:>8} {:>6}\n", r.ppl, r.seconds, r.flops / 1e12,
+                     r.speedup > 0 ? fmt::format("{:.1f}×", r.speedup) : "", r.name == "target" ? "" : fmt::format("{:.2f}", r.gap));
   }
   return t;
 }
@@ -128,7 +150,7 @@ Status write_plot(const std::string& dir, const std::vector<Row>& rows, bool qa)
   dat << "# model verbmem knowmem_forget privleak utility  (utility: " << (qa ? "KnowMem-retain" : "retain MA × 100") << ")\n";
   for (const Row& r : rows) {
     dat << r.name << " " << r.verbmem << " " << r.knowmem_f.value_or(NAN) << " " << r.privleak << " "
-        << (qa ? r.knowmem_r.value_or(NAN) : 100 * r.ma_retain) << "\n";
+        << (qa ? r.knowmem_r.value_or(NAN) : 100 * r.ma_retain.value_or(NAN)) << "\n";
   }
   LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/comparison.dat", dat.str()));
   gp << "# gnuplot comparison.gnuplot  (writes comparison.png)\n"
@@ -257,6 +279,10 @@ std::string profile_table(const std::vector<Row>& rows) {
 
 Status run_compare(const std::string& dir) {
   if (!writes_reports()) return Status::ok();  // under mpirun, rank 0 reports
+  if (const std::vector<std::string> seeds = seed_dirs(dir); !seeds.empty()) {  // Note [Seeds]
+    for (const std::string& s : seeds) LETHE_RETURN_IF_ERROR(run_compare(s));
+    return compare_seeds(dir, seeds);
+  }
   const std::string retrain_path = dir + "/retrain/summary.json", target_path = dir + "/target/summary.json";
   LETHE_ASSIGN_OR_RETURN(json retrain_json, read_json(retrain_path));
   Reference ref;
@@ -289,7 +315,10 @@ Status run_compare(const std::string& dir) {
   }
   std::string out = table(rows);
   if (!target.knowmem_f || !target.knowmem_r) {
-    out += "\nKnowMem: not measured (the corpus has no QA probes for the forget or retain split); the gap leaves it out\n";
+    out += target.knowmem_r ? "\nKnowMem-forget: not measured (the corpus has no forget QA probes); the gap leaves it out\n"
+                            : "\nKnowMem: not measured (the corpus has no retain QA probes); utility is retain MA (MA-r) and "
+                              "holdout perplexity (PPL): the gap uses retain MA against the retrained model's, and a model "
+                              "above the collapse guard's perplexity is never named closest\n";
   }
   if (retrain.forget_quality) {
     out += "\nFQ: TOFU's forget quality, the KS-test p-value of the model's per-item forget truth ratios against the "
@@ -308,6 +337,16 @@ Status run_compare(const std::string& dir) {
   if (!selected.empty()) {
     out += "\nselected cycles (unlearn.select; oracle peeks at the retrained model, holdout does not): " + selected + "\n";
   }
+  // One seed has no spread to tell a real target–retrain difference from noise (Note [Gap beyond the
+  // spread], launch/seeds.cc): a difference under 5 points (of 100) is flagged.
+  for (const auto& [name, t, r] : {std::tuple{"VerbMem", std::optional<double>(target.verbmem), std::optional<double>(retrain.verbmem)},
+                                   {"KnowMem-forget", target.knowmem_f, retrain.knowmem_f}}) {
+    if (t && r && std::abs(*t - *r) < 5) {
+      out += fmt::format("\n{}: the target and the retrained model differ by only {:.1f} points, and the gap divides by that "
+                         "difference; experiment.seeds tells whether it is beyond the seeds' spread\n", name, std::abs(*t - *r));
+    }
+  }
+  out += "\none seed: no spread is known (experiment.seeds repeats the run over more)\n";
   if (best) {
     out += fmt::format("\nclosest to the retrained model on all four MUSE metrics at once: {} (largest normalised gap "
                        "{:.2f}; 0 = retrain, 1 = target), {:.1f}× faster than retraining{}\n",

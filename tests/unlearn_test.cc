@@ -6,8 +6,10 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -192,6 +194,81 @@ TEST_F(Unlearning, EveryMethodForgetsTowardTheRetrainedModelAndKeepsRetainKnowle
   }
 }
 
+// Three hand-made seed folders (Note [Seeds]): the aggregate's means and sample standard deviations
+// are those computed by hand from the per-seed summaries, and a method is named closest only when
+// the one-sd intervals of its gap and the runner-up's do not overlap (Note [Closest beyond the spread]).
+TEST(Compare, SeedsGiveMeanAndStdAndClosestOnlyBeyondTheSpread) {
+  auto summary = [](double verbmem, double seconds, double ma = 0.8) {
+    return json{{"metrics", {{"verbmem_forget", verbmem}, {"mink_auc", 0.3}, {"ppl_holdout", 20.0}, {"ma_retain", ma}}},
+                {"cost", {{"seconds", seconds}, {"flops", 1e12}}}};
+  };
+  // Target 90 and retrain 40 in every seed, so a method's gap is (VerbMem − 40) / 50.
+  auto experiment = [&](const std::string& name, const std::vector<double>& npo_verbmem,
+                        const std::vector<double>& target_verbmem = {90, 90, 90}, double npo_ma = 0.8) {
+    const std::string dir = test::scratch_dir(name);
+    const std::vector<double> ga_verbmem = {45, 50, 55}, ga_seconds = {10, 12, 14};
+    for (size_t k = 0; k < 3; ++k) {
+      const std::string seed = dir + "/seed-" + std::to_string(1234 + k);
+      for (const auto& [phase, j] : {std::pair{"target", summary(target_verbmem[k], 60)}, std::pair{"retrain", summary(40, 60)},
+                                     std::pair{"unlearn-ga", summary(ga_verbmem[k], ga_seconds[k])},
+                                     std::pair{"unlearn-npo", summary(npo_verbmem[k], 10, npo_ma)}}) {
+        fs::create_directories(seed + "/" + phase);
+        EXPECT_TRUE(write_json(seed + "/" + phase + "/summary.json", j).is_ok());
+        std::ofstream(seed + "/" + phase + "/metrics.jsonl") << json{{"request", 0}, {"cycle", 0}, {"metrics", j["metrics"]}}.dump() << "\n";
+      }
+    }
+    Status s = run_compare(dir);
+    EXPECT_TRUE(s.is_ok()) << s.message();
+    return dir;
+  };
+  const std::string apart = experiment("seeds-apart", {60, 70, 80});
+  const json cmp = read_json(apart + "/comparison.json");
+  EXPECT_EQ(cmp["seeds"], json({"seed-1234", "seed-1235", "seed-1236"}));
+  std::map<std::string, json> by_name;
+  for (const json& row : cmp["models"]) by_name[row["model"]] = row;
+  ASSERT_EQ(by_name.size(), 4u);
+  // ga: VerbMem 45, 50, 55 → mean 50, std √((25 + 0 + 25) / 2) = 5; seconds 10, 12, 14 → 12 ± 2;
+  // speedup 60 / s → 6, 5, 4.2857…; gap 0.1, 0.2, 0.3 → 0.2 ± 0.1.
+  EXPECT_DOUBLE_EQ(by_name["ga"]["verbmem_forget"]["mean"].get<double>(), 50.0);
+  EXPECT_DOUBLE_EQ(by_name["ga"]["verbmem_forget"]["std"].get<double>(), 5.0);
+  EXPECT_DOUBLE_EQ(by_name["ga"]["seconds"]["std"].get<double>(), 2.0);
+  const double sp[] = {6.0, 5.0, 60.0 / 14}, sp_mean = (sp[0] + sp[1] + sp[2]) / 3;
+  double ss = 0;
+  for (double v : sp) ss += (v - sp_mean) * (v - sp_mean);
+  EXPECT_NEAR(by_name["ga"]["speedup_vs_retrain"]["mean"].get<double>(), sp_mean, 1e-12);
+  EXPECT_NEAR(by_name["ga"]["speedup_vs_retrain"]["std"].get<double>(), std::sqrt(ss / 2), 1e-12);
+  EXPECT_NEAR(by_name["ga"]["gap_to_retrain"]["mean"].get<double>(), 0.2, 1e-12);
+  EXPECT_NEAR(by_name["ga"]["gap_to_retrain"]["std"].get<double>(), 0.1, 1e-12);
+  EXPECT_TRUE(by_name["ga"]["knowmem_forget"].is_null());
+  EXPECT_EQ(by_name["target"]["seeds"], 3);
+  // npo: gaps 0.4, 0.6, 0.8 (0.6 ± 0.2): 0.2 + 0.1 < 0.6 − 0.2, so ga is closest beyond the spread.
+  EXPECT_EQ(cmp["closest_to_retrain"], "ga");
+  // npo at gaps 0.2, 0.4, 0.6 (0.4 ± 0.2): the intervals overlap, and nothing is named.
+  const std::string close = experiment("seeds-close", {50, 60, 70});
+  const json cmp2 = read_json(close + "/comparison.json");
+  EXPECT_FALSE(cmp2.contains("closest_to_retrain")) << cmp2.dump();
+  std::ifstream table(close + "/comparison.txt");
+  const std::string text((std::istreambuf_iterator<char>(table)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("no method is closest beyond the spread over 3 seeds: ga (gap 0.20 ± 0.10) and npo (gap 0.40 ± 0.20)"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find("50.0 ± 5.0"), std::string::npos) << text;
+  // A target whose VerbMem is within the seeds' spread of the retrained model's (39, 42, 40 against
+  // 40): the gap leaves VerbMem out, and what remains is retain MA: npo's 0.6 against 0.8 is 0.25.
+  const std::string noise = experiment("seeds-noise", {50, 60, 70}, {39, 42, 40}, 0.6);
+  const json cmp3 = read_json(noise + "/comparison.json");
+  EXPECT_EQ(cmp3["gap_leaves_out"], json({"verbmem_forget"}));
+  for (const json& row : cmp3["models"]) {
+    const double expected = row["model"] == "npo" ? 0.25 : 0.0;  // ga keeps the retrained model's retain MA
+    if (row["model"] == "npo" || row["model"] == "ga") {
+      EXPECT_NEAR(row["gap_to_retrain"]["mean"].get<double>(), expected, 1e-12) << row;
+    }
+  }
+  // Each seed folder has its own single-seed comparison, which says that it has no spread.
+  std::ifstream one(close + "/seed-1234/comparison.txt");
+  const std::string one_text((std::istreambuf_iterator<char>(one)), std::istreambuf_iterator<char>());
+  EXPECT_NE(one_text.find("one seed: no spread is known"), std::string::npos) << one_text;
+}
+
 // A method whose cycle was chosen by unlearn.select = "oracle" is marked as peeking, in the table
 // and in comparison.json, and so is the claim that names it closest.
 TEST(Compare, OracleSelectedRowsAreMarkedAsPeeking) {
@@ -250,6 +327,15 @@ TEST(Compare, WithoutQaTrajectoriesUseRetainMaAndACollapsedModelIsNeverClosest) 
   std::ifstream table(dir + "/comparison.txt");
   const std::string text((std::istreambuf_iterator<char>(table)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("collapsed (holdout perplexity above 10× the target's 20.00; never named closest): npo"), std::string::npos) << text;
+  // No KnowMem column; retain MA is the utility, in the table and in the gap: ga's VerbMem is 0.2
+  // of the target–retrain gap away, its retain MA 1/3 below the retrained model's 0.75.
+  EXPECT_EQ(text.find("KnowMem-f"), std::string::npos) << text;
+  EXPECT_NE(text.find("MA-r"), std::string::npos) << text;
+  for (const json& row : cmp["models"]) {
+    if (row["model"] == "ga") {
+      EXPECT_NEAR(row["gap_to_retrain"].get<double>(), 1.0 / 3, 1e-12) << row;
+    }
+  }
   const json& path = cmp["trajectories"]["ga"];
   ASSERT_EQ(path.size(), 3u);
   EXPECT_EQ(path[0]["at"], "target");
