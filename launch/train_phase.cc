@@ -97,10 +97,11 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
     m = ex->evaluate(*model, &truth_ratios);
   }
   const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - phase_start).count();
-  // The checkpoint evaluated: what `lethe unlearn` starts from by default, so it reuses these metrics.
+  // The checkpoint evaluated (its file name in checkpoints/, so the summary does not depend on where
+  // run.dir is): what `lethe unlearn` starts from by default, so it reuses these metrics.
   const std::vector<std::string> saved = list_checkpoints(ckpt_dir);
   json summary = {{"phase", phase},
-                  {"checkpoint", saved.empty() ? "" : saved.front()},
+                  {"checkpoint", saved.empty() ? "" : fs::path(saved.front()).filename().string()},
                   {"steps", trainer.steps_taken()},
                   {"parameters", model->num_params_global()},
                   {"flops_per_token", flops_per_token},

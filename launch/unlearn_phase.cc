@@ -143,7 +143,10 @@ Result<Metrics> summary_metrics(const std::string& path) {
 // Collective over the world.
 Result<Metrics> source_metrics(Experiment& ex, const std::string& source) {
   const std::string target = ex.cfg.run.dir + "/target/summary.json", cache = ex.cfg.run.dir + "/source-metrics.json";
-  if (auto j = read_json(target); j && j->value("checkpoint", "") == source) return summary_metrics(target);
+  if (auto j = read_json(target); j && !j->value("checkpoint", "").empty()) {
+    std::error_code ec;  // false when either file is missing
+    if (fs::equivalent(ex.cfg.run.dir + "/target/checkpoints/" + j->value("checkpoint", ""), source, ec)) return summary_metrics(target);
+  }
   LETHE_ASSIGN_OR_RETURN(uint64_t checksum, weights_checksum(source, ex.mesh->world()));
   const json key = {{"from", source}, {"weights_checksum", std::to_string(checksum)}};
   if (auto j = read_json(cache); j && j->value("key", json()) == key) return summary_metrics(cache);
