@@ -81,14 +81,9 @@ struct SeedRows {
   std::string name;
   std::map<std::string, std::vector<double>> values;
   int64_t seeds = 0, collapsed = 0;
-  bool peeking = false, method = false;
+  bool peeking = false;
+  bool method() const { return name != "target" && name != "retrain"; }
 };
-
-std::string cell(const std::vector<double>& v, const Column& c) {
-  if (v.empty()) return "n/a";
-  const Spread s = spread(v);
-  return fmt::format("{:.{}f} ± {:.{}f}", s.mean * c.scale, c.decimals, s.std * c.scale, c.decimals);
-}
 
 const json* row_of(const json& cmp, const std::string& model) {
   for (const json& row : cmp["models"]) {
@@ -158,7 +153,6 @@ Status compare_seeds(const std::string& dir, const std::vector<std::string>& see
       ++it->seeds;
       it->collapsed += row.value("collapsed", false);
       it->peeking |= row.value("peeking", false);
-      it->method = name != "target" && name != "retrain";
       for (const Column& c : kColumns) {
         if (row.contains(c.key) && row[c.key].is_number()) it->values[c.key].push_back(row[c.key]);
       }
@@ -184,10 +178,14 @@ Status compare_seeds(const std::string& dir, const std::vector<std::string>& see
     out += fmt::format("{:<10}", m.name);
     json row = {{"model", m.name}, {"seeds", m.seeds}, {"collapsed_seeds", m.collapsed}, {"peeking", m.peeking}};
     for (const Column* c : shown) {
-      const bool cost_of_reference = !m.method && (std::string(c->key) == "speedup_vs_retrain");
-      out += fmt::format(" {:>15}", cost_of_reference ? "" : cell(m.values[c->key], *c));
-      const Spread s = spread(m.values[c->key]);
-      row[c->key] = m.values[c->key].empty() ? json(nullptr) : json{{"mean", s.mean}, {"std", s.std}, {"values", m.values[c->key]}};
+      const std::vector<double>& v = m.values[c->key];
+      const Spread s = spread(v);
+      const bool cost_of_reference = !m.method() && std::string(c->key) == "speedup_vs_retrain";
+      out += fmt::format(" {:>15}", cost_of_reference ? ""
+                                    : v.empty()       ? "n/a"
+                                                      : fmt::format("{:.{}f} ± {:.{}f}", s.mean * c->scale, c->decimals,
+                                                                    s.std * c->scale, c->decimals));
+      row[c->key] = v.empty() ? json(nullptr) : json{{"mean", s.mean}, {"std", s.std}, {"values", v}};
     }
     out += "\n";
     j["models"].push_back(row);
@@ -205,7 +203,7 @@ Status compare_seeds(const std::string& dir, const std::vector<std::string>& see
   std::vector<std::pair<Spread, const SeedRows*>> ranked;
   for (const SeedRows& m : models) {
     auto gaps = m.values.find("gap_to_retrain");
-    if (m.method && m.collapsed == 0 && m.seeds == static_cast<int64_t>(n) && gaps != m.values.end()) {
+    if (m.method() && m.collapsed == 0 && m.seeds == static_cast<int64_t>(n) && gaps != m.values.end()) {
       ranked.push_back({spread(gaps->second), &m});
     }
   }
@@ -219,7 +217,7 @@ Status compare_seeds(const std::string& dir, const std::vector<std::string>& see
            "; one seed: no spread is known\n";
     j["closest_to_retrain"] = ranked[0].second->name;
   } else if (ranked.size() == 1) {
-    const bool alone = std::count_if(models.begin(), models.end(), [](const SeedRows& m) { return m.method; }) == 1;
+    const bool alone = std::count_if(models.begin(), models.end(), [](const SeedRows& m) { return m.method(); }) == 1;
     out += "\nclosest to the retrained model on all four MUSE metrics at once: " + gap_text(ranked[0]) +
            (alone ? ", the only method run\n" : ", the only method in every seed that never collapsed\n");
     j["closest_to_retrain"] = ranked[0].second->name;
