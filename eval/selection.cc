@@ -14,6 +14,8 @@ std::optional<double> get(const Metrics& m, const char* key) {
   return it == m.end() ? std::nullopt : std::optional<double>(it->second);
 }
 
+double frac(double d, double scale) { return std::abs(d) / std::max(std::abs(scale), 1e-9); }
+
 }  // namespace
 
 GapPoint gap_point(const Metrics& m, double retrain_auc) {
@@ -21,17 +23,32 @@ GapPoint gap_point(const Metrics& m, double retrain_auc) {
           get(m, "ma_retain")};
 }
 
-double retrain_gap(const GapPoint& r, const GapPoint& target, const GapPoint& retrain) {
-  auto frac = [](double d, double scale) { return std::abs(d) / std::max(std::abs(scale), 1e-9); };
+double forget_gap(const GapPoint& r, const GapPoint& target, const GapPoint& retrain) {
   double g = std::max(frac(r.verbmem - retrain.verbmem, target.verbmem - retrain.verbmem), std::abs(r.privleak) / 100.0);
   if (r.knowmem_f && target.knowmem_f && retrain.knowmem_f)
     g = std::max(g, frac(*r.knowmem_f - *retrain.knowmem_f, *target.knowmem_f - *retrain.knowmem_f));
+  return g;
+}
+
+double retrain_gap(const GapPoint& r, const GapPoint& target, const GapPoint& retrain) {
+  double g = forget_gap(r, target, retrain);
   if (r.knowmem_r && retrain.knowmem_r) {
     g = std::max(g, frac(*r.knowmem_r - *retrain.knowmem_r, *retrain.knowmem_r));
   } else if (r.ma_retain && retrain.ma_retain) {
     g = std::max(g, frac(*r.ma_retain - *retrain.ma_retain, *retrain.ma_retain));
   }
   return g;
+}
+
+std::vector<bool> pareto_front(const std::vector<FrontPoint>& points) {
+  std::vector<bool> on(points.size());
+  for (size_t i = 0; i < points.size(); ++i) {
+    on[i] = std::none_of(points.begin(), points.end(), [&](const FrontPoint& q) {
+      const FrontPoint& p = points[i];
+      return q.forget <= p.forget && q.utility >= p.utility && (q.forget < p.forget || q.utility > p.utility);
+    });
+  }
+  return on;
 }
 
 bool collapsed(const Metrics& m, const Metrics& start) {

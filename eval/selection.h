@@ -3,6 +3,7 @@
 #pragma once
 
 #include <optional>
+#include <vector>
 
 #include "eval/muse.h"
 
@@ -24,6 +25,18 @@ struct GapPoint {
 // REQUIRES: m has verbmem_forget and mink_auc.
 GapPoint gap_point(const Metrics& m, double retrain_auc);
 double retrain_gap(const GapPoint& model, const GapPoint& target, const GapPoint& retrain);
+// The forget terms of retrain_gap alone (VerbMem, KnowMem-forget, PrivLeak): how far the model's
+// forgetting is from the retrained model's, whatever its utility.
+double forget_gap(const GapPoint& model, const GapPoint& target, const GapPoint& retrain);
+
+// Note [Pareto front]: a sweep's point in the forgetting-vs-utility plane: forget_gap (lower is
+// closer to the retrained model's forgetting) and retain utility (higher is better). A point is on
+// the front when no other point is at least as good on both and better on one; equal points are
+// both on it. Returns, per point, whether it is on the front.
+struct FrontPoint {
+  double forget = 0, utility = 0;
+};
+std::vector<bool> pareto_front(const std::vector<FrontPoint>& points);
 
 // Note [Checkpoint selection]: unlearn.select chooses, per forget request, one of the cycles that
 // were evaluated; lower scores win, the earliest on a tie, and a cycle without a score is never

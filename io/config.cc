@@ -553,6 +553,24 @@ const std::vector<std::string>& unlearn_method_names() {
   return names;
 }
 
+namespace {
+// Collects the names visit_unlearn passes.
+struct KeyLister {
+  std::vector<std::string> names;
+  template <class T, class... Bounds>
+  void field(const char* name, T&, Bounds&&...) { names.emplace_back(name); }
+  template <class T>
+  void field(const char* name, T&, std::initializer_list<const char*>) { names.emplace_back(name); }
+};
+}  // namespace
+
+bool method_section_key(const std::string& key) {
+  KeyLister lister;
+  UnlearnConfig u;
+  visit_unlearn(lister, u, /*run_wide=*/false);
+  return std::find(lister.names.begin(), lister.names.end(), key) != lister.names.end();
+}
+
 UnlearnConfig RunConfig::unlearn_for(const std::string& method) const {
   toml::table root;
   if (auto it = method_sections.find(method); it != method_sections.end()) {

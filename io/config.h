@@ -160,6 +160,9 @@ struct UnlearnConfig {
 // makes one per name).
 const std::vector<std::string>& unlearn_method_names();
 
+// Whether an [unlearn.<method>] section may set `key` (an [unlearn] key without the section prefix).
+bool method_section_key(const std::string& key);
+
 // The projections unlearn.lora_targets can name: q, k, v, o (attention), gate, up, down (MLP);
 // Hugging Face's module names without "_proj".
 const std::vector<std::string>& lora_target_names();

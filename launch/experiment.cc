@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -191,6 +192,16 @@ Result<json> read_json(const std::string& path) {
   json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Status::error(path + ": not valid JSON");
   return j;
+}
+
+Status draw_gnuplot(const std::string& dir, const std::string& script) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+    log().warn("gnuplot not found: {}/{} written, no plot drawn", dir, script);
+    return Status::ok();
+  }
+  const std::string cmd = "cd '" + dir + "' && gnuplot " + script;
+  if (std::system(cmd.c_str()) != 0) return Status::error(dir + "/" + script + ": gnuplot failed");
+  return Status::ok();
 }
 
 StopSignal::StopSignal() {

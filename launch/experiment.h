@@ -75,6 +75,8 @@ json profile_json(const Profile& p, double total_s);
 // Writes JSON (pretty) to `path` via a temporary file and rename.
 Status write_json(const std::string& path, const json& j);
 Result<json> read_json(const std::string& path);
+// Runs gnuplot on `dir`/`script` where it is installed (a warning where it is not).
+Status draw_gnuplot(const std::string& dir, const std::string& script);
 
 // SIGINT/SIGTERM (Ctrl-C, or Slurm ahead of a preemption) set a flag while a StopSignal is alive;
 // loops checkpoint and stop when it is set.

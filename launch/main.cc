@@ -14,6 +14,7 @@
 #include "launch/convert.h"
 #include "launch/plan_command.h"
 #include "launch/seeds.h"
+#include "launch/sweep.h"
 #include "launch/train_phase.h"
 #include "launch/unlearn_phase.h"
 #include "strategies/strategies.h"
@@ -35,14 +36,8 @@ int finish(const lethe::Status& s) {
 lethe::Status quickstart(const lethe::RunConfig& cfg, bool resume) {
   namespace fs = std::filesystem;
   for (const lethe::RunConfig& run : lethe::seed_runs(cfg)) {  // Note [Seeds]
-    for (bool target : {true, false}) {
-      const std::string summary = run.run.dir + (target ? "/target" : "/retrain") + "/summary.json";
-      if (resume && fs::exists(summary)) continue;
-      const bool has_ckpt = fs::exists(run.run.dir + (target ? "/target" : "/retrain") + "/checkpoints/latest");
-      LETHE_RETURN_IF_ERROR(lethe::run_train_phase(run, {target, resume && has_ckpt, 0}));
-      // An interrupted phase writes no summary: stop here (continue with --resume).
-      if (!fs::exists(summary)) return lethe::Status::ok();
-    }
+    LETHE_ASSIGN_OR_RETURN(const bool trained, lethe::train_models(run, resume));
+    if (!trained) return lethe::Status::ok();  // stopped: continue with --resume
     LETHE_RETURN_IF_ERROR(lethe::run_unlearn_phase(run, {resume, 0}));
     for (const auto& m : lethe::resolve_methods(run.unlearn.methods)) {
       if (!fs::exists(run.run.dir + "/unlearn-" + m + "/summary.json")) return lethe::Status::ok();
@@ -85,6 +80,13 @@ int main(int argc, char** argv) {
                                     "checkpoint and stop after N steps (resume later)");
   CLI::App* unlearn = add_resumable("unlearn", "unlearn the forget set from the target with each of unlearn.methods",
                                     "checkpoint and stop after N cycles per method (resume later)");
+  CLI::App* sweep = add_run("sweep", "every unlearning method at every grid point (and seed) as resumable sub-runs "
+                                     "sharing one target and one retrained model; a table, Pareto fronts and a plot");
+  std::vector<std::string> grid_args;
+  std::string shard_text = "0/1";
+  sweep->add_option("--grid", grid_args, "key=[v, …]: values of an [unlearn] key, every method (repeatable); "
+                                         "unlearn.<method>.<key> for one method");
+  sweep->add_option("--shard", shard_text, "i/n: run every n-th sub-run from the i-th (a Slurm array task; default 0/1)");
   CLI::App* eval = add_run("eval", "evaluate a checkpoint (VerbMem, KnowMem, Min-K% AUC/PrivLeak, EL, MA, ES, perplexity)");
   eval->add_option("--checkpoint", checkpoint, "an HDF5 checkpoint of any phase, or a Hugging Face folder")->required();
   eval->add_option("--out", out, "write the metrics JSON here (default: standard output)");
@@ -190,6 +192,19 @@ int main(int argc, char** argv) {
     }
     if (unlearn->parsed()) {
       return finish(each_seed(*cfg, [&](const lethe::RunConfig& c) { return lethe::run_unlearn_phase(c, {resume, stop_after}); }));
+    }
+    if (sweep->parsed()) {
+      std::vector<lethe::GridAxis> grid;
+      for (const std::string& g : grid_args) {
+        auto axis = lethe::parse_grid(g);
+        if (!axis) return finish(axis.status());
+        grid.push_back(std::move(*axis));
+      }
+      auto shard = lethe::parse_shard(shard_text);
+      if (!shard) return finish(shard.status());
+      auto units = lethe::sweep_units(*cfg, config_path, overrides, grid);
+      if (!units) return finish(units.status());
+      return finish(lethe::run_sweep(*cfg, *units, *shard));
     }
     if (eval->parsed()) return finish(lethe::run_eval(*cfg, checkpoint, out, companion, alpha));
     if (to_hf->parsed()) return finish(lethe::run_convert_to_hf(*cfg, checkpoint, out, to_hf_opts));

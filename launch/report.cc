@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -36,6 +35,7 @@ struct Row {
   double seconds = 0, flops = 0;
   double speedup = 0, flops_ratio = 0;  // retrain cost ÷ this model's cost (unlearning methods only)
   double gap = 0;                        // Note [Closest to retrain]
+  double forget_gap = 0;                 // its forget terms alone (a sweep's front, Note [Pareto front])
   bool collapsed = false;                // Note [Collapse guard] (eval/memorization.h)
   std::string select = "last";           // unlearn.select (Note [Checkpoint selection]); "oracle" peeks
   json profile;                          // the phase's, when its summary has one (Note [Phase profile])
@@ -92,7 +92,7 @@ json row_json(const Row& r) {
           {"privleak", r.privleak}, {"knowmem_retain", or_null(r.knowmem_r)}, {"ma_retain", or_null(r.ma_retain)},
           {"ppl_holdout", r.ppl},
           {"seconds", r.seconds}, {"flops", r.flops}, {"speedup_vs_retrain", r.speedup},
-          {"flops_ratio_vs_retrain", r.flops_ratio}, {"gap_to_retrain", r.gap},
+          {"flops_ratio_vs_retrain", r.flops_ratio}, {"gap_to_retrain", r.gap}, {"forget_gap", r.forget_gap},
           {"forget_quality", or_null(r.forget_quality)}, {"model_utility", or_null(r.model_utility)},
           {"collapsed", r.collapsed}, {"select", r.select}, {"peeking", r.select == "oracle"}};
 }
@@ -132,17 +132,6 @@ std::string table(const std::vector<Row>& rows) {
   return t;
 }
 
-// Runs gnuplot on `dir`/`script` where it is installed (a warning where it is not).
-Status draw(const std::string& dir, const std::string& script) {
-  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
-    log().warn("gnuplot not found: {}/{} written, no plot drawn", dir, script);
-    return Status::ok();
-  }
-  const std::string cmd = "cd '" + dir + "' && gnuplot " + script;
-  if (std::system(cmd.c_str()) != 0) return Status::error(dir + "/" + script + ": gnuplot failed");
-  return Status::ok();
-}
-
 // A scatter plot of forgetting against utility: VerbMem, and KnowMem-forget where the corpus has QA,
 // against KnowMem-retain (without QA: retain MA × 100, as in Note [Trajectories]).
 Status write_plot(const std::string& dir, const std::vector<Row>& rows, bool qa) {
@@ -170,7 +159,7 @@ Status write_plot(const std::string& dir, const std::vector<Row>& rows, bool qa)
   }
   gp << "unset multiplot\n";
   LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/comparison.gnuplot", gp.str()));
-  return draw(dir, "comparison.gnuplot");
+  return draw_gnuplot(dir, "comparison.gnuplot");
 }
 
 // Note [Trajectories]: each method's path through the forgetting-vs-utility plane, one point per
@@ -248,7 +237,7 @@ Status write_trajectories(const std::string& dir, const std::vector<std::pair<st
   }
   gp << "unset multiplot\n";
   LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/trajectories.gnuplot", gp.str()));
-  return draw(dir, "trajectories.gnuplot");
+  return draw_gnuplot(dir, "trajectories.gnuplot");
 }
 
 // Note [Phase profile]: one line per model with a profile, one column per part.
@@ -277,11 +266,11 @@ std::string profile_table(const std::vector<Row>& rows) {
 
 }  // namespace
 
-Status run_compare(const std::string& dir) {
+Status run_compare(const std::string& dir, bool print) {
   if (!writes_reports()) return Status::ok();  // under mpirun, rank 0 reports
   if (const std::vector<std::string> seeds = seed_dirs(dir); !seeds.empty()) {  // Note [Seeds]
-    for (const std::string& s : seeds) LETHE_RETURN_IF_ERROR(run_compare(s));
-    return compare_seeds(dir, seeds);
+    for (const std::string& s : seeds) LETHE_RETURN_IF_ERROR(run_compare(s, print));
+    return compare_seeds(dir, seeds, print);
   }
   const std::string retrain_path = dir + "/retrain/summary.json", target_path = dir + "/target/summary.json";
   LETHE_ASSIGN_OR_RETURN(json retrain_json, read_json(retrain_path));
@@ -307,6 +296,7 @@ Status run_compare(const std::string& dir) {
   }
   for (Row& r : rows) {
     r.gap = retrain_gap(gap_point(r), gap_point(target), gap_point(retrain));
+    r.forget_gap = forget_gap(gap_point(r), gap_point(target), gap_point(retrain));
     r.collapsed = r.speedup > 0 && !(r.ppl <= kCollapseFactor * target.ppl);
   }
   const Row* best = nullptr;
@@ -353,10 +343,10 @@ Status run_compare(const std::string& dir) {
                        best->name, best->gap, best->speedup,
                        best->select == "oracle" ? " — but its cycle was chosen by peeking at the retrained model" : "");
   }
-  std::cout << "\n" << out << std::flush;
+  if (print) std::cout << "\n" << out << std::flush;
   if (std::any_of(rows.begin(), rows.end(), [](const Row& r) { return !r.profile.is_null(); })) {
     const std::string prof = profile_table(rows);
-    std::cout << "\nwhere the time went (wall seconds per phase; profile.txt):\n" << prof << std::flush;
+    if (print) std::cout << "\nwhere the time went (wall seconds per phase; profile.txt):\n" << prof << std::flush;
     LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/profile.txt", prof));
   }
   json j = {{"run", dir}, {"auc_retrain", auc_retrain}, {"models", json::array()}};

@@ -67,6 +67,7 @@ struct Column {
   const char* header;
   int decimals;
   double scale = 1;
+  bool table = true;  // false: in comparison.json only
 };
 const Column kColumns[] = {{"verbmem_forget", "VerbMem", 1},   {"knowmem_forget", "KnowMem-f", 1},
                            {"privleak", "PrivLeak", 1},        {"knowmem_retain", "KnowMem-r", 1},
@@ -74,7 +75,8 @@ const Column kColumns[] = {{"verbmem_forget", "VerbMem", 1},   {"knowmem_forget"
                            {"forget_quality", "FQ", 3},        {"model_utility", "MU", 3},
                            {"ppl_holdout", "PPL", 2},          {"seconds", "time s", 1},
                            {"flops", "TFLOP", 3, 1e-12},       {"speedup_vs_retrain", "speedup", 1},
-                           {"gap_to_retrain", "gap", 2}};
+                           {"gap_to_retrain", "gap", 2},
+                           {"forget_gap", "gap-f", 2, 1, false}};
 
 // One model over the seeds: each column's values (null where a seed did not measure it).
 struct SeedRows {
@@ -121,19 +123,21 @@ std::vector<std::string> unseparated_forget_metrics(const std::vector<json>& per
 // A row's gap to the retrained model with the metrics in `left_out` taken out (Note [Closest to
 // retrain]): an absent KnowMem-forget is left out by retrain_gap, and a VerbMem equal in all three
 // points is a distance of 0.
-double gap_without(const json& row, const json& target, const json& retrain, const std::vector<std::string>& left_out) {
+// Returns {the gap, its forget terms alone}.
+std::pair<double, double> gap_without(const json& row, const json& target, const json& retrain,
+                                      const std::vector<std::string>& left_out) {
   const bool verbmem = std::find(left_out.begin(), left_out.end(), "verbmem_forget") == left_out.end();
   const bool knowmem = std::find(left_out.begin(), left_out.end(), "knowmem_forget") == left_out.end();
   auto point = [&](const json& x) {
     return GapPoint{verbmem ? x["verbmem_forget"].get<double>() : 0.0, x["privleak"].get<double>(),
                     knowmem ? number(x, "knowmem_forget") : std::nullopt, number(x, "knowmem_retain"), number(x, "ma_retain")};
   };
-  return retrain_gap(point(row), point(target), point(retrain));
+  return {retrain_gap(point(row), point(target), point(retrain)), forget_gap(point(row), point(target), point(retrain))};
 }
 
 }  // namespace
 
-Status compare_seeds(const std::string& dir, const std::vector<std::string>& seeds) {
+Status compare_seeds(const std::string& dir, const std::vector<std::string>& seeds, bool print) {
   std::vector<json> per_seed, seed_list;
   for (const std::string& s : seeds) {
     LETHE_ASSIGN_OR_RETURN(json cmp, read_json(s + "/comparison.json"));
@@ -147,7 +151,9 @@ Status compare_seeds(const std::string& dir, const std::vector<std::string>& see
     const json* retrain = row_of(cmp, "retrain");
     for (json row : cmp["models"]) {
       const std::string name = row["model"];
-      if (!left_out.empty() && target && retrain) row["gap_to_retrain"] = gap_without(row, *target, *retrain, left_out);
+      if (!left_out.empty() && target && retrain) {
+        std::tie(row["gap_to_retrain"], row["forget_gap"]) = gap_without(row, *target, *retrain, left_out);
+      }
       auto it = std::find_if(models.begin(), models.end(), [&](const SeedRows& m) { return m.name == name; });
       if (it == models.end()) it = models.insert(models.end(), SeedRows{name, {}});
       ++it->seeds;
@@ -167,7 +173,7 @@ Status compare_seeds(const std::string& dir, const std::vector<std::string>& see
   };
   std::vector<const Column*> shown;
   for (const Column& c : kColumns) {
-    if (measured(c.key) && !(std::string(c.key) == "ma_retain" && measured("knowmem_retain"))) shown.push_back(&c);
+    if (c.table && measured(c.key) && !(std::string(c.key) == "ma_retain" && measured("knowmem_retain"))) shown.push_back(&c);
   }
   out += fmt::format("{:<10}", "model");
   for (const Column* c : shown) out += fmt::format(" {:>15}", c->header);
@@ -177,15 +183,16 @@ Status compare_seeds(const std::string& dir, const std::vector<std::string>& see
   for (SeedRows& m : models) {
     out += fmt::format("{:<10}", m.name);
     json row = {{"model", m.name}, {"seeds", m.seeds}, {"collapsed_seeds", m.collapsed}, {"peeking", m.peeking}};
-    for (const Column* c : shown) {
-      const std::vector<double>& v = m.values[c->key];
+    for (const Column& c : kColumns) {
+      const std::vector<double>& v = m.values[c.key];
       const Spread s = spread(v);
-      const bool cost_of_reference = !m.method() && std::string(c->key) == "speedup_vs_retrain";
+      if (measured(c.key)) row[c.key] = v.empty() ? json(nullptr) : json{{"mean", s.mean}, {"std", s.std}, {"values", v}};
+      if (std::find(shown.begin(), shown.end(), &c) == shown.end()) continue;
+      const bool cost_of_reference = !m.method() && std::string(c.key) == "speedup_vs_retrain";
       out += fmt::format(" {:>15}", cost_of_reference ? ""
                                     : v.empty()       ? "n/a"
-                                                      : fmt::format("{:.{}f} ± {:.{}f}", s.mean * c->scale, c->decimals,
-                                                                    s.std * c->scale, c->decimals));
-      row[c->key] = v.empty() ? json(nullptr) : json{{"mean", s.mean}, {"std", s.std}, {"values", v}};
+                                                      : fmt::format("{:.{}f} ± {:.{}f}", s.mean * c.scale, c.decimals,
+                                                                    s.std * c.scale, c.decimals));
     }
     out += "\n";
     j["models"].push_back(row);
@@ -233,7 +240,7 @@ Status compare_seeds(const std::string& dir, const std::vector<std::string>& see
     }
   }
   j["closest_rule"] = "mean gap + 1 std below the runner-up's mean gap - 1 std; never a method collapsed in any seed";
-  std::cout << "\n" << out << std::flush;
+  if (print) std::cout << "\n" << out << std::flush;
   LETHE_RETURN_IF_ERROR(write_json(dir + "/comparison.json", j));
   return write_file_atomic(dir + "/comparison.txt", out);
 }

@@ -30,7 +30,7 @@ Spread spread(const std::vector<double>& values);
 // only when it never collapsed in any seed and its mean gap plus one standard deviation stays below
 // the runner-up's mean gap minus one standard deviation (the two one-sd intervals do not overlap);
 // otherwise the table says which methods the spread does not separate. Writes comparison.txt and
-// comparison.json in `dir`.
-Status compare_seeds(const std::string& dir, const std::vector<std::string>& seeds);
+// comparison.json in `dir` (and prints the table when `print`).
+Status compare_seeds(const std::string& dir, const std::vector<std::string>& seeds, bool print = true);
 
 }  // namespace lethe

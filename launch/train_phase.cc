@@ -116,4 +116,14 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
   return write_json(dir + "/summary.json", summary);
 }
 
+Result<bool> train_models(const RunConfig& cfg, bool resume) {
+  for (bool target : {true, false}) {
+    const std::string dir = cfg.run.dir + (target ? "/target" : "/retrain");
+    if (resume && fs::exists(dir + "/summary.json")) continue;
+    LETHE_RETURN_IF_ERROR(run_train_phase(cfg, {target, resume && fs::exists(dir + "/checkpoints/latest"), 0}));
+    if (!fs::exists(dir + "/summary.json")) return false;
+  }
+  return true;
+}
+
 }  // namespace lethe

@@ -23,4 +23,9 @@ struct PhaseOptions {
 // (`--resume` continues); the run then returns ok with the phase unfinished (no summary.json).
 Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts);
 
+// The target, then the retrained model, of the experiment folder cfg.run.dir. With `resume`, a
+// phase with a summary.json is kept and one with a checkpoint continues; without, both train
+// afresh. Returns whether both have finished (false: a phase was stopped; resume later).
+Result<bool> train_models(const RunConfig& cfg, bool resume);
+
 }  // namespace lethe

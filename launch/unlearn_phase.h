@@ -28,7 +28,8 @@ Status run_eval(const RunConfig& cfg, const std::string& checkpoint, const std::
                 double alpha = 4);
 
 // Side by side: target, retrain and every unlearn-* model of `run_dir`. Prints the table, writes
-// comparison.json, comparison.dat/.gnuplot and (with gnuplot installed) comparison.png.
-Status run_compare(const std::string& run_dir);
+// comparison.json, comparison.dat/.gnuplot and (with gnuplot installed) comparison.png; `print`
+// false writes the same files without printing.
+Status run_compare(const std::string& run_dir, bool print = true);
 
 }  // namespace lethe
