@@ -87,6 +87,9 @@ int main(int argc, char** argv) {
   sweep->add_option("--grid", grid_args, "key=[v, …]: values of an [unlearn] key, every method (repeatable); "
                                          "unlearn.<method>.<key> for one method");
   sweep->add_option("--shard", shard_text, "i/n: run every n-th sub-run from the i-th (a Slurm array task; default 0/1)");
+  bool prepare = false;
+  sweep->add_flag("--prepare", prepare, "train the shared target and retrained models (every seed), then stop: the step "
+                                        "before the shards (launch/lethe-sweep.sbatch)");
   CLI::App* eval = add_run("eval", "evaluate a checkpoint (VerbMem, KnowMem, Min-K% AUC/PrivLeak, EL, MA, ES, perplexity)");
   eval->add_option("--checkpoint", checkpoint, "an HDF5 checkpoint of any phase, or a Hugging Face folder")->required();
   eval->add_option("--out", out, "write the metrics JSON here (default: standard output)");
@@ -204,7 +207,7 @@ int main(int argc, char** argv) {
       if (!shard) return finish(shard.status());
       auto units = lethe::sweep_units(*cfg, config_path, overrides, grid);
       if (!units) return finish(units.status());
-      return finish(lethe::run_sweep(*cfg, *units, *shard));
+      return finish(lethe::run_sweep(*cfg, *units, *shard, prepare));
     }
     if (eval->parsed()) return finish(lethe::run_eval(*cfg, checkpoint, out, companion, alpha));
     if (to_hf->parsed()) return finish(lethe::run_convert_to_hf(*cfg, checkpoint, out, to_hf_opts));

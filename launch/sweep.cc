@@ -212,21 +212,27 @@ Status link_models(const SweepUnit& u) {
 
 }  // namespace
 
-Status run_sweep(const RunConfig& cfg, const std::vector<SweepUnit>& units, const Shard& shard) {
+Status run_sweep(const RunConfig& cfg, const std::vector<SweepUnit>& units, const Shard& shard, bool prepare) {
+  if (prepare && shard.count > 1) return Status::error("--prepare trains the models every shard shares: run it once, without --shard");
   const std::vector<size_t> mine = shard_units(units.size(), shard);
   const std::string which = shard.count > 1 ? fmt::format("shard {}/{}", shard.index, shard.count) : "sweep";
-  log().info("{}: {} of the sweep's {} sub-runs (methods × grid points × seeds)", which, mine.size(), units.size());
+  log().info("{}: {} of the sweep's {} sub-runs (methods × grid points × seeds; as a Slurm array: --array=0-{})", which,
+             mine.size(), units.size(), units.size() - 1);
   for (const RunConfig& run : seed_runs(cfg)) {
     const bool have = fs::exists(run.run.dir + "/target/summary.json") && fs::exists(run.run.dir + "/retrain/summary.json");
     if (have) continue;
     if (shard.count > 1) {
       return Status::error(fmt::format("--shard {}/{}: {}/target and {}/retrain must have finished before the shards run "
-                                       "(shards may run at once, and share them): run `lethe train` and `lethe retrain` "
-                                       "with the same config first, as launch/lethe-sweep.sbatch does",
+                                       "(shards may run at once, and share them): run `lethe sweep` with the same arguments and "
+                                       "--prepare first, as launch/lethe-sweep.sbatch does",
                                        shard.index, shard.count, run.run.dir, run.run.dir));
     }
     LETHE_ASSIGN_OR_RETURN(const bool trained, train_models(run, /*resume=*/true));
     if (!trained) return Status::ok();  // stopped: rerun to continue
+  }
+  if (prepare) {
+    log().info("sweep: the shared models are ready; run the {} sub-runs (--shard i/n)", units.size());
+    return Status::ok();
   }
   for (size_t i : mine) {
     const SweepUnit& u = units[i];

@@ -58,10 +58,11 @@ std::vector<size_t> shard_units(size_t units, const Shard& shard);
 
 // Runs the shard's unfinished units (a unit with a summary is skipped; an interrupted one resumes
 // from its checkpoints). The shared models are trained first where missing, unless the sweep is
-// sharded (n > 1): shards may run at once, so the models must exist before (`lethe train` and
-// `lethe retrain`, as launch/lethe-sweep.sbatch does). Once every unit of the sweep has finished,
-// writes the report (sweep_report).
-Status run_sweep(const RunConfig& cfg, const std::vector<SweepUnit>& units, const Shard& shard);
+// sharded (n > 1): shards may run at once, so the models must exist before (`lethe sweep
+// --prepare`, as launch/lethe-sweep.sbatch does). Once every unit of the sweep has finished,
+// writes the report (sweep_report). With `prepare`, trains the shared models and stops (the step
+// before the shards).
+Status run_sweep(const RunConfig& cfg, const std::vector<SweepUnit>& units, const Shard& shard, bool prepare = false);
 
 // The report of a finished sweep, in <run.dir>/sweep/: sweep.txt (printed), sweep.json, and the
 // fronts' plot sweep.dat/.gnuplot/.png (Note [Pareto front]).

@@ -3,8 +3,9 @@
 # - Killed (SIGKILL) once its first sub-run has finished, then rerun: the finished sub-runs are
 #   skipped (their summaries untouched), the interrupted one resumes, and every sub-run's metrics
 #   equal an uninterrupted sweep's.
-# - Sharded: --shard 0/2 refuses to start before the shared models exist; after `lethe train` and
-#   `lethe retrain`, shards 0/2 and 1/2 together run every sub-run once, and the last writes the report.
+# - Sharded through launch/lethe-sweep.sbatch: a shard refuses to start before the shared models
+#   exist; after --prepare, array tasks 0 and 1 of 2 together run every sub-run once, and the last
+#   writes the report.
 set -u -m
 lethe=$1 config=$2
 work=$(mktemp -d)
@@ -47,16 +48,23 @@ done
 sweep "$work/run" > "$work/again.log" 2>&1 || fail "third run: $(tail -5 "$work/again.log")"
 [ "$(grep -c 'has finished: skipped' "$work/again.log")" -eq 4 ] || fail "third run: not every point skipped"
 
-# Shards: the shared models first.
-sweep "$work/shard" --shard 0/2 > "$work/shard0.log" 2>&1 && fail "a shard ran without the shared models"
-grep -q "run \`lethe train\` and \`lethe retrain\`" "$work/shard0.log" || fail "shard without models: $(tail -2 "$work/shard0.log")"
-for phase in train retrain; do
-  "$lethe" $phase "$config" --set run.dir="$work/shard" --set train.steps=8 > "$work/$phase.log" 2>&1 || fail "$phase: $(tail -3 "$work/$phase.log")"
-done
-sweep "$work/shard" --shard 0/2 > "$work/shard0.log" 2>&1 || fail "shard 0/2: $(tail -3 "$work/shard0.log")"
+# Shards, through launch/lethe-sweep.sbatch as Slurm runs it (srun stood in for by a shim that
+# runs its command): refused before the shared models exist; then --prepare, and array tasks 0
+# and 1 of 2.
+mkdir -p "$work/bin"
+printf '#!/usr/bin/env bash\nwhile [[ $1 == --* ]]; do shift; done\nexec "$@"\n' > "$work/bin/srun"
+chmod +x "$work/bin/srun"
+slurm() { PATH="$work/bin:$PATH" LETHE=$lethe bash "$(dirname "$0")/../launch/lethe-sweep.sbatch" "$config" \
+            --set run.dir="$work/shard" "${common[@]}" "$@"; }
+SLURM_ARRAY_TASK_ID=0 SLURM_ARRAY_TASK_COUNT=2 slurm > "$work/shard0.log" 2>&1 && fail "a shard ran without the shared models"
+grep -q "and --prepare first" "$work/shard0.log" || fail "shard without models: $(tail -2 "$work/shard0.log")"
+slurm --prepare > "$work/prepare.log" 2>&1 || fail "--prepare: $(tail -3 "$work/prepare.log")"
+grep -q "as a Slurm array: --array=0-3" "$work/prepare.log" || fail "--prepare: no array size: $(tail -3 "$work/prepare.log")"
+[ -f "$work/shard/retrain/summary.json" ] && [ ! -d "$work/shard/sweep/ga" ] || fail "--prepare did more or less than the models"
+SLURM_ARRAY_TASK_ID=0 SLURM_ARRAY_TASK_COUNT=2 slurm > "$work/shard0.log" 2>&1 || fail "shard 0/2: $(tail -3 "$work/shard0.log")"
 [ -f "$work/shard/sweep/sweep.json" ] && fail "shard 0/2 wrote the report before shard 1/2 ran"
 grep -q "2 of 4 sub-runs have finished" "$work/shard0.log" || fail "shard 0/2: $(tail -2 "$work/shard0.log")"
-sweep "$work/shard" --shard 1/2 > "$work/shard1.log" 2>&1 || fail "shard 1/2: $(tail -3 "$work/shard1.log")"
+SLURM_ARRAY_TASK_ID=1 SLURM_ARRAY_TASK_COUNT=2 slurm > "$work/shard1.log" 2>&1 || fail "shard 1/2: $(tail -3 "$work/shard1.log")"
 ran=$(cat "$work/shard0.log" "$work/shard1.log" | grep ': running ' | grep -o 'sweep/[a-z]*/lr=[0-9e-]*' | sort)
 [ "$ran" = "$(printf 'sweep/%s\n' "${points[@]}" | sort)" ] || fail "the shards did not run every point once: $ran"
 [ -f "$work/shard/sweep/sweep.json" ] || fail "the last shard wrote no report"
