@@ -549,7 +549,7 @@ Result<RunConfig> load_config(const std::string& path, const std::vector<std::st
 const std::vector<std::string>& unlearn_method_names() {
   static const std::vector<std::string> names = {"ga",  "graddiff", "kl",     "npo", "simnpo", "icu",
                                                  "wga", "satimp",   "undial", "ceu", "pdu", "rmu", "idkdpo", "altpo", "task_vector",
-                                                 "whp", "whp_logits"};
+                                                 "whp", "whp_logits", "holdout_match"};
   return names;
 }
 

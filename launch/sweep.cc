@@ -360,13 +360,14 @@ Status sweep_report(const RunConfig& cfg, const std::vector<SweepUnit>& units) {
   }
 
   const char* utility_name = qa ? "KnowMem-r" : "MA-r×100";
-  std::string out = fmt::format("sweep of {} points ({} methods; {} seed{}), {} unlearning runs, in {}\n\n", points.size(),
-                                methods.size(), n_seeds, n_seeds > 1 ? "s: cells are means" : "", units.size(), dir);
-  out += fmt::format("{:<9} {:<34} {:>7} {:>9} {:>8} {:>9} {:>8} {:>7} {:>7} {:>7} {:>12} {:>5}\n", "method", "settings",
+  std::string out = fmt::format("sweep of {} points ({} method{}; {} seed{}), {} unlearning runs, in {}\n\n", points.size(),
+                                methods.size(), methods.size() > 1 ? "s" : "", n_seeds, n_seeds > 1 ? "s: cells are means" : "",
+                                units.size(), dir);
+  out += fmt::format("{:<13} {:<34} {:>7} {:>9} {:>8} {:>9} {:>8} {:>7} {:>7} {:>7} {:>12} {:>5}\n", "method", "settings",
                      "VerbMem", qa ? "KnowMem-f" : "", "PrivLeak", utility_name, "PPL", "time s", "holdout", "gap-f", "gap", "front");
   for (const PointResult& p : points) {
     const json& r = p.row;
-    out += fmt::format("{:<9} {:<34} {:>7.1f} {:>9} {:>8.1f} {:>9.1f} {:>8.2f} {:>7.1f} {:>7} {:>7.2f} {:>12} {:>5}\n", p.unit->method,
+    out += fmt::format("{:<13} {:<34} {:>7.1f} {:>9} {:>8.1f} {:>9.1f} {:>8.2f} {:>7.1f} {:>7} {:>7.2f} {:>12} {:>5}\n", p.unit->method,
                        settings_text(*p.unit), mean_of(r, "verbmem_forget").value_or(0),
                        qa ? fmt::format("{:.1f}", mean_of(r, "knowmem_forget").value_or(0)) : "", mean_of(r, "privleak").value_or(0),
                        p.utility, mean_of(r, "ppl_holdout").value_or(0), p.seconds,
@@ -376,7 +377,7 @@ Status sweep_report(const RunConfig& cfg, const std::vector<SweepUnit>& units) {
   }
   for (const char* name : {"target", "retrain"}) {
     const json& r = reference[name];
-    out += fmt::format("{:<9} {:<34} {:>7.1f} {:>9} {:>8.1f} {:>9.1f} {:>8.2f} {:>7.1f}\n", name, "", mean_of(r, "verbmem_forget").value_or(0),
+    out += fmt::format("{:<13} {:<34} {:>7.1f} {:>9} {:>8.1f} {:>9.1f} {:>8.2f} {:>7.1f}\n", name, "", mean_of(r, "verbmem_forget").value_or(0),
                        qa ? fmt::format("{:.1f}", mean_of(r, "knowmem_forget").value_or(0)) : "", mean_of(r, "privleak").value_or(0),
                        qa ? mean_of(r, "knowmem_retain").value_or(0) : 100 * mean_of(r, "ma_retain").value_or(0),
                        mean_of(r, "ppl_holdout").value_or(0), mean_of(r, "seconds").value_or(0));

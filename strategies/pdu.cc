@@ -8,7 +8,6 @@
 // strategy's state, saved in checkpoints (λ in fp64, so a resume continues bit-exactly).
 #include <ATen/ATen.h>
 
-#include "eval/dp_split.h"
 #include "runtime/tp_ops.h"
 #include "strategies/strategies.h"
 
@@ -28,7 +27,7 @@ class Pdu : public BasicStrategy {
     ctx_ = ctx;
     if (!lambda_.defined()) {
       lambda_ = at::full({}, cfg_.retain_weight, at::TensorOptions(ctx.model->device()).dtype(at::kDouble));
-      eps_ = cfg_.pdu_eps_ratio * starting_nll(*ctx.model, *ctx.data.retain);
+      eps_ = cfg_.pdu_eps_ratio * mean_nll_of_rows(*ctx.model, *ctx.data.retain, kEpsRows, cfg_.retain_batch, *ctx.cost);
     }
     return Status::ok();
   }
@@ -74,23 +73,6 @@ class Pdu : public BasicStrategy {
   }
 
  private:
-  // Mean token NLL of `model` over the first kEpsRows rows of `retain`, each dp rank scoring its
-  // block of them.
-  double starting_nll(const Llama& model, const TokenDataset& retain) {
-    at::NoGradGuard no_grad;
-    const int64_t n = std::min<int64_t>(kEpsRows, retain.rows());
-    const DpBlock mine = dp_block(model.mesh(), static_cast<size_t>(n));
-    at::Tensor sums = at::zeros({2}, at::kDouble);  // NLL, tokens
-    for (auto r = static_cast<int64_t>(mine.first); r < static_cast<int64_t>(mine.last); r += cfg_.retain_batch) {
-      Batch batch = make_batch(retain, row_range(r, std::min(r + cfg_.retain_batch, static_cast<int64_t>(mine.last))), model.device());
-      sums[0] -= batch_logprobs(model, batch).sum().to(at::kDouble).cpu();
-      sums[1] += static_cast<double>(batch.loss_tokens);
-    }
-    model.mesh().dp().all_reduce(sums, ReduceOp::kSum);
-    ctx_.cost->forward_tokens += n * retain.seq_len;
-    return sums[0].item<double>() / std::max(1.0, sums[1].item<double>());
-  }
-
   at::Tensor lambda_;  // 0-dim fp64 on the model's device
   double eps_ = 0;
   int64_t cycles_ = 0;  // cycles run so far, over all requests

@@ -17,7 +17,8 @@ const std::vector<std::pair<std::string, Factory>>& registry() {
       {"wga", make_wga}, {"satimp", make_satimp},     {"undial", make_undial},
       {"ceu", make_ceu}, {"pdu", make_pdu},           {"rmu", make_rmu},
       {"idkdpo", make_idkdpo}, {"altpo", make_altpo}, {"task_vector", nullptr},
-      {"whp", make_whp},       {"whp_logits", nullptr}};  // nullptr: runs outside the cycle engine
+      {"whp", make_whp},       {"whp_logits", nullptr},  // nullptr: runs outside the cycle engine
+      {"holdout_match", make_holdout_match}};                 // experimental (strategies/experimental/)
   return r;
 }
 

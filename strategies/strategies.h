@@ -42,7 +42,13 @@ class BasicStrategy : public Strategy {
   StrategyContext ctx_;
 };
 
-// Factories, one per file in strategies/.
+// Mean token NLL of `model` over the first `rows` rows of `ds` (all of them when it has fewer),
+// without gradients, `batch` rows per forward, each dp rank scoring its block of them; counts the
+// forwards in `cost`. Collective over the model's mesh.
+double mean_nll_of_rows(const Llama& model, const TokenDataset& ds, int64_t rows, int64_t batch, Cost& cost);
+
+// Factories, one per file in strategies/ (strategies/experimental/: methods of Lethe's own, not yet
+// shown to beat the published ones; docs/strategies.md).
 std::unique_ptr<Strategy> make_ga(const UnlearnConfig& cfg);
 std::unique_ptr<Strategy> make_graddiff(const UnlearnConfig& cfg);
 std::unique_ptr<Strategy> make_kl(const UnlearnConfig& cfg);
@@ -58,6 +64,7 @@ std::unique_ptr<Strategy> make_rmu(const UnlearnConfig& cfg);
 std::unique_ptr<Strategy> make_idkdpo(const UnlearnConfig& cfg);
 std::unique_ptr<Strategy> make_altpo(const UnlearnConfig& cfg);
 std::unique_ptr<Strategy> make_whp(const UnlearnConfig& cfg);
+std::unique_ptr<Strategy> make_holdout_match(const UnlearnConfig& cfg);
 
 // WHP's translation of one forget row (docs/strategies.md, WHP): the sample's tokens `ids` with
 // every anchored term replaced by the tokens of its generic translation, where the translated

@@ -239,6 +239,35 @@ double direct_forget(Rig& r, const std::string& name, const Direct& frozen) {
   return mean((std::get<0>(z.max(-1)) - z.mean(-1)).pow(2), mask);
 }
 
+// Holdout matching (strategies/experimental/): w_f · mean_i (ℓ_i − L)² + NLL(retain), ℓ_i a forget
+// sample's mean token NLL and L the holdout's (the rig's holdout is its retain set, all rows).
+TEST(Strategy, HoldoutMatchPullsEachForgetSampleTowardTheHoldoutLevel) {
+  Rig r;
+  r.cfg.forget_weight = 0.7;
+  at::NoGradGuard g;
+  const Direct f = direct(r.model, r.batch.forget), re = direct(r.model, r.batch.retain);
+  const double level = nll(direct(r.model, make_batch(r.retain, all_rows(r.retain.rows()))));
+  const at::Tensor per_sample = -f.lp.sum(1) / f.mask.sum(1);
+  EXPECT_GT((per_sample - level).abs().min().item<double>(), 1e-3);  // not already at the level
+  const double expected = 0.7 * (per_sample - level).pow(2).mean().item<double>() + nll(re);
+  auto s = r.strategy("holdout_match");
+  EXPECT_NEAR(s->loss(r.model, r.batch).total().item<double>(), expected, 1e-5);
+  // The level is state: a resumed request keeps the one it began with.
+  const StateTensors saved = s->state();
+  ASSERT_EQ(saved.count("holdout_match_level"), 1u);
+  EXPECT_NEAR(saved.at("holdout_match_level").item<double>(), level, 1e-6);
+  StateTensors other = {{"holdout_match_level", at::full({1}, level + 1.0, at::kDouble)}};
+  ASSERT_TRUE(s->set_state(other).is_ok());
+  EXPECT_NEAR(s->loss(r.model, r.batch).total().item<double>(),
+              0.7 * (per_sample - (level + 1.0)).pow(2).mean().item<double>() + nll(re), 1e-5);
+  // Without holdout data the method says so.
+  auto bare = make_strategy("holdout_match", r.cfg).value();
+  StrategyContext ctx{{&r.forget, &r.retain, nullptr}, nullptr, &r.cost, &r.model, &r.cfg, &r.eval, 2};
+  const Status st = bare->begin(ctx);
+  ASSERT_FALSE(st.is_ok());
+  EXPECT_NE(st.message().find("no holdout samples"), std::string::npos) << st.message();
+}
+
 TEST(Strategy, TokenLevelLossesMatchDirectComputationAndTheirGradients) {
   for (const std::string name : {"wga", "satimp", "undial", "ceu", "pdu"}) {
     SCOPED_TRACE(name);
@@ -252,7 +281,7 @@ TEST(Strategy, TokenLevelLossesMatchDirectComputationAndTheirGradients) {
     if (name == "pdu") expected += 1.0 * (nll(re) - 1.1 * nll(re));
     EXPECT_NEAR(r.strategy(name)->loss(r.model, r.batch).total().item<double>(), expected, 1e-5);
   }
-  for (const std::string name : {"wga", "satimp", "undial", "ceu", "pdu"}) {
+  for (const std::string name : {"wga", "satimp", "undial", "ceu", "pdu", "holdout_match"}) {
     Rig r;
     Direct frozen;
     {
@@ -260,7 +289,7 @@ TEST(Strategy, TokenLevelLossesMatchDirectComputationAndTheirGradients) {
       frozen = direct(r.model, r.batch.forget);
     }
     auto direct_total = [&](Strategy& s) {
-      if (name == "undial" || name == "pdu") return s.loss(r.model, r.batch).total().item<double>();
+      if (name == "undial" || name == "pdu" || name == "holdout_match") return s.loss(r.model, r.batch).total().item<double>();
       const double retain = name == "satimp" ? nll(direct(r.model, r.batch.retain)) : 0.0;
       return direct_forget(r, name, frozen) + retain;
     };

@@ -96,11 +96,13 @@ TEST_F(Unlearning, EveryMethodForgetsTowardTheRetrainedModelAndKeepsRetainKnowle
   ASSERT_TRUE(s.is_ok()) << s.message();
   // Retain-KnowMem bound: methods whose every step has a retain term (GradDiff, KL, SimNPO, ICU)
   // keep ≥ 50 % of the target's; GA and NPO, whose loss is dominated by ascent, keep ≥ 10 %.
+  // Holdout matching ascends until the forget NLL reaches the holdout's, here perplexity ≈ 65
+  // against the forget set's ≈ 2.5 (a 12-person corpus generalises little): ≥ 30 %.
   const std::map<std::string, double> keep = {{"ga", 0.1},  {"graddiff", 0.5}, {"kl", 0.5},     {"npo", 0.1},
                                               {"simnpo", 0.5}, {"icu", 0.5},   {"wga", 0.1},    {"satimp", 0.5},
                                               {"undial", 0.1}, {"ceu", 0.1},   {"pdu", 0.5},    {"rmu", 0.5},
                                               {"idkdpo", 0.5}, {"altpo", 0.5}, {"task_vector", 0.5},
-                                              {"whp", 0.5},    {"whp_logits", 0.5}};
+                                              {"whp", 0.5},    {"whp_logits", 0.5}, {"holdout_match", 0.3}};
   for (const std::string& m : strategy_names()) {
     const json summary = read_json(*dir_ + "/unlearn-" + m + "/summary.json");
     const json u = summary["metrics"];
