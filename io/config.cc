@@ -21,8 +21,10 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // published hyper-parameters (REFERENCE.md), learning rates scaled to the embedded model by the
 // factor 4 = 2e-4 / 5e-5 (Lethe's unlearn.lr against GA's published rate at 125M, the published
 // scale nearest the embedded model): published 1e-5 → 4e-5, 1e-4 → 4e-4 (docs/strategies.md). The
-// first six methods were tuned on the embedded corpus with the shared keys and ship none.
+// first six use the shared keys, except where the sweep of docs/strategies.md ("Defaults from a
+// sweep": corpus.seed 8, retrain-free choice) chose otherwise: KL and NPO with retain_weight 4.
 void method_defaults(const std::string& method, UnlearnConfig& u) {
+  if (method == "kl" || method == "npo") u.retain_weight = 4;
   if (method == "wga" || method == "ceu" || method == "pdu") u.lr = 4e-5;
   if (method == "satimp") u.lr = 4e-5, u.forget_weight = 0.1, u.retain_weight = 1.0;
   if (method == "undial") u.lr = 4e-4;

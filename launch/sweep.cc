@@ -149,14 +149,9 @@ Result<std::vector<SweepUnit>> sweep_units(const RunConfig& cfg, const std::stri
     // Each value checked with this method's settings, the error named by its axis.
     for (const auto& [key, axis] : axes) {
       for (const std::string& v : axis->values) {
-        if (auto c = load_config(config_path, [&] {
-              auto o = overrides;
-              o.push_back(override_for(method, key, v));
-              return o;
-            }());
-            !c) {
-          return Status::error("--grid " + axis->key + ": value " + v + ": " + c.status().message());
-        }
+        std::vector<std::string> o = overrides;
+        o.push_back(override_for(method, key, v));
+        if (auto c = load_config(config_path, o); !c) return Status::error("--grid " + axis->key + ": value " + v + ": " + c.status().message());
       }
     }
     std::vector<size_t> at(axes.size(), 0);  // the point's value index per axis, last fastest
@@ -450,7 +445,7 @@ Status sweep_report(const RunConfig& cfg, const std::vector<SweepUnit>& units) {
     dat << name << " " << mean_of(r, "forget_gap").value_or(std::string(name) == "target" ? 1.0 : 0.0) << " " << u << "\n";
   }
   gp << "# gnuplot sweep.gnuplot  (writes sweep.png)\nset terminal pngcairo size 900,650\nset output 'sweep.png'\n"
-     << "set termoption noenhanced\nset datafile missing '?'\nset title 'Sweep: every point of each method, and its Pareto front (the retrained model is the target to hit)'\n"
+     << "set termoption noenhanced\nset datafile missing '?'\nset title 'Every point of each method and its Pareto front (the retrained model: the target to hit)'\n"
      << "set xlabel 'forget gap to the retrained model (0 = retrain, 1 = target)'\nset ylabel '" << utility_name << " (retain utility)'\n"
      << "set key outside right\nset grid\nplot 'sweep.dat' index 0 every ::0::0 using 2:3 with points pt 9 ps 2.5 lc rgb '#d62728' title 'target', \\\n"
      << "     'sweep.dat' index 0 every ::1::1 using 2:3 with points pt 5 ps 2.5 lc rgb '#2ca02c' title 'retrain'";
