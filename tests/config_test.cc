@@ -116,7 +116,8 @@ TEST(Config, MethodSectionsOverrideTheSharedKeysForThatMethodAlone) {
   EXPECT_DOUBLE_EQ(cfg->unlearn_for("ceu").lr, 4e-5);         // shipped default over the shared key
   EXPECT_DOUBLE_EQ(cfg->unlearn_for("satimp").forget_weight, 0.1);
   EXPECT_DOUBLE_EQ(cfg->unlearn_for("satimp").retain_weight, 1.0);
-  EXPECT_DOUBLE_EQ(cfg->unlearn_for("kl").retain_weight, 2.0);
+  EXPECT_DOUBLE_EQ(cfg->unlearn_for("graddiff").retain_weight, 2.0);  // shared
+  EXPECT_DOUBLE_EQ(cfg->unlearn_for("kl").retain_weight, 4.0);        // shipped (a sweep's choice) over the shared key
   EXPECT_DOUBLE_EQ(cfg->unlearn_for("npo").npo_beta, 0.5);
   EXPECT_DOUBLE_EQ(cfg->unlearn_for("simnpo").npo_beta, 0.1);
   EXPECT_DOUBLE_EQ(cfg->unlearn_for("pdu").pdu_dual_lr, 0.25);  // --set into a section

@@ -623,7 +623,8 @@ TEST_F(Unlearning, NpoWithItsReferenceFreedEqualsOneKeptAliveAndResumesWithoutIt
     return elsewhere(name, extra);
   };
   RunConfig freed = with("npo-freed", {"unlearn.npo_retain=\"none\""});
-  RunConfig kept = with("npo-kept", {"unlearn.npo_retain=\"kl\"", "unlearn.retain_weight=0"});
+  // NPO ships retain_weight 4: its section sets 0, so the KL term that keeps the reference alive adds nothing.
+  RunConfig kept = with("npo-kept", {"unlearn.npo_retain=\"kl\"", "unlearn.npo.retain_weight=0"});
   RunConfig resumed = with("npo-resumed", {"unlearn.npo_retain=\"none\""});
   ASSERT_TRUE(run_unlearn_phase(freed, {}).is_ok());
   ASSERT_TRUE(run_unlearn_phase(kept, {}).is_ok());
