@@ -264,6 +264,11 @@ double std_of(const json& row, const char* key) {
   return row.contains(key) && row[key].is_object() ? row[key].value("std", 0.0) : 0.0;
 }
 
+// The utility axis of the front: retain KnowMem where the corpus has QA, else retain MA × 100.
+double utility_of(const json& row, bool qa) {
+  return qa ? mean_of(row, "knowmem_retain").value_or(0) : 100 * mean_of(row, "ma_retain").value_or(0);
+}
+
 const json* model_row(const json& cmp, const std::string& name) {
   for (const json& r : cmp["models"]) {
     if (r["model"] == name) return &r;
@@ -316,8 +321,6 @@ Status sweep_report(const RunConfig& cfg, const std::vector<SweepUnit>& units) {
     PointResult p;
     p.unit = &u;
     p.row = *row;
-    const bool qa = mean_of(reference["target"], "knowmem_retain").has_value();
-    p.utility = qa ? mean_of(*row, "knowmem_retain").value_or(0) : 100 * mean_of(*row, "ma_retain").value_or(0);
     p.forget = mean_of(*row, "forget_gap").value_or(1);
     p.gap = mean_of(*row, "gap_to_retrain").value_or(1);
     p.seconds = mean_of(*row, "seconds").value_or(0);
@@ -338,6 +341,7 @@ Status sweep_report(const RunConfig& cfg, const std::vector<SweepUnit>& units) {
   }
   const size_t n_seeds = seed_runs(cfg).size();
   const bool qa = mean_of(reference["target"], "knowmem_retain").has_value();
+  for (PointResult& p : points) p.utility = utility_of(p.row, qa);
   const double retrain_s = mean_of(reference["retrain"], "seconds").value_or(0);
   // Note [Pareto front]: per method, over its points that did not collapse.
   std::vector<std::string> methods;
@@ -374,7 +378,7 @@ Status sweep_report(const RunConfig& cfg, const std::vector<SweepUnit>& units) {
     const json& r = reference[name];
     out += fmt::format("{:<13} {:<34} {:>7.1f} {:>9} {:>8.1f} {:>9.1f} {:>8.2f} {:>7.1f}\n", name, "", mean_of(r, "verbmem_forget").value_or(0),
                        qa ? fmt::format("{:.1f}", mean_of(r, "knowmem_forget").value_or(0)) : "", mean_of(r, "privleak").value_or(0),
-                       qa ? mean_of(r, "knowmem_retain").value_or(0) : 100 * mean_of(r, "ma_retain").value_or(0),
+                       utility_of(r, qa),
                        mean_of(r, "ppl_holdout").value_or(0), mean_of(r, "seconds").value_or(0));
   }
   out += fmt::format("\nholdout: the retrain-free score of the final model (Note [Checkpoint selection]; lower is better); "
@@ -441,8 +445,8 @@ Status sweep_report(const RunConfig& cfg, const std::vector<SweepUnit>& units) {
   dat << "# name forget_gap utility ('?': a block with no point)\n";
   for (const char* name : {"target", "retrain"}) {
     const json& r = reference[name];
-    const double u = qa ? mean_of(r, "knowmem_retain").value_or(0) : 100 * mean_of(r, "ma_retain").value_or(0);
-    dat << name << " " << mean_of(r, "forget_gap").value_or(std::string(name) == "target" ? 1.0 : 0.0) << " " << u << "\n";
+    dat << name << " " << mean_of(r, "forget_gap").value_or(std::string(name) == "target" ? 1.0 : 0.0) << " " << utility_of(r, qa)
+        << "\n";
   }
   gp << "# gnuplot sweep.gnuplot  (writes sweep.png)\nset terminal pngcairo size 900,650\nset output 'sweep.png'\n"
      << "set termoption noenhanced\nset datafile missing '?'\nset title 'Every point of each method and its Pareto front (the retrained model: the target to hit)'\n"
