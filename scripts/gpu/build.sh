@@ -44,7 +44,7 @@ if [ ! -f build-gpu/build.ninja ]; then
     -DLETHE_WITH_NCCL=ON
 fi
 [ "${1:-}" = configure ] && exit 0
-cmake --build build-gpu -j "$(nproc)"
+cmake --build build-gpu -j "$(nproc)" -- -k 0  # every error of the build at once
 if [ "$REQUIRE_CUDA" = 1 ] && ! grep -q "LETHE_TORCH_CUDA=1" build-gpu/build.ninja; then
   echo "build.sh: the LibTorch at $TORCH_PREFIX has no CUDA" >&2
   exit 1

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 KIT=.gpukit
 
 # Shared libraries (and programs) that must run there.
-RUNTIME=(libopenmpi3 openmpi-bin libhdf5-openmpi-103-1 libsentencepiece0 libxxhash0 libfmt9 libspdlog1.10
+RUNTIME=(libopenmpi3 openmpi-bin libhdf5-openmpi-103-1 libsentencepiece0 libxxhash0 libfmt9 libspdlog1.10 libtomlplusplus3
          pkgconf-bin libpkgconf3)
 # Headers, CMake configs, pkg-config files and unversioned .so links for building.
 DEV=(libopenmpi-dev libhdf5-openmpi-dev libsentencepiece-dev libxxhash-dev libfmt-dev libspdlog-dev
