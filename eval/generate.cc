@@ -14,6 +14,12 @@ namespace lethe {
 
 namespace {
 
+// How far a job's text runs forward: its prefix, and up to max_new − 1 tokens beyond it that
+// run-ahead (Note [Run-ahead]) may take as the continuation.
+int64_t prefill_length(const PrefixGeneration& j, const Tokens& text) {
+  return std::max(j.start, std::min(static_cast<int64_t>(text.size()), j.start + j.max_new - 1));
+}
+
 // A chunk of texts run forward (right-padded): their caches and the argmax at every position.
 struct Prefilled {
   KVCache cache;
@@ -37,62 +43,92 @@ Prefilled prefill(const Llama& model, const std::vector<const Tokens*>& texts, c
   return p;
 }
 
-// Greedy continuations of `jobs`, each from its text's row `slot` of `p`.
-std::vector<Tokens> decode(const Llama& model, const Prefilled& p, const std::vector<const PrefixGeneration*>& jobs,
-                           const std::vector<int64_t>& slot) {
-  const auto R = static_cast<int64_t>(jobs.size());
-  int64_t steps = 0;
-  std::vector<int64_t> start(static_cast<size_t>(R));
-  for (int64_t r = 0; r < R; ++r) {
-    steps = std::max(steps, jobs[r]->max_new);
-    start[r] = jobs[r]->start;
+// A job's continuation as far as the prefill gives it (Note [Run-ahead]): `out` so far, the text
+// position `pos` its last token sits at when decoding must go on from there, or `done`.
+struct Started {
+  const PrefixGeneration* job = nullptr;
+  int64_t slot = 0;  // the text's row in the prefill
+  Tokens out;
+  int64_t pos = 0;
+  bool done = false;
+  int64_t left() const { return job->max_new - static_cast<int64_t>(out.size()); }
+};
+
+// Note [Run-ahead]: the greedy token after text[0, s) is the prefill's argmax at s − 1. While it
+// equals text[s], the context stays a prefix of the text and the next token is again a prefill
+// argmax; so a job decodes only from the first token that leaves its text (none for a passage the
+// model reproduces). Exact: each token is the argmax of the same context, computed by one forward
+// of the text instead of step by step (up to the float rounding of differently shaped products).
+Started run_ahead(const PrefixGeneration& job, const Tokens& text, const at::TensorAccessor<int64_t, 1>& argmax,
+                  int64_t slot, int64_t prefilled) {
+  Started st{&job, slot, {}, job.start, job.max_new <= 0};
+  const auto n = static_cast<int64_t>(text.size());
+  while (!st.done) {
+    const int64_t token = argmax[st.pos - 1];
+    if (token == job.stop_id) {
+      st.done = true;
+      break;
+    }
+    st.out.push_back(token);
+    st.done = st.left() == 0;
+    if (st.pos >= n || token != text[st.pos] || st.pos + 1 > prefilled) break;
+    ++st.pos;
   }
-  std::vector<Tokens> out(static_cast<size_t>(R));
-  if (steps == 0) return out;
-  // The rows' caches: their text's keys and values, positions from `start` on masked out (segment -1).
+  return st;
+}
+
+// Decodes the rest of each row's continuation: row r's cache is its text's keys and values up to
+// `pos` (later positions masked out, segment -1), its last token goes in at `pos`.
+void decode(const Llama& model, const Prefilled& p, std::vector<Started*> rows) {
+  const auto R = static_cast<int64_t>(rows.size());
+  int64_t steps = 0;
+  std::vector<int64_t> slot, pos;
+  for (const Started* r : rows) {
+    steps = std::max(steps, r->left());
+    slot.push_back(r->slot);
+    pos.push_back(r->pos);
+  }
+  if (steps == 0) return;
   const int64_t L = p.cache.length;
-  KVCache cache(L + steps - 1);
-  const at::Tensor rows = at::tensor(slot, at::kLong).to(model.device());
+  KVCache cache(L + steps);
+  const at::Tensor index = at::tensor(slot, at::kLong).to(model.device());
   for (auto [src, dst] : {std::pair{&p.cache.k, &cache.k}, std::pair{&p.cache.v, &cache.v}}) {
     for (const at::Tensor& layer : *src) {
       std::vector<int64_t> shape = layer.sizes().vec();
       shape[0] = R;
       shape[2] = cache.capacity;
       dst->push_back(at::empty(shape, layer.options()));
-      dst->back().narrow(2, 0, L).copy_(layer.narrow(2, 0, L).index_select(0, rows));
+      dst->back().narrow(2, 0, L).copy_(layer.narrow(2, 0, L).index_select(0, index));
     }
   }
-  const at::Tensor start_R1 = at::tensor(start, at::kLong).unsqueeze(1);
+  const at::Tensor pos_R1 = at::tensor(pos, at::kLong).unsqueeze(1);
   at::Tensor seg = at::full({R, cache.capacity}, -1, at::kLong);
-  seg.narrow(1, 0, L).masked_fill_(at::arange(L, at::kLong).unsqueeze(0).lt(start_R1), 0);
+  seg.narrow(1, 0, L).masked_fill_(at::arange(L, at::kLong).unsqueeze(0).lt(pos_R1), 0);
   cache.segments_BS = seg.to(model.device());
   cache.length = L;
 
   at::Tensor ids = at::empty({R}, at::kLong);
-  const auto argmax = p.argmax_BL.accessor<int64_t, 2>();
-  for (int64_t r = 0; r < R; ++r) ids[r] = argmax[slot[r]][start[r] - 1];
-  std::vector<bool> done(static_cast<size_t>(R), false);
+  for (int64_t r = 0; r < R; ++r) ids[r] = rows[r]->out.back();
   const at::Tensor step_seg = at::zeros({R, 1}, at::kLong);
   for (int64_t i = 0; i < steps; ++i) {
+    at::Tensor h = model.hidden(ids.unsqueeze(1), pos_R1 + i, step_seg, &cache);
+    ids = vocab_parallel_argmax(model.logits(h), model.vocab_start(), model.tp()).squeeze(1).cpu().contiguous();
     const int64_t* t = ids.data_ptr<int64_t>();  // the host decides which rows stop
     bool all_done = true;
     for (int64_t r = 0; r < R; ++r) {
-      Tokens& o = out[static_cast<size_t>(r)];
-      if (!done[r]) {
-        if (jobs[r]->stop_id >= 0 && t[r] == jobs[r]->stop_id) {
-          done[r] = true;
+      Started& st = *rows[r];
+      if (!st.done) {
+        if (t[r] == st.job->stop_id) {
+          st.done = true;
         } else {
-          o.push_back(t[r]);
-          done[r] = static_cast<int64_t>(o.size()) >= jobs[r]->max_new;
+          st.out.push_back(t[r]);
+          st.done = st.left() == 0;
         }
       }
-      all_done = all_done && done[r];
+      all_done = all_done && st.done;
     }
-    if (all_done || i + 1 == steps) break;
-    at::Tensor h = model.hidden(ids.unsqueeze(1), start_R1 + i, step_seg, &cache);
-    ids = vocab_parallel_argmax(model.logits(h), model.vocab_start(), model.tp()).squeeze(1).cpu().contiguous();
+    if (all_done) break;
   }
-  return out;
 }
 
 }  // namespace
@@ -112,7 +148,7 @@ std::vector<Tokens> greedy_generate(const Llama& model, const std::vector<Tokens
                         jobs[j].start <= static_cast<int64_t>(texts[jobs[j].text].size()),
                     "generation job " + std::to_string(j) + ": no prefix of that length in text " + std::to_string(jobs[j].text));
     jobs_of[jobs[j].text].push_back(j);
-    need[jobs[j].text] = std::max(need[jobs[j].text], jobs[j].start);
+    need[jobs[j].text] = std::max(need[jobs[j].text], prefill_length(jobs[j], texts[jobs[j].text]));
   }
   for (const PrefixGeneration& j : jobs) longest = std::max(longest, j.max_new);
   std::vector<size_t> order;
@@ -131,19 +167,24 @@ std::vector<Tokens> greedy_generate(const Llama& model, const std::vector<Tokens
       for (size_t j : jobs_of[order[k]]) chunk_jobs.emplace_back(j, static_cast<int64_t>(k - c));
     }
     const Prefilled p = prefill(model, chunk, lens);
-    for (size_t b = 0; b < chunk_jobs.size(); b += chunk_size) {
-      std::vector<const PrefixGeneration*> batch;
-      std::vector<int64_t> slot;
-      for (size_t k = b; k < std::min(chunk_jobs.size(), b + chunk_size); ++k) {
-        batch.push_back(&jobs[chunk_jobs[k].first]);
-        slot.push_back(chunk_jobs[k].second);
-      }
-      const std::vector<Tokens> gen = decode(model, p, batch, slot);
-      for (size_t i = 0; i < gen.size(); ++i) {
-        at::Tensor row = rows[static_cast<int64_t>(chunk_jobs[b + i].first - mine.first)];
-        row[0] = static_cast<int64_t>(gen[i].size());
-        row.narrow(0, 1, static_cast<int64_t>(gen[i].size())).copy_(at::tensor(gen[i], at::kLong));
-      }
+    // Each job as far as the prefill takes it; the rest decoded in batches of similar length.
+    std::vector<Started> started;
+    for (auto [j, slot] : chunk_jobs) {
+      started.push_back(run_ahead(jobs[j], texts[jobs[j].text], p.argmax_BL.accessor<int64_t, 2>()[slot], slot, lens[slot]));
+    }
+    std::vector<Started*> open;
+    for (Started& st : started) {
+      if (!st.done) open.push_back(&st);
+    }
+    std::stable_sort(open.begin(), open.end(), [](const Started* a, const Started* b) { return a->left() > b->left(); });
+    for (size_t b = 0; b < open.size(); b += chunk_size) {
+      decode(model, p, std::vector<Started*>(open.begin() + b, open.begin() + std::min(open.size(), b + chunk_size)));
+    }
+    for (size_t i = 0; i < started.size(); ++i) {
+      const Tokens& gen = started[i].out;
+      at::Tensor row = rows[static_cast<int64_t>(chunk_jobs[i].first - mine.first)];
+      row[0] = static_cast<int64_t>(gen.size());
+      row.narrow(0, 1, static_cast<int64_t>(gen.size())).copy_(at::tensor(gen, at::kLong));
     }
   }
   at::Tensor all = dp_gather_rows(model.mesh(), rows, jobs.size()).contiguous();
@@ -207,7 +248,7 @@ int64_t generation_tokens(const std::vector<Tokens>& texts, const std::vector<Pr
   std::map<size_t, int64_t> need;
   int64_t n = 0;
   for (const PrefixGeneration& j : jobs) {
-    need[j.text] = std::max(need[j.text], j.start);
+    need[j.text] = std::max(need[j.text], prefill_length(j, texts[j.text]));
     n += j.max_new;
   }
   for (const auto& [text, len] : need) n += len;

@@ -131,6 +131,35 @@ TEST(Generate, PoolOfJobsEqualsEachJobRecomputedAlone) {
   EXPECT_EQ(generation_tokens(pool.texts(), pool.jobs()), (9 + 12) + (3 + 3) + (6 + 12) + (4 + 7) + (14 + 3 * 5));
 }
 
+// Note [Run-ahead]: a text the model reproduces is continued from its prefill's argmax, and
+// decoding starts only where the greedy continuation leaves the text. The text here is a prompt,
+// the model's own 10-token greedy continuation, then four tokens of no pattern; every prefix
+// (inside the reproduced part, at its end, past it, with a stop token met during run-ahead, with a
+// continuation that runs off the text's end) continues as recomputation does.
+TEST(Generate, RunAheadOnAReproducedTextEqualsRecomputation) {
+  RandomModel r;
+  const Tokens prompt = random_tokens(5, 3);
+  const Tokens own = slow_greedy(r.model, prompt, 10);
+  Tokens text = prompt;
+  text.insert(text.end(), own.begin(), own.end());
+  for (int64_t i = 0; i < 4; ++i) text.push_back(text[text.size() - 1 - i] == 7 ? 8 : 7);
+  const auto n = static_cast<int64_t>(text.size());
+  std::vector<PrefixGeneration> jobs;
+  for (int64_t start : {int64_t{1}, int64_t{3}, int64_t{5}, int64_t{8}, int64_t{14}, int64_t{15}, n - 2, n}) {
+    jobs.push_back({0, start, 6, -1});
+  }
+  jobs.push_back({0, 5, 12, own[4]});  // stops at the 5th reproduced token
+  jobs.push_back({0, 6, 3, -1});       // ends inside the reproduced part
+  const std::vector<Tokens> got = greedy_generate(r.model, {text}, jobs, /*batch_size=*/3);
+  ASSERT_EQ(got.size(), jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    Tokens want = slow_greedy(r.model, Tokens(text.begin(), text.begin() + jobs[i].start), jobs[i].max_new);
+    if (jobs[i].stop_id >= 0) want.resize(std::find(want.begin(), want.end(), jobs[i].stop_id) - want.begin());
+    EXPECT_EQ(got[i], want) << "start " << jobs[i].start << ", max_new " << jobs[i].max_new;
+  }
+  EXPECT_EQ(got[2], Tokens(own.begin(), own.begin() + 6));  // the text itself, from run-ahead
+}
+
 // extraction_likelihood is its jobs, one greedy_generate call and its scores: the halves, run
 // through a pool shared with other jobs, give the same EL.
 TEST(Memorization, ExtractionJobsInASharedPoolGiveTheSameEl) {
