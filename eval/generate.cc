@@ -89,7 +89,7 @@ void decode(const Llama& model, const Prefilled& p, std::vector<Started*> rows) 
     pos.push_back(r->pos);
   }
   if (steps == 0) return;
-  const int64_t L = p.cache.length;
+  const int64_t L = *std::max_element(pos.begin(), pos.end());  // the cache positions any row reads
   KVCache cache(L + steps);
   const at::Tensor index = at::tensor(slot, at::kLong).to(model.device());
   for (auto [src, dst] : {std::pair{&p.cache.k, &cache.k}, std::pair{&p.cache.v, &cache.v}}) {
@@ -167,7 +167,7 @@ std::vector<Tokens> greedy_generate(const Llama& model, const std::vector<Tokens
       for (size_t j : jobs_of[order[k]]) chunk_jobs.emplace_back(j, static_cast<int64_t>(k - c));
     }
     const Prefilled p = prefill(model, chunk, lens);
-    // Each job as far as the prefill takes it; the rest decoded in batches of similar length.
+    // Each job as far as the prefill takes it; the rest decoded in batches.
     std::vector<Started> started;
     for (auto [j, slot] : chunk_jobs) {
       started.push_back(run_ahead(jobs[j], texts[jobs[j].text], p.argmax_BL.accessor<int64_t, 2>()[slot], slot, lens[slot]));
@@ -176,7 +176,8 @@ std::vector<Tokens> greedy_generate(const Llama& model, const std::vector<Tokens
     for (Started& st : started) {
       if (!st.done) open.push_back(&st);
     }
-    std::stable_sort(open.begin(), open.end(), [](const Started* a, const Started* b) { return a->left() > b->left(); });
+    // Rows of similar context length together: a batch's cache holds its longest context only.
+    std::stable_sort(open.begin(), open.end(), [](const Started* a, const Started* b) { return a->pos > b->pos; });
     for (size_t b = 0; b < open.size(); b += chunk_size) {
       decode(model, p, std::vector<Started*>(open.begin() + b, open.begin() + std::min(open.size(), b + chunk_size)));
     }
