@@ -18,6 +18,7 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include <cmath>
 #include <numeric>
 #include <span>
 
@@ -98,6 +99,7 @@ class Icu : public BasicStrategy {
     remaining_ = at::ones({f.rows()}, at::kLong);
     forget_samples_ = row_samples(f);
     holdout_samples_ = row_samples(*ctx.data.holdout);
+    holdout_ = {};
     return Status::ok();
   }
 
@@ -125,20 +127,33 @@ class Icu : public BasicStrategy {
   Verdict end_cycle(const CycleContext& c) override {
     const Llama& m = *c.model;
     Cost& cost = *ctx_.cost;
-    // The checks and the stop rule's EL_n on forget and holdout ([eval]'s lengths and EL options):
-    // one generation pool, in which both continue prefixes of the same samples.
     const EvalConfig& e = *ctx_.eval;
+    // Teacher-forced statistics every cycle (one forward per sample): MA, and the holdout
+    // perplexity that the collapse guard and the holdout level's refresh rule read.
+    const TeacherForced tf = teacher_forced(m, forget_samples_, e.mink_k, e.batch_size);
+    const TeacherForced th = teacher_forced(m, holdout_samples_, e.mink_k, e.batch_size);
+    cost.forward_tokens += tf.tokens + th.tokens;
+    const double ma_f = mean(tf.ma), ma_h = mean(th.ma);
+    // The checks and the stop rule's EL_n on forget and holdout ([eval]'s lengths and EL options):
+    // one generation pool, in which both continue prefixes of the same samples. The holdout's
+    // generated statistics only when Note [Holdout level] says they are stale.
+    const bool refresh = holdout_stale(th.perplexity());
     const ExtractionOptions el{e.el_n, e.el_stride, e.el_max_new_tokens, e.generate_batch_size};
     const Check check_f = check_jobs(forget_samples_, cfg_.icu_prefix, e.verbmem_new_tokens, ctx_.eos_id);
     const Check check_h = check_jobs(holdout_samples_, cfg_.icu_prefix, e.verbmem_new_tokens, ctx_.eos_id);
     const auto el_f = extraction_jobs(forget_samples_, el), el_h = extraction_jobs(holdout_samples_, el);
     GenerationPool pool;  // runs each sample once for its check and its EL starts
     const size_t check_f_at = pool.add(forget_samples_, check_f.jobs), el_f_at = pool.add(forget_samples_, el_f);
-    const size_t check_h_at = pool.add(holdout_samples_, check_h.jobs), el_h_at = pool.add(holdout_samples_, el_h);
+    const size_t check_h_at = refresh ? pool.add(holdout_samples_, check_h.jobs) : 0;
+    const size_t el_h_at = refresh ? pool.add(holdout_samples_, el_h) : 0;
     pool.run(m, e.generate_batch_size);
     cost.forward_tokens += generation_tokens(pool.texts(), pool.jobs());
+    if (refresh) {
+      holdout_ = {mean(similarities(check_h, pool.results(check_h_at))),
+                  mean(extraction_scores(holdout_samples_, el, el_h, pool.results(el_h_at))), th.perplexity()};
+    }
     const std::vector<double> f = similarities(check_f, pool.results(check_f_at));
-    const double unseen = mean(similarities(check_h, pool.results(check_h_at)));
+    const double unseen = holdout_.similarity;
     int64_t* r = remaining_.data_ptr<int64_t>();
     int64_t left = 0, returned = 0;
     for (size_t i = 0; i < f.size(); ++i) {
@@ -148,11 +163,7 @@ class Icu : public BasicStrategy {
       left += keep;
     }
     const double el_forget = mean(extraction_scores(forget_samples_, el, el_f, pool.results(el_f_at)));
-    const double el_holdout = mean(extraction_scores(holdout_samples_, el, el_h, pool.results(el_h_at)));
-    const TeacherForced tf = teacher_forced(m, forget_samples_, e.mink_k, e.batch_size);
-    const TeacherForced th = teacher_forced(m, holdout_samples_, e.mink_k, e.batch_size);
-    cost.forward_tokens += tf.tokens + th.tokens;
-    const double ma_f = mean(tf.ma), ma_h = mean(th.ma);
+    const double el_holdout = holdout_.el;
     if (!(ref_holdout_ppl_ > 0)) {  // once per run (kept in the state): the reference is frozen
       const TeacherForced r0 = teacher_forced(*ctx_.reference, holdout_samples_, e.mink_k, e.batch_size);
       cost.forward_tokens += r0.tokens;
@@ -161,6 +172,8 @@ class Icu : public BasicStrategy {
     log().info("icu refinement: {} of {} forget samples still remembered ({} came back; similarity threshold {:.3f}); "
                "EL_{} {:.3f} vs unseen {:.3f}, MA {:.3f} vs unseen {:.3f}",
                left, f.size(), returned, unseen, e.el_n, el_forget, el_holdout, ma_f, ma_h);
+    if (!refresh) log().info("icu refinement: holdout level kept (holdout perplexity {:.4g}, {:.4g} when it was measured)",
+                             th.perplexity(), holdout_.perplexity);
     if (!(th.perplexity() <= kCollapseFactor * ref_holdout_ppl_)) {
       return {true, fmt::format("icu: stopped without success: the model collapsed (holdout perplexity {:.4g}, above {:g}× the "
                                 "reference's {:.4g})", th.perplexity(), kCollapseFactor, ref_holdout_ppl_)};
@@ -173,6 +186,9 @@ class Icu : public BasicStrategy {
   StateTensors state() const override {
     StateTensors s{{"remaining", remaining_.clone()}};
     if (ref_holdout_ppl_ > 0) s["icu_reference_holdout_ppl"] = at::tensor({ref_holdout_ppl_}, at::kDouble);
+    if (holdout_.perplexity > 0) {
+      s["icu_holdout_level"] = at::tensor({holdout_.similarity, holdout_.el, holdout_.perplexity}, at::kDouble);
+    }
     return s;
   }
   Status set_state(const StateTensors& s) override {
@@ -183,14 +199,33 @@ class Icu : public BasicStrategy {
     }
     remaining_ = it->second.to(at::kLong).contiguous().clone();
     if (auto p = s.find("icu_reference_holdout_ppl"); p != s.end()) ref_holdout_ppl_ = p->second.to(at::kDouble).item<double>();
+    holdout_ = {};
+    if (auto h = s.find("icu_holdout_level"); h != s.end()) {
+      if (h->second.numel() != 3) return Status::error("state/strategy/icu_holdout_level: expected 3 values (similarity, EL, perplexity)");
+      const at::Tensor v = h->second.to(at::kDouble).contiguous();
+      holdout_ = {v[0].item<double>(), v[1].item<double>(), v[2].item<double>()};
+    }
     return Status::ok();
   }
 
  private:
+  // Note [Holdout level]: the holdout's check similarity and EL_n are generated statistics of data
+  // the model never saw; unlearning moves them little. They are measured at a request's first
+  // refinement and again only when the holdout perplexity (teacher-forced, every cycle) has moved
+  // by more than kHoldoutDrift (relative, either way) since they were.
+  static constexpr double kHoldoutDrift = 0.10;
+  bool holdout_stale(double ppl) const {
+    return !(holdout_.perplexity > 0) || !(std::abs(std::log(ppl / holdout_.perplexity)) <= std::log1p(kHoldoutDrift));
+  }
+  struct HoldoutLevel {
+    double similarity = 0, el = 0, perplexity = 0;  // perplexity 0: not measured in this request
+  };
+
   at::Tensor pair_;       // forget row → retain row (host)
   at::Tensor remaining_;  // forget row → 1 while still being unlearned
   std::vector<Tokens> forget_samples_, holdout_samples_;
   double ref_holdout_ppl_ = 0;  // the reference's holdout perplexity (Note [Collapse guard]); 0 until measured
+  HoldoutLevel holdout_;
 
 };
 

@@ -649,8 +649,8 @@ TEST_F(Unlearning, NpoWithItsReferenceFreedEqualsOneKeptAliveAndResumesWithoutIt
   EXPECT_GT(a.back()["cost"]["forward_tokens"].get<int64_t>(), 0);
 }
 
-// ICU (which samples remain) and PDU (its dual variable, updated on every step) carry state across
-// the resume.
+// ICU (which samples remain, its holdout level) and PDU (its dual variable, updated on every step)
+// carry state across the resume.
 TEST_F(Unlearning, ResumedRunWithSequentialRequestsEqualsUninterruptedOne) {
   const std::vector<std::string> common = {"unlearn.methods=[\"icu\", \"pdu\"]", "unlearn.requests=2",
                                            "unlearn.max_cycles=2", "unlearn.pdu_warmup_cycles=0"};
@@ -681,6 +681,11 @@ TEST_F(Unlearning, ResumedRunWithSequentialRequestsEqualsUninterruptedOne) {
     const std::string key = std::string("state/strategy/") + state;
     EXPECT_TRUE(at::equal(wa.read_tensor(key).value(), wb.read_tensor(key).value())) << key;
   }
+  // ICU's holdout level (Note [Holdout level]) crosses the resume too.
+  auto wa = H5File::open(list_checkpoints(a.run.dir + "/unlearn-icu/checkpoints").front()).value();
+  auto wb = H5File::open(list_checkpoints(b.run.dir + "/unlearn-icu/checkpoints").front()).value();
+  EXPECT_TRUE(at::equal(wa.read_tensor("state/strategy/icu_holdout_level").value(),
+                        wb.read_tensor("state/strategy/icu_holdout_level").value()));
 }
 
 // LoRA end to end (docs/strategies.md, LoRA): every method runs with adapters; a resumed run with
