@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include "collectives/local_communicator.h"
+#include "eval/challenge.h"
 #include "eval/generate.h"
 #include "eval/memorization.h"
 #include "eval/muse.h"
@@ -337,6 +338,49 @@ TEST(Tofu, TruthRatioAndAnswerProbabilityMatchTheLogits) {
   const double tr = (prob(item.perturbed[0]) + prob(item.perturbed[1])) / 2 / (prob(item.paraphrased) + 1e-10);
   EXPECT_NEAR(s.truth_ratio[0], tr, 1e-4 * tr);
   EXPECT_GT(std::abs(tr - 1), 1e-3);  // a random model still tells these answers apart
+}
+
+// The challenge's ε (REFERENCE.md, "Forgetting score"): a perfect separation, and an unlearned
+// sample that does not vary (a deterministic method), give the cap; identical samples give 0 (every
+// attack either has exactly one zero rate or is no better than chance).
+TEST(Challenge, EpsilonOfSeparatedConstantAndIdenticalSamples) {
+  EXPECT_EQ(challenge_epsilon(std::vector<double>{1, 2, 3}, std::vector<double>{4, 5, 6}), kEpsilonCap);
+  EXPECT_EQ(challenge_epsilon(std::vector<double>{7, 5, 6}, std::vector<double>{1, 2, 3}), kEpsilonCap);
+  EXPECT_EQ(challenge_epsilon(std::vector<double>{4, 4, 4}, std::vector<double>{3, 4, 5}), kEpsilonCap);
+  EXPECT_EQ(challenge_epsilon(std::vector<double>{3, 1, 2, 2}, std::vector<double>{2, 3, 2, 1}), 0.0);
+  EXPECT_EQ(challenge_epsilon(std::vector<double>{2, 2}, std::vector<double>{2, 2}), 0.0);
+}
+
+// By hand: U = {1, 2, 3, 10}, R = {2.5, 4, 5, 6}. The best attack says "unlearned" for scores ≤ 3:
+// it calls one of four retrained models unlearned (2.5; FPR 1/4) and misses one unlearned (10; FNR
+// 1/4), so ε = log(1 − δ − 1/4) − log(1/4) = log(2.99996). "Unlearned" above 3 has FPR = FNR = 3/4.
+TEST(Challenge, EpsilonOfAHandCase) {
+  const std::vector<double> u{1, 2, 3, 10}, r{2.5, 4, 5, 6};
+  EXPECT_NEAR(challenge_epsilon(u, r), std::log((0.75 - 1e-5) / 0.25), 1e-12);
+  bool found = false;
+  for (const AttackRates& a : threshold_attacks(u, r)) found = found || (a.fpr == 0.25 && a.fnr == 0.25);
+  EXPECT_TRUE(found);
+  EXPECT_EQ(threshold_attacks(u, r).size(), 2u * 8u);  // 8 distinct thresholds, both directions
+}
+
+// Bins of width 0.5 (ε ≥ 6.5 in the 13th), each scoring 2 / 2ⁿ; F is their mean over samples and
+// the final score F × utility_U / utility_R.
+TEST(Challenge, BinsFAndTheFinalScoreOfAHandCase) {
+  EXPECT_EQ(epsilon_bin(0.0), 1);
+  EXPECT_EQ(epsilon_bin(0.49), 1);
+  EXPECT_EQ(epsilon_bin(0.5), 2);
+  EXPECT_EQ(epsilon_bin(1.0986), 3);
+  EXPECT_EQ(epsilon_bin(6.49), 13);
+  EXPECT_EQ(epsilon_bin(kEpsilonCap), 13);
+  EXPECT_EQ(bin_score(1), 1.0);
+  EXPECT_EQ(bin_score(3), 0.25);
+  EXPECT_EQ(bin_score(13), 2.0 / 8192);
+  // Samples: identical (ε 0, bin 1: 1), the hand case (ε 1.0986, bin 3: 1/4), separated (bin 13).
+  const std::vector<std::vector<double>> u = {{3, 1, 2, 2}, {1, 2, 3, 10}, {1, 2, 3, 4}};
+  const std::vector<std::vector<double>> r = {{2, 3, 2, 1}, {2.5, 4, 5, 6}, {5, 6, 7, 8}};
+  const double f = (1.0 + 0.25 + 2.0 / 8192) / 3;
+  EXPECT_NEAR(forgetting_f(u, r), f, 1e-15);
+  EXPECT_NEAR(challenge_score(f, 0.45, 0.5), f * 0.9, 1e-15);
 }
 
 }  // namespace
