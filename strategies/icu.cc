@@ -11,7 +11,7 @@
 //   the continuation compared with the sample's next tokens by token ROUGE-L F1 (the paper uses
 //   BERTScore/BLEU; any documented similarity is allowed). A sample counts as forgotten when its
 //   score is at most the mean score of the same check on holdout samples — the level of data the
-//   model never saw. Forgotten samples leave the unlearning set with their pairs. The method stops
+//   model never saw, regenerated when the holdout perplexity says it moved (Note [Holdout level]). Forgotten samples leave the unlearning set with their pairs. The method stops
 //   when EL_n (eval.el_*) and MA on the forget set are at or below their holdout level, or the set
 //   is empty — but never on a collapsed model (Note [Collapse guard]): when the holdout perplexity
 //   exceeds kCollapseFactor × the reference's, it stops and says the model collapsed instead.
