@@ -9,11 +9,6 @@ namespace lethe {
 
 namespace {
 
-double range_of(std::span<const double> x) {
-  const auto [lo, hi] = std::minmax_element(x.begin(), x.end());
-  return *hi - *lo;
-}
-
 double fraction_above(std::span<const double> x, double t) {
   return static_cast<double>(std::count_if(x.begin(), x.end(), [t](double v) { return v > t; })) /
          static_cast<double>(x.size());
@@ -39,7 +34,7 @@ double challenge_epsilon(std::span<const double> unlearned, std::span<const doub
   LETHE_CHECK(!unlearned.empty() && !retrained.empty());
   const auto [u_lo, u_hi] = std::minmax_element(unlearned.begin(), unlearned.end());
   const auto [r_lo, r_hi] = std::minmax_element(retrained.begin(), retrained.end());
-  const double u_range = range_of(unlearned), r_range = range_of(retrained);
+  const double u_range = *u_hi - *u_lo, r_range = *r_hi - *r_lo;
   if (*u_hi < *r_lo || *r_hi < *u_lo || u_range < 0.01 * r_range || r_range < 0.01 * u_range) return kEpsilonCap;
   double best = 0;
   for (const AttackRates& a : threshold_attacks(unlearned, retrained)) {

@@ -168,10 +168,9 @@ std::vector<Tokens> greedy_generate(const Llama& model, const std::vector<Tokens
     }
     const Prefilled p = prefill(model, chunk, lens);
     // Each job as far as the prefill takes it; the rest decoded in batches.
+    const auto argmax = p.argmax_BL.accessor<int64_t, 2>();
     std::vector<Started> started;
-    for (auto [j, slot] : chunk_jobs) {
-      started.push_back(run_ahead(jobs[j], texts[jobs[j].text], p.argmax_BL.accessor<int64_t, 2>()[slot], slot, lens[slot]));
-    }
+    for (auto [j, slot] : chunk_jobs) started.push_back(run_ahead(jobs[j], texts[jobs[j].text], argmax[slot], slot, lens[slot]));
     std::vector<Started*> open;
     for (Started& st : started) {
       if (!st.done) open.push_back(&st);

@@ -140,12 +140,16 @@ class Icu : public BasicStrategy {
     const bool refresh = holdout_stale(th.perplexity());
     const ExtractionOptions el{e.el_n, e.el_stride, e.el_max_new_tokens, e.generate_batch_size};
     const Check check_f = check_jobs(forget_samples_, cfg_.icu_prefix, e.verbmem_new_tokens, ctx_.eos_id);
-    const Check check_h = check_jobs(holdout_samples_, cfg_.icu_prefix, e.verbmem_new_tokens, ctx_.eos_id);
-    const auto el_f = extraction_jobs(forget_samples_, el), el_h = extraction_jobs(holdout_samples_, el);
+    const auto el_f = extraction_jobs(forget_samples_, el);
+    Check check_h;
+    std::vector<PrefixGeneration> el_h;
+    if (refresh) {
+      check_h = check_jobs(holdout_samples_, cfg_.icu_prefix, e.verbmem_new_tokens, ctx_.eos_id);
+      el_h = extraction_jobs(holdout_samples_, el);
+    }
     GenerationPool pool;  // runs each sample once for its check and its EL starts
     const size_t check_f_at = pool.add(forget_samples_, check_f.jobs), el_f_at = pool.add(forget_samples_, el_f);
-    const size_t check_h_at = refresh ? pool.add(holdout_samples_, check_h.jobs) : 0;
-    const size_t el_h_at = refresh ? pool.add(holdout_samples_, el_h) : 0;
+    const size_t check_h_at = pool.add(holdout_samples_, check_h.jobs), el_h_at = pool.add(holdout_samples_, el_h);
     pool.run(m, e.generate_batch_size);
     cost.forward_tokens += generation_tokens(pool.texts(), pool.jobs());
     if (refresh) {
