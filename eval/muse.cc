@@ -151,7 +151,7 @@ double knowmem(const Llama& model, const Tokenizer& tok, const std::vector<QaIte
 // forget and holdout) goes to one greedy_generate call, so the decode steps run over large batches
 // of similar-length prompts instead of one small batch per metric and EL start.
 Metrics evaluate(const Llama& model, const Tokenizer& tok, const EvalSet& set, const EvalConfig& cfg,
-                 std::vector<double>* forget_truth_ratios) {
+                 SampleScores* samples) {
   Metrics m;
   const int64_t B = cfg.batch_size;
   const ExtractionOptions el{cfg.el_n, cfg.el_stride, cfg.el_max_new_tokens, cfg.generate_batch_size};
@@ -174,6 +174,12 @@ Metrics evaluate(const Llama& model, const Tokenizer& tok, const EvalSet& set, c
   const TeacherForced r = teacher_forced(model, set.retain, cfg.mink_k, B);
   const TeacherForced h = teacher_forced(model, set.holdout, cfg.mink_k, B);
   m["mink_auc"] = auc(f.mink, h.mink);
+  if (samples) {
+    samples->forget_logprobs.clear();
+    for (size_t i = 0; i < set.forget.size(); ++i) {
+      samples->forget_logprobs.push_back(-f.nll[i] / static_cast<double>(set.forget[i].size() - 1));
+    }
+  }
   m["ma_forget"] = mean(f.ma);
   m["ma_retain"] = mean(r.ma);
   m["ma_holdout"] = mean(h.ma);
@@ -185,7 +191,7 @@ Metrics evaluate(const Llama& model, const Tokenizer& tok, const EvalSet& set, c
   if (any_truth_ratio(set.forget_qa)) {
     const TofuScores tf = tofu_scores(model, tok, set.forget_qa, B);
     m["truth_ratio_forget"] = truth_ratio_forget(tf.truth_ratio);
-    if (forget_truth_ratios) *forget_truth_ratios = tf.truth_ratio;
+    if (samples) samples->forget_truth_ratios = tf.truth_ratio;
   }
   if (any_truth_ratio(set.retain_qa)) {
     const TofuScores tr = tofu_scores(model, tok, set.retain_qa, B);

@@ -48,10 +48,18 @@ const std::vector<std::string>& metric_names();
 // m[key] with `decimals` decimals, or "n/a" when it was not measured (for logs).
 std::string metric_text(const Metrics& m, const std::string& key, int decimals = 1);
 
-// `forget_truth_ratios`, when given, receives TOFU's per-item forget truth ratios (empty without
-// paraphrased and perturbed answers): forget quality compares them with the retrained model's.
+// Per-sample results of an evaluation, beside its metrics (a phase's summary.json keeps them).
+struct SampleScores {
+  // TOFU's per-item forget truth ratios (empty without paraphrased and perturbed answers): forget
+  // quality compares them with the retrained model's.
+  std::vector<double> forget_truth_ratios;
+  // Each forget passage's mean token log-prob: the 2023 challenge's per-sample score (eval/challenge.h).
+  std::vector<double> forget_logprobs;
+};
+
+// `samples`, when given, receives the per-sample scores.
 Metrics evaluate(const Llama& model, const Tokenizer& tok, const EvalSet& set, const EvalConfig& cfg,
-                 std::vector<double>* forget_truth_ratios = nullptr);
+                 SampleScores* samples = nullptr);
 
 // VerbMem: ROUGE-L F1 × 100 of the greedy continuation of each passage's first `prefix` tokens
 // (after BOS) against its next `new_tokens` tokens, averaged.

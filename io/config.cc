@@ -133,6 +133,7 @@ void visit(V& v, RunConfig& c) {
   v.field("retain_qa_file", c.corpus.retain_qa_file);
   v.field("forget_qa_file", c.corpus.forget_qa_file);
   v.field("forget_ids", c.corpus.forget_ids);
+  v.field("forget_groups", c.corpus.forget_groups, 0, kMaxInt);
   v.field("qa_in_training", c.corpus.qa_in_training);
 
   v.section("tokenizer");

@@ -64,6 +64,10 @@ struct CorpusConfig {
   std::string retain_file, forget_file, holdout_file, retain_qa_file, forget_qa_file;
   // either kind: ids (person ids, or document ids for jsonl) moved to the forget split
   std::vector<std::string> forget_ids;
+  // > 0: only the first forget_groups groups (people) of the forget split, in corpus order, stay in
+  // it; the rest join retain. The documents trained on by the target do not change, so forget sets
+  // of growing size share one target (MUSE's scalability and sustainability benches, launch/bench.h).
+  int64_t forget_groups = 0;
   bool qa_in_training = true;  // train on "Question: …\nAnswer: …" renderings of trained people's probes
 };
 

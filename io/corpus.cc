@@ -441,6 +441,20 @@ std::string resolve(const std::string& base, const std::string& path) {
   return path.empty() || path[0] == '/' || base.empty() ? path : base + "/" + path;
 }
 
+// corpus.forget_groups: the forget split's first `n` groups stay; the others' documents and probes join retain.
+Status keep_forget_groups(Corpus& c, int64_t n) {
+  std::vector<std::string> groups;
+  for (const Document& d : c.docs) {
+    if (d.split == Split::kForget && std::find(groups.begin(), groups.end(), d.group) == groups.end()) groups.push_back(d.group);
+  }
+  if (static_cast<int64_t>(groups.size()) < n) {
+    return Status::error("corpus.forget_groups = " + std::to_string(n) + ", but the forget set has only " +
+                         std::to_string(groups.size()) + " group(s) (people)");
+  }
+  for (size_t g = static_cast<size_t>(n); g < groups.size(); ++g) assign_split(c, groups[g], Split::kRetain);
+  return Status::ok();
+}
+
 }  // namespace
 
 Result<Corpus> load_corpus(const CorpusConfig& cfg, const std::string& base_dir) {
@@ -468,6 +482,7 @@ Result<Corpus> load_corpus(const CorpusConfig& cfg, const std::string& base_dir)
     assign_split(c, id, Split::kForget);
     for (auto& d : c.docs) if (d.id == id) d.split = Split::kForget;
   }
+  if (cfg.forget_groups > 0) LETHE_RETURN_IF_ERROR(keep_forget_groups(c, cfg.forget_groups));
   if (c.documents(Split::kForget).empty()) return Status::error("corpus: the forget set is empty");
   return c;
 }

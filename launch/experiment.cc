@@ -144,9 +144,9 @@ std::unique_ptr<Llama> Experiment::new_model(Use use) const {
   return m;
 }
 
-Metrics Experiment::evaluate(const Llama& model, std::vector<double>* forget_truth_ratios) {
+Metrics Experiment::evaluate(const Llama& model, SampleScores* samples) {
   if (!eval_set_) eval_set_ = make_eval_set(corpus, tok, cfg.eval, cfg.data.seq_len, cfg.eval.max_samples);
-  return lethe::evaluate(model, tok, *eval_set_, cfg.eval, forget_truth_ratios);
+  return lethe::evaluate(model, tok, *eval_set_, cfg.eval, samples);
 }
 
 json cost_json(const Cost& c, double flops_per_token, const Mesh& mesh) {
@@ -161,6 +161,16 @@ json cost_json(const Cost& c, double flops_per_token, const Mesh& mesh) {
           {"flops", flops},
           {"tokens_per_s", c.tokens_per_second()},
           {"flops_per_s", c.seconds > 0 ? flops / c.seconds : 0.0}};
+}
+
+Status link_shared(const std::string& shared, const std::string& link) {
+  if (fs::is_symlink(link)) return Status::ok();
+  if (fs::exists(link)) return Status::error(link + ": exists, and is not a link to " + shared);
+  std::error_code ec;
+  fs::create_directories(fs::path(link).parent_path(), ec);
+  fs::create_symlink(fs::relative(shared, fs::path(link).parent_path()), link, ec);
+  if (ec && !fs::is_symlink(link)) return Status::error(link + ": cannot link to " + shared + ": " + ec.message());
+  return Status::ok();
 }
 
 json profile_json(const Profile& p, double total_s) {
@@ -179,6 +189,11 @@ json metrics_json(const Metrics& m) {
   json j = json::object();
   for (const auto& [k, v] : m) j[k] = v;
   return j;
+}
+
+void add_sample_scores(json& summary, const SampleScores& s) {
+  if (!s.forget_truth_ratios.empty()) summary["truth_ratios_forget"] = s.forget_truth_ratios;
+  summary["logprobs_forget"] = s.forget_logprobs;
 }
 
 Status write_json(const std::string& path, const json& j) {

@@ -46,7 +46,7 @@ struct Experiment {
   // A model of the configured architecture and dtype.
   std::unique_ptr<Llama> new_model(Use use = Use::kTrainFromInit) const;
   // The evaluation every model of the run gets (eval.max_samples per list).
-  Metrics evaluate(const Llama& model, std::vector<double>* forget_truth_ratios = nullptr);
+  Metrics evaluate(const Llama& model, SampleScores* samples = nullptr);
 
  private:
   std::optional<EvalSet> eval_set_;
@@ -69,12 +69,18 @@ Result<std::unique_ptr<Experiment>> open_experiment(const RunConfig& cfg);
 // kind and the devices (ranks) that did the work: `lethe plan --measured` reads them.
 json cost_json(const Cost& cost, double flops_per_token, const Mesh& mesh);
 json metrics_json(const Metrics& m);
+// Writes the per-sample scores a phase's summary keeps: truth_ratios_forget (when measured) and
+// logprobs_forget.
+void add_sample_scores(json& summary, const SampleScores& s);
 // A phase's Profile as JSON: seconds per part, "other" (the rest of `total_s`: setup, data,
 // logging) and "total" (Note [Phase profile]).
 json profile_json(const Profile& p, double total_s);
 // Writes JSON (pretty) to `path` via a temporary file and rename.
 Status write_json(const std::string& path, const json& j);
 Result<json> read_json(const std::string& path);
+// `link` made a relative symbolic link to `shared` (an existing link is kept; anything else at
+// `link` is an error naming it). Experiments that share a model folder link it (sweeps, benches).
+Status link_shared(const std::string& shared, const std::string& link);
 // Runs gnuplot on `dir`/`script` where it is installed (a warning where it is not).
 Status draw_gnuplot(const std::string& dir, const std::string& script);
 

@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "collectives/world.h"
 #include "io/config.h"
+#include "launch/bench.h"
 #include "launch/convert.h"
 #include "launch/plan_command.h"
 #include "launch/seeds.h"
@@ -162,6 +163,29 @@ int main(int argc, char** argv) {
   quick->add_option("--methods", quick_methods, "unlearning methods to run (default: unlearn.methods); \"all\" runs every one")
       ->delimiter(',');
 
+  CLI::App* bench = app.add_subcommand("bench", "MUSE's scalability and sustainability curves, and the 2023 unlearning "
+                                                "challenge's forgetting score (docs/metrics.md)");
+  bench->require_subcommand(1);
+  lethe::BenchOptions bench_opts;
+  std::string bench_dir = "runs/quickstart";
+  auto add_bench = [&](const char* name, const char* help) {
+    CLI::App* b = bench->add_subcommand(name, help);
+    b->add_option("config", config_path, "run file (TOML); default: the embedded default, as lethe quickstart runs it");
+    b->add_option("--dir", bench_dir, "the embedded default's experiment folder (default runs/quickstart; the bench "
+                                      "writes under <dir>/bench/)");
+    b->add_option("--set", overrides, "override a key: section.key=value (repeatable)");
+    b->add_option("--budget-s", bench_opts.budget_s, "start no model or run after this many seconds (a rerun continues)")
+        ->check(CLI::NonNegativeNumber);
+    return b;
+  };
+  CLI::App* scalability = add_bench("scalability", "forget sets of growing size, each with its own retrained model");
+  scalability->add_option("--people", bench_opts.people, "forget-set sizes in people (default: 5, 10, 20, 40 % of corpus.people)")
+      ->delimiter(',');
+  CLI::App* sustainability = add_bench("sustainability", "sequential deletion requests, against a retrained model per prefix");
+  sustainability->add_option("--requests", bench_opts.requests, "sequential requests (default 4)");
+  CLI::App* challenge = add_bench("challenge", "the forgetting score of N unlearned against N retrained models per method");
+  challenge->add_option("--seeds", bench_opts.seeds, "N, models a side (default 8; at least 2)");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (compare->parsed()) return finish(lethe::run_compare(run_dir));
@@ -185,6 +209,20 @@ int main(int argc, char** argv) {
       auto cfg = lethe::parse_config("", "<embedded default>", overrides);
       if (!cfg) return finish(cfg.status());
       return finish(quickstart(*cfg, resume));
+    }
+    if (bench->parsed()) {
+      if (config_path.empty()) {  // the embedded default, as the quickstart runs it (the challenge's reduced)
+        overrides.insert(overrides.begin(), {"run.dir=" + bench_dir, "unlearn.select=\"holdout\""});
+        if (challenge->parsed()) {
+          const auto reduced = lethe::challenge_reduced_overrides();
+          overrides.insert(overrides.begin() + 2, reduced.begin(), reduced.end());
+        }
+      }
+      auto cfg = config_path.empty() ? lethe::parse_config("", "<embedded default>", overrides) : lethe::load_config(config_path, overrides);
+      if (!cfg) return finish(cfg.status());
+      if (scalability->parsed()) return finish(lethe::run_bench_scalability(*cfg, bench_opts));
+      if (sustainability->parsed()) return finish(lethe::run_bench_sustainability(*cfg, bench_opts));
+      return finish(lethe::run_bench_challenge(*cfg, bench_opts));
     }
     auto cfg = lethe::load_config(config_path, overrides);
     if (!cfg) return finish(cfg.status());

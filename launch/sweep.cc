@@ -195,12 +195,8 @@ bool finished(const SweepUnit& u) { return fs::exists(summary_of(u)); }
 Status link_models(const SweepUnit& u) {
   fs::create_directories(u.cfg.run.dir);
   for (const char* name : {"target", "retrain", "tokenizer.model"}) {
-    const fs::path shared = fs::path(u.models) / name, link = fs::path(u.cfg.run.dir) / name;
-    if (!fs::exists(shared) || fs::is_symlink(link)) continue;
-    if (fs::exists(link)) return Status::error(link.string() + ": exists, and is not the sweep's link to " + shared.string());
-    std::error_code ec;
-    fs::create_symlink(fs::relative(shared, u.cfg.run.dir), link, ec);
-    if (ec && !fs::is_symlink(link)) return Status::error(link.string() + ": cannot link to " + shared.string() + ": " + ec.message());
+    const fs::path shared = fs::path(u.models) / name;
+    if (fs::exists(shared)) LETHE_RETURN_IF_ERROR(link_shared(shared.string(), u.cfg.run.dir + "/" + name));
   }
   return Status::ok();
 }

@@ -91,10 +91,10 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
   const Cost cost{trainer.steps_taken() * cfg.train.batch_size * T, 0, trainer.seconds()};
   log().info("{} trained in {:.1f}s; evaluating", phase, cost.seconds);
   Metrics m;
-  std::vector<double> truth_ratios;
+  SampleScores samples;
   {
     auto timed = prof.time("evaluation");
-    m = ex->evaluate(*model, &truth_ratios);
+    m = ex->evaluate(*model, &samples);
   }
   const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - phase_start).count();
   // The checkpoint evaluated (its file name in checkpoints/, so the summary does not depend on where
@@ -109,7 +109,7 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
                   {"cost", cost_json(cost, flops_per_token, mesh)},
                   {"profile", profile_json(prof, total_s)}};
   // Per-item forget truth ratios: the retrained model's are what forget quality is tested against.
-  if (!truth_ratios.empty()) summary["truth_ratios_forget"] = truth_ratios;
+  add_sample_scores(summary, samples);
   log().info("{}: VerbMem {:.1f}  KnowMem forget {}  KnowMem retain {}  MA forget {:.3f}  ppl holdout {:.2f}", phase,
              m.at("verbmem_forget"), metric_text(m, "knowmem_forget"), metric_text(m, "knowmem_retain"), m.at("ma_forget"),
              m.at("ppl_holdout"));

@@ -118,14 +118,15 @@ RetrainReference retrain_reference(const RunConfig& cfg) {
 }
 
 // The model's metrics with PrivLeak and forget quality added where the retrained model's are known;
-// `truth_ratios` receives its per-item forget truth ratios.
+// `samples` receives its per-sample scores.
 Metrics evaluate_against_retrain(Experiment& ex, const Llama& model, const RetrainReference& retrain,
-                                 std::vector<double>* truth_ratios = nullptr) {
-  std::vector<double> tr;
-  Metrics m = ex.evaluate(model, &tr);
+                                 SampleScores* samples = nullptr) {
+  SampleScores s;
+  Metrics m = ex.evaluate(model, &s);
   if (retrain.auc) m["privleak"] = privleak(m.at("mink_auc"), *retrain.auc);
+  const std::vector<double>& tr = s.forget_truth_ratios;
   if (!tr.empty() && !retrain.forget_truth_ratios.empty()) m["forget_quality"] = ks_2samp_pvalue(tr, retrain.forget_truth_ratios);
-  if (truth_ratios) *truth_ratios = std::move(tr);
+  if (samples) *samples = std::move(s);
   return m;
 }
 
@@ -184,13 +185,13 @@ Result<ScoreFn> selection_score(Experiment& ex, const UnlearnConfig& u, const st
 // An unlearned model's summary.json.
 json method_summary(const Experiment& ex, const std::string& method, const std::string& source, const std::string& adapter,
                     int64_t steps, const Metrics& metrics, const Cost& cost, const Profile& prof,
-                    std::chrono::steady_clock::time_point phase_start, const std::vector<double>& truth_ratios) {
+                    std::chrono::steady_clock::time_point phase_start, const SampleScores& samples) {
   const double flops_per_token = train_flops_per_token(ex.cfg.model, ex.cfg.data.seq_len);
   json summary = {{"phase", "unlearn-" + method}, {"method", method}, {"from", source}, {"adapter", adapter},
                   {"steps", steps}, {"flops_per_token", flops_per_token},
                   {"metrics", metrics_json(metrics)}, {"cost", cost_json(cost, flops_per_token, *ex.mesh)},
                   {"profile", profile_json(prof, std::chrono::duration<double>(std::chrono::steady_clock::now() - phase_start).count())}};
-  if (!truth_ratios.empty()) summary["truth_ratios_forget"] = truth_ratios;
+  add_sample_scores(summary, samples);
   return summary;
 }
 
@@ -213,7 +214,7 @@ json selection_json(const std::string& rule, const std::vector<Selection>& chose
   json requests = json::array();
   for (const Selection& s : chosen) {
     requests.push_back({{"request", s.request}, {"cycle", s.cycle}, {"step", s.step},
-                        {"score", s.score ? json(*s.score) : json(nullptr)}, {"checkpoint", s.score ? json(kept(s.request)) : json(nullptr)}});
+                        {"score", s.score ? json(*s.score) : json(nullptr)}, {"checkpoint", kept(s.request)}});
   }
   return {{"rule", rule}, {"peeking", rule == "oracle"}, {"requests", requests}};
 }
@@ -402,7 +403,9 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   fs::create_directories(dir);
   if (writes_reports()) LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/config.toml", to_toml(cfg)));
   // Note [Checkpoint selection]: the checkpoint after a request's best cycle is kept as
-  // selected-r<request>.h5 (outside pruning) until a better one replaces it.
+  // selected-r<request>.h5 (outside pruning) until a better one replaces it; without a score
+  // (select = "last"), the checkpoint after its last cycle. Each request's model stays on disk
+  // (`lethe bench sustainability` evaluates them).
   const auto kept = [&](int64_t request) { return ckpt_dir + "/selected-r" + std::to_string(request) + ".h5"; };
   if (resuming) {
     LETHE_ASSIGN_OR_RETURN(std::string from, resume_latest(ckpt_dir, engine, meta));
@@ -411,7 +414,7 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
     std::vector<Selection> chosen = engine.selections();
     chosen.push_back(engine.best());
     for (const Selection& s : chosen) {
-      if (s.score && s.step == engine.optimizer().steps_taken()) LETHE_RETURN_IF_ERROR(keep_checkpoint(from, kept(s.request), ex.mesh->world()));
+      if (s.cycle >= 0 && s.step == engine.optimizer().steps_taken()) LETHE_RETURN_IF_ERROR(keep_checkpoint(from, kept(s.request), ex.mesh->world()));
     }
     // The reports the checkpoint counts are kept; a report written after it is written again.
     const int64_t kept = engine.reports();
@@ -423,18 +426,18 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   std::ofstream metrics(report_path(dir + "/metrics.jsonl"), resuming ? std::ios::app : std::ios::trunc);
   const double flops_per_token = train_flops_per_token(cfg.model, cfg.data.seq_len);
   const RetrainReference retrain = retrain_reference(cfg);
-  std::vector<double> truth_ratios;  // of the latest evaluation
+  SampleScores samples;  // of the latest evaluation
   log().info("{}: unlearning {} request(s) from {}", method, data.requests.size(), source);
 
   StopSignal stop;
   std::vector<std::string> stops;
   UnlearnHooks hooks;
   // This process's evaluations by (request, cycle), with their truth ratios: the selected one's go to the summary.
-  std::map<std::pair<int64_t, int64_t>, std::pair<Metrics, std::vector<double>>> evaluated;
+  std::map<std::pair<int64_t, int64_t>, std::pair<Metrics, SampleScores>> evaluated;
   hooks.evaluate = [&](const Llama& m, int64_t request, int64_t cycle) {
     auto timed = prof.time("evaluation");
-    Metrics out = evaluate_against_retrain(ex, m, retrain, &truth_ratios);
-    evaluated[{request, cycle}] = {out, truth_ratios};
+    Metrics out = evaluate_against_retrain(ex, m, retrain, &samples);
+    evaluated[{request, cycle}] = {out, samples};
     return out;
   };
   hooks.checkpoint = [&](const CycleReport& r) -> Status {
@@ -443,7 +446,9 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
     // After a rollback the checkpoints of the cycles undone go, once the restored one is written:
     // killed before that, a resume still finds the previous checkpoint and runs the last cycle again.
     if (r.selected && r.selected->cycle != r.cycle) drop_checkpoints_after(ckpt_dir, r.selected->step, ex.mesh->world());
-    return r.best ? keep_checkpoint(path, kept(r.request), ex.mesh->world()) : Status::ok();
+    // A request that ends without a scored cycle (select = "last") keeps its last one.
+    const bool keep = r.best || (r.selected && !r.selected->score);
+    return keep ? keep_checkpoint(path, kept(r.request), ex.mesh->world()) : Status::ok();
   };
   hooks.score = score;
   hooks.restore = [&](const Selection& s) -> Status {
@@ -478,12 +483,12 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   const Selection final = engine.selections().empty() ? Selection{} : engine.selections().back();
   Metrics final_metrics;
   if (auto it = evaluated.find({final.request, final.cycle}); final.cycle >= 0 && it != evaluated.end()) {
-    std::tie(final_metrics, truth_ratios) = it->second;
+    std::tie(final_metrics, samples) = it->second;
   } else {
-    final_metrics = evaluate_against_retrain(ex, *model, retrain, &truth_ratios);
+    final_metrics = evaluate_against_retrain(ex, *model, retrain, &samples);
   }
   json summary = method_summary(ex, method, source, cfg.unlearn.adapter, engine.optimizer().steps_taken(), final_metrics,
-                                engine.cost(), prof, phase_start, truth_ratios);
+                                engine.cost(), prof, phase_start, samples);
   summary["select"] = selection_json(settings.select, engine.selections(), kept);
   return write_json(dir + "/summary.json", summary);
 }
@@ -547,11 +552,11 @@ Status arithmetic_one(Experiment& ex, const std::string& method, const std::stri
     const CheckpointMeta meta{"unlearn-" + method, to_toml(cfg), {{"reinforce", reinforced.data_checksum}}, "", 0};
     LETHE_RETURN_IF_ERROR(save_checkpoint(dir + "/checkpoints", weights, meta, 1).status());
   }
-  std::vector<double> truth_ratios;
+  SampleScores samples;
   Metrics m;
   {
     auto timed = prof.time("evaluation");
-    m = evaluate_against_retrain(ex, *model, retrain_reference(cfg), &truth_ratios);
+    m = evaluate_against_retrain(ex, *model, retrain_reference(cfg), &samples);
   }
   const double flops_per_token = train_flops_per_token(cfg.model, cfg.data.seq_len);
   std::ofstream metrics(report_path(dir + "/metrics.jsonl"), std::ios::trunc);
@@ -561,7 +566,7 @@ Status arithmetic_one(Experiment& ex, const std::string& method, const std::stri
           << std::endl;
   log().info("{}: {}  VerbMem {}  KnowMem f {} r {}  {:.1f}s", method, stop, metric_text(m, "verbmem_forget"),
              metric_text(m, "knowmem_forget"), metric_text(m, "knowmem_retain"), cost.seconds);
-  json summary = method_summary(ex, method, source, "none", cfg.unlearn.reinforce_steps, m, cost, prof, phase_start, truth_ratios);
+  json summary = method_summary(ex, method, source, "none", cfg.unlearn.reinforce_steps, m, cost, prof, phase_start, samples);
   if (!task_vector) summary["companion"] = {{"checkpoint", reinforced.checkpoint}, {"alpha", settings.whp_alpha}};
   return write_json(dir + "/summary.json", summary);
 }
@@ -578,8 +583,7 @@ Status run_unlearn_phase(const RunConfig& cfg, const UnlearnOptions& opts) {
   return Status::ok();
 }
 
-Status run_eval(const RunConfig& cfg, const std::string& checkpoint, const std::string& out, const std::string& companion,
-                double alpha) {
+Result<json> evaluate_checkpoint(const RunConfig& cfg, const std::string& checkpoint, const std::string& companion, double alpha) {
   LETHE_ASSIGN_OR_RETURN(std::unique_ptr<Experiment> ex, open_experiment(cfg));
   std::unique_ptr<Llama> model = ex->new_model(Experiment::Use::kReference), other;  // evaluated only
   LETHE_RETURN_IF_ERROR(load_weights(checkpoint, *model, *ex->mesh));
@@ -593,9 +597,17 @@ Status run_eval(const RunConfig& cfg, const std::string& checkpoint, const std::
                          " does not fit the checkpoint's " + std::to_string(cfg.model.vocab_size));
   }
   const auto start = std::chrono::steady_clock::now();
-  json j = {{"checkpoint", checkpoint}, {"metrics", metrics_json(evaluate_against_retrain(*ex, *model, retrain_reference(cfg)))}};
+  SampleScores samples;
+  json j = {{"checkpoint", checkpoint}, {"metrics", metrics_json(evaluate_against_retrain(*ex, *model, retrain_reference(cfg), &samples))}};
+  add_sample_scores(j, samples);
   if (other) j["companion"] = {{"checkpoint", companion}, {"alpha", alpha}};
   log().info("evaluated {} in {:.1f}s", checkpoint, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return j;
+}
+
+Status run_eval(const RunConfig& cfg, const std::string& checkpoint, const std::string& out, const std::string& companion,
+                double alpha) {
+  LETHE_ASSIGN_OR_RETURN(json j, evaluate_checkpoint(cfg, checkpoint, companion, alpha));
   if (out.empty() || out == "-") {
     std::cout << j.dump(2) << std::endl;
     return Status::ok();

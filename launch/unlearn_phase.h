@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "base/status.h"
 #include "io/config.h"
 
@@ -26,6 +28,10 @@ Status run_unlearn_phase(const RunConfig& cfg, const UnlearnOptions& opts);
 // v − α · ReLU(v_c − v) (whp_logits; Note [Logit combination] in runtime/model.h).
 Status run_eval(const RunConfig& cfg, const std::string& checkpoint, const std::string& out, const std::string& companion = "",
                 double alpha = 4);
+// What run_eval writes, returned: {"checkpoint", "metrics", "logprobs_forget", "truth_ratios_forget"
+// (when measured), "companion" (with one)}. Collective over the run's world.
+Result<nlohmann::json> evaluate_checkpoint(const RunConfig& cfg, const std::string& checkpoint,
+                                           const std::string& companion = "", double alpha = 4);
 
 // Side by side: target, retrain and every unlearn-* model of `run_dir`. Prints the table, writes
 // comparison.json, comparison.dat/.gnuplot and (with gnuplot installed) comparison.png; `print`
