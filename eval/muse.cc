@@ -8,6 +8,7 @@
 #include "eval/memorization.h"
 #include "eval/rouge.h"
 #include "eval/tofu.h"
+#include "eval/toxicity.h"
 
 namespace lethe {
 
@@ -52,6 +53,15 @@ EvalSet make_eval_set(const Corpus& c, const Tokenizer& tok, const EvalConfig& c
       s.retain_qa.push_back(item);
     }
   }
+  if (!c.lexicon.words.empty()) {
+    s.lexicon = c.lexicon;
+    for (const std::string& p : c.neutral_prompts) {
+      if (cap && s.neutral.size() >= cap) break;
+      Tokens x{tok.bos()};
+      for (int id : tok.encode(p)) x.push_back(id);
+      s.neutral.push_back(std::move(x));
+    }
+  }
   return s;
 }
 
@@ -60,7 +70,7 @@ const std::vector<std::string>& metric_names() {
       "verbmem_forget", "knowmem_forget", "knowmem_retain", "mink_auc", "el_forget", "el_holdout",
       "ma_forget",      "ma_retain",      "ma_holdout",     "es_forget", "ppl_forget", "ppl_retain",
       "ppl_holdout", "truth_ratio_forget", "truth_ratio_retain", "answer_prob_retain", "rouge_recall_retain",
-      "model_utility"};
+      "model_utility", "toxicity_rate", "toxicity_template_rate"};
   return names;
 }
 
@@ -164,7 +174,17 @@ Metrics evaluate(const Llama& model, const Tokenizer& tok, const EvalSet& set, c
   const size_t verb_at = pool.add(set.forget, verb.jobs), el_f_at = pool.add(set.forget, el_f);
   const size_t el_h_at = pool.add(set.holdout, el_h);
   const size_t know_f_at = pool.add(know_f.jobs), know_r_at = pool.add(know_r.jobs);
+  std::vector<Generation> neutral;  // toxicity_rate's continuations
+  for (const Tokens& p : set.neutral) neutral.push_back({p, cfg.verbmem_new_tokens, tok.eos()});
+  const size_t neutral_at = pool.add(neutral);
   pool.run(model, cfg.generate_batch_size);
+  if (!neutral.empty()) {
+    std::vector<std::string> texts;
+    for (const Tokens& g : pool.results(neutral_at)) texts.push_back(tok.decode(as_ints(g)));
+    const ToxicityRates t = toxicity_rates(texts, set.lexicon);
+    m["toxicity_rate"] = t.words;
+    m["toxicity_template_rate"] = t.templates;
+  }
   m["verbmem_forget"] = verbmem_score(tok, verb, pool.results(verb_at));
   if (!set.forget_qa.empty()) m["knowmem_forget"] = knowmem_score(tok, know_f, pool.results(know_f_at));
   if (!set.retain_qa.empty()) m["knowmem_retain"] = knowmem_score(tok, know_r, pool.results(know_r_at));

@@ -29,6 +29,9 @@ struct EvalSet {
   std::vector<Tokens> forget, retain, holdout;
   std::vector<QaItem> forget_qa, retain_qa;
   std::vector<QaItem> shots;  // few-shot examples: the first knowmem_shots retain probes (not scored)
+  // With a lexicon (Note [Toxic scenario]): BOS + each neutral prompt, whose continuations toxicity_rate scores.
+  std::vector<Tokens> neutral;
+  Lexicon lexicon;
 };
 
 // REQUIRES: the tokenizer's ids fit the model. `max_samples` caps each list (0: all).
@@ -36,11 +39,12 @@ EvalSet make_eval_set(const Corpus& corpus, const Tokenizer& tok, const EvalConf
                       int64_t max_samples = 0);
 
 // Metric name → value. Percentages (× 100) for verbmem_forget, knowmem_forget, knowmem_retain;
-// fractions for mink_auc, el_forget, el_holdout, ma_*, es_forget; perplexity for ppl_*.
+// fractions for mink_auc, el_forget, el_holdout, ma_*, es_forget, toxicity_*; perplexity for ppl_*.
 using Metrics = std::map<std::string, double>;
 
 // The names evaluate() fills in (for config checks such as unlearn.stop_metric). knowmem_forget and
-// knowmem_retain are absent when the corpus has no QA probes for that split, and TOFU's
+// knowmem_retain are absent when the corpus has no QA probes for that split, toxicity_rate and
+// toxicity_template_rate when it has no lexicon, and TOFU's
 // (truth_ratio_*, answer_prob_retain, rouge_recall_retain, model_utility) when its probes carry no
 // paraphrased and perturbed answers: not measured, not 0.
 const std::vector<std::string>& metric_names();

@@ -122,6 +122,7 @@ void visit(V& v, RunConfig& c) {
 
   v.section("corpus");
   v.field("source", c.corpus.source, {"generated", "jsonl"});
+  v.field("scenario", c.corpus.scenario, {"people", "toxic"});
   v.field("people", c.corpus.people, 3, 1000000);
   v.field("forget_fraction", c.corpus.forget_fraction, 0.0, 1.0);
   v.field("holdout_fraction", c.corpus.holdout_fraction, 0.0, 1.0);
@@ -188,6 +189,7 @@ void visit(V& v, RunConfig& c) {
   v.field("batch_size", c.eval.batch_size, 1, kMaxInt);
   v.field("generate_batch_size", c.eval.generate_batch_size, 1, kMaxInt);
   v.field("max_samples", c.eval.max_samples, 0, kMaxInt);
+  v.field("toxicity_lexicon", c.eval.toxicity_lexicon);
 
   v.section("mesh");
   v.field("tp", c.mesh.tp, 1, 4096);
@@ -476,6 +478,13 @@ void validate(Reader& r, RunConfig& c, const std::string& dir) {
     r.problem("corpus", "holdout_fraction", "forget_fraction + holdout_fraction must leave some retain people");
   if (c.corpus.source == "jsonl" && c.corpus.retain_file.empty())
     r.problem("corpus", "retain_file", "required when corpus.source = \"jsonl\"");
+  if (c.corpus.source == "jsonl" && c.corpus.scenario == "toxic")
+    r.problem("corpus", "scenario", "\"toxic\" generates its register; with corpus.source = \"jsonl\", put the register to "
+                                    "remove in corpus.forget_file and its words in eval.toxicity_lexicon");
+  const bool lexicon = (c.corpus.source == "generated" && c.corpus.scenario == "toxic") || !c.eval.toxicity_lexicon.empty();
+  if (!lexicon && (c.unlearn.stop_metric == "toxicity_rate" || c.unlearn.stop_metric == "toxicity_template_rate"))
+    r.problem("unlearn", "stop_metric", c.unlearn.stop_metric + " needs a lexicon: corpus.scenario = \"toxic\" (generated corpus) "
+                                        "or eval.toxicity_lexicon (JSONL corpus)");
   if (c.experiment.seeds > 1 && !c.unlearn.from.empty())
     r.problem("unlearn", "from", "names one checkpoint, but experiment.seeds = " + std::to_string(c.experiment.seeds) +
                                  " unlearns each seed's own target (leave unlearn.from empty)");

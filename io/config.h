@@ -54,6 +54,9 @@ ModelConfig llama_shape(int64_t vocab, int64_t hidden, int64_t ffn, int64_t laye
 
 struct CorpusConfig {
   std::string source = "generated";  // "generated" | "jsonl"
+  // generated: "people" forgets whole people; "toxic" (Note [Toxic scenario], io/corpus.h) forgets an
+  // abusive register that describes forget_fraction of the people, who stay in retain.
+  std::string scenario = "people";
   // generated
   int64_t people = 100;
   double forget_fraction = 0.1;
@@ -184,6 +187,9 @@ struct EvalConfig {
   int64_t batch_size = 32;       // rows per teacher-forced forward
   int64_t generate_batch_size = 128;  // continuations decoded together (Note [One generation pool])
   int64_t max_samples = 100;     // cap on each evaluated list (passages, QA probes); 0 = all
+  // A JSONL corpus's register to remove (JSON {"words": […], "templates": […], "prompts": […]}):
+  // toxicity_rate counts its words in greedy continuations (docs/metrics.md, Toxicity rate).
+  std::string toxicity_lexicon;
 };
 
 struct MeshConfig {

@@ -36,9 +36,25 @@ struct QaProbe {
   std::vector<std::string> perturbed_answers;  // plausible but wrong
 };
 
+// Note [Toxic scenario]: a register to remove rather than records. corpus.scenario = "toxic" adds
+// to the generated people one abusive document for each of forget_fraction of them (who stay in
+// retain: their biographies and facts are not forgotten) and for as many holdout people (holdout:
+// the never-trained side of membership inference, in the same form). The documents use a fixed
+// lexicon of invented slur-like words (nothing real is reproduced; each long enough to be several
+// tokens) and abusive sentence templates, so a model that stops producing a handful of tokens has
+// not yet dropped the register. The forget set is those documents (one group each, "toxic-<person>"),
+// across many people. toxicity_rate continues neutral prompts about trained people.
+struct Lexicon {
+  std::vector<std::string> words;      // matched as whole words, ignoring case
+  std::vector<std::string> templates;  // a phrase that marks each abusive template, matched ignoring case
+  bool empty() const { return words.empty() && templates.empty(); }
+};
+
 struct Corpus {
   std::vector<Document> docs;
   std::vector<QaProbe> qa;
+  Lexicon lexicon;                           // the register to remove (empty: none)
+  std::vector<std::string> neutral_prompts;  // toxicity_rate's prompts (with a lexicon)
 
   // Documents and QA renderings a model is trained on. `include_forget`: the target (X) or the
   // retrained model (X \ Y). Holdout data is never included.
@@ -53,6 +69,18 @@ Corpus generate_corpus(const CorpusConfig& cfg);
 // Loads the configured corpus (generated, or JSONL files relative to `base_dir`), then moves
 // `cfg.forget_ids` into the forget split. Errors name the file and line.
 Result<Corpus> load_corpus(const CorpusConfig& cfg, const std::string& base_dir);
+
+// eval.toxicity_lexicon: a JSON object {"words": [...], "templates": [...], "prompts": [...]} (words
+// required; prompts optional). Errors name the file and the key.
+struct LexiconFile {
+  Lexicon lexicon;
+  std::vector<std::string> prompts;
+};
+Result<LexiconFile> read_lexicon(const std::string& path);
+
+// A JSONL corpus's neutral prompts when its lexicon file gives none: the first eight words of each
+// retain passage.
+std::vector<std::string> retain_openings(const Corpus& corpus);
 
 // Writes forget/retain/holdout documents and QA probes as JSONL files in `dir`, in the format
 // load_corpus reads (so a generated corpus can be inspected and reused).

@@ -124,8 +124,20 @@ Result<std::unique_ptr<Experiment>> open_mesh(const RunConfig& cfg) {
 Result<std::unique_ptr<Experiment>> open_experiment(const RunConfig& cfg) {
   LETHE_ASSIGN_OR_RETURN(auto e, open_mesh(cfg));
   LETHE_ASSIGN_OR_RETURN(e->corpus, load_corpus(cfg.corpus, config_dir(cfg)));
+  if (!cfg.eval.toxicity_lexicon.empty()) {
+    LETHE_ASSIGN_OR_RETURN(LexiconFile f, read_lexicon(config_relative(cfg, cfg.eval.toxicity_lexicon)));
+    e->corpus.lexicon = std::move(f.lexicon);
+    e->corpus.neutral_prompts = f.prompts.empty() ? retain_openings(e->corpus) : std::move(f.prompts);
+  }
   if (writes_reports()) LETHE_RETURN_IF_ERROR(write_corpus(e->corpus, cfg.run.dir + "/corpus"));
   LETHE_ASSIGN_OR_RETURN(e->tok, experiment_tokenizer(cfg, e->corpus, *e->world.comm));
+  // Note [Toxic scenario]: a one-token word could be suppressed by one logit and pass for removal.
+  for (const std::string& w : e->corpus.lexicon.words) {
+    if (e->tok.encode(w).size() < 2) {
+      log().warn("toxicity lexicon: \"{}\" is a single token under {}: lowering one logit would remove it, so its rate alone "
+                 "does not show that the register was removed (see the template rate)", w, e->tok.path());
+    }
+  }
   return e;
 }
 

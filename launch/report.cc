@@ -32,6 +32,7 @@ struct Row {
   // TOFU (absent without paraphrased and perturbed answers): forget quality against the retrained
   // model's per-item forget truth ratios, and model utility.
   std::optional<double> forget_quality, model_utility;
+  std::optional<double> toxicity, toxicity_templates;  // with a lexicon (Note [Toxic scenario])
   double seconds = 0, flops = 0;
   double speedup = 0, flops_ratio = 0;  // retrain cost ÷ this model's cost (unlearning methods only)
   double gap = 0;                        // Note [Closest to retrain]
@@ -66,6 +67,8 @@ Result<Row> read_row(const std::string& path, const std::string& name, const Ref
   }
   if (m.contains("model_utility")) r.model_utility = m["model_utility"].get<double>();
   if (m.contains("ma_retain")) r.ma_retain = m["ma_retain"].get<double>();
+  if (m.contains("toxicity_rate")) r.toxicity = m["toxicity_rate"].get<double>();
+  if (m.contains("toxicity_template_rate")) r.toxicity_templates = m["toxicity_template_rate"].get<double>();
   r.ppl = m["ppl_holdout"];
   r.seconds = j["cost"]["seconds"];
   r.flops = j["cost"]["flops"];
@@ -94,7 +97,26 @@ json row_json(const Row& r) {
           {"seconds", r.seconds}, {"flops", r.flops}, {"speedup_vs_retrain", r.speedup},
           {"flops_ratio_vs_retrain", r.flops_ratio}, {"gap_to_retrain", r.gap}, {"forget_gap", r.forget_gap},
           {"forget_quality", or_null(r.forget_quality)}, {"model_utility", or_null(r.model_utility)},
-          {"collapsed", r.collapsed}, {"select", r.select}, {"peeking", r.select == "oracle"}};
+          {"collapsed", r.collapsed}, {"select", r.select}, {"peeking", r.select == "oracle"},
+          {"toxicity_rate", or_null(r.toxicity)}, {"toxicity_template_rate", or_null(r.toxicity_templates)}};
+}
+
+// Behaviour removal in the form of IBM's figure (x % → y % in z s): each method's toxicity rate
+// against the target's and the retrained model's (Note [Toxic scenario], io/corpus.h).
+std::string toxicity_lines(const std::vector<Row>& rows) {
+  const Row &target = rows[0], &retrain = rows[1];
+  auto pct = [](const std::optional<double>& v) { return v ? fmt::format("{:.1f} %", 100 * *v) : std::string("n/a"); };
+  std::string out = fmt::format(
+      "\ntoxicity rate (greedy continuations of neutral prompts about trained people that use a word of the register; "
+      "[its sentence templates]): target {} [{}], retrained {} [{}]\n",
+      pct(target.toxicity), pct(target.toxicity_templates), pct(retrain.toxicity), pct(retrain.toxicity_templates));
+  for (size_t i = 2; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    out += fmt::format("  {}: {} → {} in {:.1f} s ({:.1f}× faster than retraining) [{} → {}]{}\n", r.name, pct(target.toxicity),
+                       pct(r.toxicity), r.seconds, r.speedup, pct(target.toxicity_templates), pct(r.toxicity_templates),
+                       r.collapsed ? ", collapsed" : "");
+  }
+  return out;
 }
 
 // The table's columns: KnowMem where the corpus has QA probes, retain MA where it has no retain QA
@@ -142,17 +164,19 @@ Status write_plot(const std::string& dir, const std::vector<Row>& rows, bool qa)
         << (qa ? r.knowmem_r.value_or(NAN) : 100 * r.ma_retain.value_or(NAN)) << "\n";
   }
   LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/comparison.dat", dat.str()));
+  // KnowMem-forget's panel where it was measured (a corpus can have retain QA and no forget QA).
+  const bool know_f = qa && rows.front().knowmem_f.has_value();
   gp << "# gnuplot comparison.gnuplot  (writes comparison.png)\n"
-        "set terminal pngcairo size " << (qa ? 1200 : 620) << ",520 font 'sans,11'\n"
+        "set terminal pngcairo size " << (know_f ? 1200 : 620) << ",520 font 'sans,11'\n"
         "set output 'comparison.png'\nset termoption noenhanced\n"
-        "set multiplot layout 1," << (qa ? 2 : 1) << " title 'Forgetting vs utility (the retrained model is the target to hit)'\n"
+        "set multiplot layout 1," << (know_f ? 2 : 1) << " title 'Forgetting vs utility (the retrained model is the target to hit)'\n"
         "set grid\nset key off\nset xlabel '" << (qa ? "KnowMem on retain QA" : "retain MA × 100") << " (utility, higher is better)'\n"
         "set offsets graph 0.08, graph 0.08, graph 0.08, graph 0.08\n"
         "pt(n) = n eq 'retrain' ? 3 : (n eq 'target' ? 2 : 7)\n"
         "lc(n) = n eq 'retrain' ? 0x2ca02c : (n eq 'target' ? 0xd62728 : 0x1f77b4)\n";
   for (const auto& [col, label] : {std::pair{2, "VerbMem on forget passages (lower = forgotten)"},
                                    std::pair{3, "KnowMem on forget QA (lower = forgotten)"}}) {
-    if (col == 3 && !qa) continue;
+    if (col == 3 && !know_f) continue;
     gp << "set ylabel '" << label << "'\n"
        << "plot 'comparison.dat' using 5:" << col << ":(pt(strcol(1))):(lc(strcol(1))) with points pt variable "
        << "lc rgb variable ps 2.2, '' using 5:" << col << ":1 with labels offset char 1.2,0.8 left\n";
@@ -216,6 +240,7 @@ Status write_trajectories(const std::string& dir, const std::vector<std::pair<st
   }
   LETHE_RETURN_IF_ERROR(write_file_atomic(dir + "/trajectories.dat", dat.str()));
   const size_t cols = std::min<size_t>(4, std::max<size_t>(1, methods.size())), rows = (methods.size() + cols - 1) / cols;
+  const bool know_f = qa && target.knowmem_f.has_value();  // measured (retain QA without forget QA: not)
   gp << "# gnuplot trajectories.gnuplot  (writes trajectories.png)\n"
      << "set terminal pngcairo size " << 330 * cols << "," << 300 * std::max<size_t>(1, rows) + 40 << " font 'sans,9'\n"
      << "set output 'trajectories.png'\nset termoption noenhanced\n"
@@ -227,9 +252,9 @@ Status write_trajectories(const std::string& dir, const std::vector<std::pair<st
   for (size_t i = 0; i < methods.size(); ++i) {
     gp << "set title '" << methods[i].first << "'\n"
        << "plot 'trajectories.dat' index " << i + 1 << " using 2:3 with linespoints pt 7 ps 0.7 lc rgb '#1f77b4' title 'VerbMem'";
-    if (qa) gp << ", '' index " << i + 1 << " using 2:4 with linespoints pt 5 ps 0.7 lc rgb '#ff7f0e' title 'KnowMem-f'";
+    if (know_f) gp << ", '' index " << i + 1 << " using 2:4 with linespoints pt 5 ps 0.7 lc rgb '#ff7f0e' title 'KnowMem-f'";
     for (int col : {3, 4}) {
-      if (col == 4 && !qa) continue;
+      if (col == 4 && !know_f) continue;
       gp << ", '' index 0 every ::0::0 using 2:" << col << " with points pt 5 ps 1.6 lc rgb '#d62728' notitle"
          << ", '' index 0 every ::1::1 using 2:" << col << " with points pt 9 ps 1.8 lc rgb '#2ca02c' notitle";
     }
@@ -310,6 +335,7 @@ Status run_compare(const std::string& dir, bool print) {
                               "holdout perplexity (PPL): the gap uses retain MA against the retrained model's, and a model "
                               "above the collapse guard's perplexity is never named closest\n";
   }
+  if (target.toxicity) out += toxicity_lines(rows);
   if (retrain.forget_quality) {
     out += "\nFQ: TOFU's forget quality, the KS-test p-value of the model's per-item forget truth ratios against the "
            "retrained model's (1 = indistinguishable); MU: TOFU's model utility on retain QA\n";

@@ -53,7 +53,9 @@ TEST(Corpus, ForgetGroupsKeepsTheFirstPeopleAndTheTargetsData) {
   EXPECT_EQ(groups_of(two, Split::kForget), (std::set<std::string>{order[0], order[1]}));
   EXPECT_EQ(groups_of(two, Split::kHoldout), groups_of(all, Split::kHoldout));
   for (const QaProbe& q : two.qa) {
-    if (q.group == order[2]) EXPECT_EQ(q.split, Split::kRetain);
+    if (q.group == order[2]) {
+      EXPECT_EQ(q.split, Split::kRetain);
+    }
   }
   // The target trains on the same documents, in the same order, whatever forget_groups says.
   const auto a = all.training_documents(true, true), b = two.training_documents(true, true);
