@@ -295,9 +295,11 @@ namespace {
 Status method_after_request(const RunConfig& into, const std::string& run, const std::string& method, int64_t j) {
   const std::string src = run + "/unlearn-" + method, dst = into.run.dir + "/unlearn-" + method;
   if (fs::exists(dst + "/summary.json")) return Status::ok();
-  const std::string ckpt = src + "/checkpoints/selected-r" + std::to_string(j - 1) + ".h5";
-  if (!fs::exists(ckpt)) return Status::error(ckpt + ": missing (request " + std::to_string(j) + "'s model; the run keeps one per request)");
   LETHE_ASSIGN_OR_RETURN(json summary, read_json(src + "/summary.json"));
+  const json& chosen = summary["select"]["requests"];
+  if (!chosen.is_array() || static_cast<int64_t>(chosen.size()) < j) return Status::error(src + "/summary.json: no select.requests[" + std::to_string(j - 1) + "]");
+  const std::string ckpt = src + "/" + chosen[j - 1].value("checkpoint", "");
+  if (!fs::exists(ckpt)) return Status::error(ckpt + ": missing (request " + std::to_string(j) + "'s model; the run keeps one per request)");
   json last;  // the run's record of request j's last cycle: its cost so far
   std::ifstream in(src + "/metrics.jsonl");
   for (std::string line; std::getline(in, line);) {

@@ -209,12 +209,16 @@ class ModelAndOptimizer : public Checkpointable {
   Unlearner& engine_;
 };
 
-// summary.json's "select": the rule, whether it peeked at the retrained model, and each request's choice.
-json selection_json(const std::string& rule, const std::vector<Selection>& chosen, const std::function<std::string(int64_t)>& kept) {
+// A request's kept checkpoint in the method's checkpoints/ (Note [Checkpoint selection]).
+std::string kept_name(int64_t request) { return "selected-r" + std::to_string(request) + ".h5"; }
+
+// summary.json's "select": the rule, whether it peeked at the retrained model, and each request's choice
+// (its kept checkpoint named within the method's folder, so the summary does not depend on run.dir).
+json selection_json(const std::string& rule, const std::vector<Selection>& chosen) {
   json requests = json::array();
   for (const Selection& s : chosen) {
     requests.push_back({{"request", s.request}, {"cycle", s.cycle}, {"step", s.step},
-                        {"score", s.score ? json(*s.score) : json(nullptr)}, {"checkpoint", kept(s.request)}});
+                        {"score", s.score ? json(*s.score) : json(nullptr)}, {"checkpoint", "checkpoints/" + kept_name(s.request)}});
   }
   return {{"rule", rule}, {"peeking", rule == "oracle"}, {"requests", requests}};
 }
@@ -406,7 +410,7 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   // selected-r<request>.h5 (outside pruning) until a better one replaces it; without a score
   // (select = "last"), the checkpoint after its last cycle. Each request's model stays on disk
   // (`lethe bench sustainability` evaluates them).
-  const auto kept = [&](int64_t request) { return ckpt_dir + "/selected-r" + std::to_string(request) + ".h5"; };
+  const auto kept = [&](int64_t request) { return ckpt_dir + "/" + kept_name(request); };
   if (resuming) {
     LETHE_ASSIGN_OR_RETURN(std::string from, resume_latest(ckpt_dir, engine, meta));
     log().info("{}: resumed from {}", method, from);
@@ -489,7 +493,7 @@ Status unlearn_one(Experiment& ex, const std::string& method, const std::string&
   }
   json summary = method_summary(ex, method, source, cfg.unlearn.adapter, engine.optimizer().steps_taken(), final_metrics,
                                 engine.cost(), prof, phase_start, samples);
-  summary["select"] = selection_json(settings.select, engine.selections(), kept);
+  summary["select"] = selection_json(settings.select, engine.selections());
   return write_json(dir + "/summary.json", summary);
 }
 

@@ -537,7 +537,7 @@ TEST_F(Unlearning, HoldoutSelectionKeepsEachRequestsBestCycleWithoutTheRetrained
     const json& chosen = summary["select"]["requests"][r];
     EXPECT_EQ(chosen["cycle"], best) << "request " << r;
     EXPECT_EQ(ra[static_cast<size_t>(4 * r + 3)]["selected"]["cycle"], best);
-    EXPECT_TRUE(fs::exists(chosen["checkpoint"].get<std::string>()));
+    EXPECT_TRUE(fs::exists(a.run.dir + "/unlearn-ga/" + chosen["checkpoint"].get<std::string>()));
     if (r == 1) {
       EXPECT_EQ(summary["metrics"], ra[static_cast<size_t>(4 + best)]["metrics"]);
     }
@@ -547,7 +547,8 @@ TEST_F(Unlearning, HoldoutSelectionKeepsEachRequestsBestCycleWithoutTheRetrained
   for (size_t i = 0; i < ra.size(); ++i) EXPECT_EQ(ra[i]["metrics"], rb[i]["metrics"]) << "cycle record " << i;
   // The run ends with the selected weights: the newest checkpoint's model is the kept one's.
   auto newest = H5File::open(list_checkpoints(a.run.dir + "/unlearn-ga/checkpoints").front()).value();
-  auto kept = H5File::open(summary["select"]["requests"][1]["checkpoint"].get<std::string>()).value();
+  EXPECT_EQ(summary["select"]["requests"][1]["checkpoint"], "checkpoints/selected-r1.h5");
+  auto kept = H5File::open(a.run.dir + "/unlearn-ga/" + summary["select"]["requests"][1]["checkpoint"].get<std::string>()).value();
   for (const std::string& n : newest.list("model")) {
     EXPECT_TRUE(at::equal(newest.read_tensor("model/" + n).value(), kept.read_tensor("model/" + n).value())) << n;
   }
