@@ -209,7 +209,11 @@ Status write_curves(Bench& bench, const std::string& name, const std::string& x_
     for (size_t i = 0; i < models.size(); ++i) {
       const std::string& m = models[i];
       if ((col == 6 || col == 7) && (m == "target" || m == "retrain")) continue;
-      const std::string style = m == "retrain" ? "lw 2 dt 2 lc rgb '#2ca02c'" : m == "target" ? "lw 2 dt 3 lc rgb '#d62728'" : "lw 1.5";
+      // One colour per model in every panel (gnuplot's own cycle shifts where target and retrain are left out).
+      static const char* const kPalette[] = {"#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"};
+      const std::string style = m == "retrain" ? "lw 2 dt 2 lc rgb '#2ca02c'"
+                                : m == "target" ? "lw 2 dt 3 lc rgb '#d62728'"
+                                                : fmt::format("lw 1.5 lc rgb '{}'", kPalette[i % std::size(kPalette)]);
       gp << std::exchange(sep, ", ") << "'" << name << ".dat' index " << i << " using 1:" << col << " with linespoints pt 7 ps 0.8 " << style
          << " title '" << m << "'";
     }
