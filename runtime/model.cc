@@ -10,7 +10,7 @@
 #include <optional>
 
 #include "base/check.h"
-#include "base/torch_compat.h"
+#include "runtime/attention.h"
 #include "runtime/tp_ops.h"
 
 namespace lethe {
@@ -345,19 +345,7 @@ at::Tensor Llama::attention(const Block& b, const at::Tensor& x, const at::Tenso
       *x = buf->narrow(2, 0, S);
     }
   }
-  at::Tensor o;
-  if (g == h) {
-    o = compat::attention(q, k, v, mask);  // [B, h, T, d]
-  } else if (!cache) {  // grouped-query attention: each KV head serves h / g query heads
-    o = compat::attention(q, k.repeat_interleave(h / g, 1), v.repeat_interleave(h / g, 1), mask);
-  } else {
-    // Note [Grouped decoding]: with a cache, the h / g query heads of a KV head attend as one
-    // group of (h / g)·T query rows, so the cached keys and values are read in place instead of
-    // repeated (a copy of the whole cache per layer and step); the mask repeats per query head.
-    const int64_t r = h / g, S = k.size(2);
-    at::Tensor grouped_mask = mask.unsqueeze(2).expand({B, 1, r, T, S}).reshape({B, 1, r * T, S});
-    o = compat::attention(q.reshape({B, g, r * T, d}), k, v, grouped_mask).view({B, h, T, d});
-  }
+  const at::Tensor o = lethe::attention(q, k, v, mask);  // [B, h, T, d]
   return b.wo(o.transpose(1, 2).reshape({B, T, h * d}), compute_, tp, seed);
 }
 

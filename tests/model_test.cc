@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "collectives/local_communicator.h"
+#include "runtime/attention.h"
 #include "runtime/model.h"
 #include "runtime/tp_ops.h"
 
@@ -105,6 +106,33 @@ TEST(Model, GroupedQueryAttentionEqualsMultiHeadWithSharedKV) {
   at::Tensor ids = at::randint(0, 50, {2, 9}, at::kLong);
   EXPECT_TRUE(at::allclose(gqa.full_logits(ids, positions(2, 9), one_segment(2, 9)),
                            mha.full_logits(ids, positions(2, 9), one_segment(2, 9)), 1e-5, 1e-5));
+}
+
+// Note [CPU attention] against the explicit softmax over repeated keys and values, computed by
+// autograd from plain ops: outputs and the gradients of q, k and v, causal and with a mask that
+// splits each row into two samples, for 1, 2 and 4 query heads per KV head.
+TEST(Model, CpuGroupedAttentionEqualsTheExplicitSoftmaxWithGradients) {
+  const int64_t B = 3, T = 7, d = 8, h = 4;
+  const at::Tensor seg = (at::arange(T, at::kLong) >= 4).to(at::kLong).unsqueeze(0).expand({B, T});
+  const at::Tensor packed = (seg.unsqueeze(2).eq(seg.unsqueeze(1)) & at::ones({T, T}, at::kBool).tril()).unsqueeze(1);
+  for (int64_t g : {4, 2, 1}) {
+    for (const at::Tensor& mask : {at::Tensor(), packed}) {
+      SCOPED_TRACE("kv heads " + std::to_string(g) + (mask.defined() ? ", packed" : ", causal"));
+      const at::Tensor q = at::randn({B, h, T, d}).requires_grad_(), k = at::randn({B, g, T, d}).requires_grad_();
+      const at::Tensor v = at::randn({B, g, T, d}).requires_grad_(), up = at::randn({B, h, T, d});
+      const at::Tensor out = attention(q, k, v, mask);
+      const auto grads = torch::autograd::grad({(out * up).sum()}, {q, k, v});
+      const at::Tensor allowed = mask.defined() ? mask : at::ones({T, T}, at::kBool).tril();
+      const at::Tensor kr = k.repeat_interleave(h / g, 1), vr = v.repeat_interleave(h / g, 1);
+      const at::Tensor scores = at::matmul(q, kr.transpose(-2, -1)) / std::sqrt(double(d));
+      const at::Tensor ref = at::matmul(at::softmax(scores.masked_fill(allowed.logical_not(), -INFINITY), -1), vr);
+      const auto ref_grads = torch::autograd::grad({(ref * up).sum()}, {q, k, v});
+      EXPECT_TRUE(at::allclose(out, ref, 1e-5, 1e-6));
+      for (int i = 0; i < 3; ++i) EXPECT_TRUE(at::allclose(grads[i], ref_grads[i], 1e-5, 1e-5)) << "gradient " << i;
+      at::NoGradGuard no_grad;  // the forward without a graph is the same
+      EXPECT_TRUE(at::equal(attention(q, k, v, mask), out));
+    }
+  }
 }
 
 TEST(Model, KvCacheDecodingMatchesFullForward) {

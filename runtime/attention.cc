@@ -1,0 +1,132 @@
+#include "runtime/attention.h"
+
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <cmath>
+#include <limits>
+#include <optional>
+
+#include "base/torch_compat.h"
+
+namespace lethe {
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Note [CPU attention]: LibTorch's CPU bmm without MKL multiplies one batch entry after another,
+// each a small BLAS call that keeps one core busy, and grouped-query attention first copies every
+// KV head h / g times. Here the h / g query heads of a KV head attend as one matrix of (h / g)·T
+// rows, so keys and values are read in place, and the B·g groups are split over the intra-op
+// threads, each running its groups' products, mask and softmax on one core. Backward is written
+// out: dV = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP − rowsum(dP ∘ P)), dQ = dS K / √d, dK = dSᵀ Q / √d,
+// saving q, k, v and the probabilities P, as autograd's graph of the same ops would (less
+// the repeated keys and values). The products and the softmax are ATen's own kernels, so every
+// group's numbers are those of the explicit softmax path.
+struct Groups {
+  int64_t B, h, g, r, T, S, d;
+  double scale;
+  Groups(const at::Tensor& q, const at::Tensor& k)
+      : B(q.size(0)), h(q.size(1)), g(k.size(1)), r(h / g), T(q.size(2)), S(k.size(2)), d(q.size(3)),
+        scale(1.0 / std::sqrt(static_cast<double>(d))) {}
+  int64_t count() const { return B * g; }
+};
+
+// Which scores are masked out, per group row: [1 or B, r·T, S], row i being query position i mod T.
+at::Tensor masked_out(const at::Tensor& mask, const Groups& s, const at::TensorOptions& opts) {
+  const at::Tensor allowed = mask.defined() ? mask.select(1, 0) : at::ones({1, s.T, s.S}, opts.dtype(at::kBool)).tril();
+  const int64_t n = allowed.size(0);
+  return allowed.logical_not().unsqueeze(1).expand({n, s.r, s.T, s.S}).reshape({n, s.r * s.T, s.S});
+}
+
+// Runs f(n) for every group n, split over the intra-op threads; each runs without autograd on one core.
+template <typename F>
+void for_each_group(const Groups& s, const F& f) {
+  at::parallel_for(0, s.count(), 1, [&](int64_t begin, int64_t end) {
+    at::NoGradGuard no_grad;
+    for (int64_t n = begin; n < end; ++n) f(n);
+  });
+}
+
+// O [B·g, r·T, d] and, when kept for backward, P [B·g, r·T, S] for grouped fp32 qg, kg, vg.
+std::pair<at::Tensor, at::Tensor> grouped_forward(const Groups& s, const at::Tensor& qg, const at::Tensor& kg,
+                                                  const at::Tensor& vg, const at::Tensor& out_mask, bool keep_p) {
+  at::Tensor P = keep_p ? at::empty({s.count(), s.r * s.T, s.S}, qg.options()) : at::Tensor();
+  at::Tensor O = at::empty({s.count(), s.r * s.T, s.d}, vg.options());
+  const bool shared_mask = out_mask.size(0) == 1;
+  for_each_group(s, [&](int64_t n) {
+    at::Tensor scores = at::mm(qg[n], kg[n].t()).mul_(s.scale);
+    scores.masked_fill_(out_mask[shared_mask ? 0 : n / s.g], -std::numeric_limits<float>::infinity());
+    at::Tensor p = keep_p ? P[n] : at::empty({s.r * s.T, s.S}, qg.options());
+    at::_softmax_out(p, scores, -1, false);
+    at::Tensor o = O[n];
+    at::mm_out(o, p, vg[n]);
+  });
+  return {O, P};
+}
+
+struct CpuAttention : torch::autograd::Function<CpuAttention> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            std::optional<at::Tensor> mask) {  // optional: autograd takes no undefined tensor
+    const Groups s(q, k);
+    const at::Tensor qg = q.detach().contiguous().view({s.count(), s.r * s.T, s.d});
+    const at::Tensor kg = k.detach().reshape({s.count(), s.S, s.d}), vg = v.detach().reshape({s.count(), s.S, s.d});
+    const at::Tensor out_mask = masked_out(mask.value_or(at::Tensor()), s, q.options());
+    auto [O, P] = grouped_forward(s, qg, kg, vg, out_mask, true);
+    ctx->save_for_backward({qg, kg, vg, P});
+    return O.view({s.B, s.h, s.T, s.d});
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &qg = saved[0], &kg = saved[1], &vg = saved[2], &P = saved[3];
+    const int64_t count = qg.size(0), rows = qg.size(1), S = kg.size(1), d = qg.size(2);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    const at::Tensor dO = grad_out[0].contiguous().view({count, rows, d});
+    at::Tensor dQ = at::empty_like(qg), dK = at::empty({count, S, d}, kg.options()), dV = at::empty({count, S, d}, vg.options());
+    at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+      at::NoGradGuard no_grad;
+      for (int64_t n = begin; n < end; ++n) {
+        const at::Tensor p = P[n];
+        at::Tensor dq = dQ[n], dk = dK[n], dv = dV[n];
+        at::mm_out(dv, p.t(), dO[n]);
+        const at::Tensor dP = at::mm(dO[n], vg[n].t());
+        const at::Tensor dS = at::_softmax_backward_data(dP, p, -1, at::kFloat).mul_(scale);
+        at::mm_out(dq, dS, kg[n]);
+        at::mm_out(dk, dS.t(), qg[n]);
+      }
+    });
+    const auto& q = grad_out[0];
+    const int64_t B = q.size(0), h = q.size(1), T = q.size(2), g = count / B;
+    return {dQ.view({B, h, T, d}), dK.view({B, g, S, d}), dV.view({B, g, S, d}), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
+  const Groups s(q, k);
+  if (q.device().is_cpu() && q.scalar_type() == at::kFloat) {
+    if (at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad())) {
+      return CpuAttention::apply(q, k, v, std::optional<at::Tensor>(mask));
+    }
+    // Without a graph (evaluation, generation), the same forward without saving anything for backward.
+    const at::Tensor qg = q.contiguous().view({s.count(), s.r * s.T, s.d});
+    const at::Tensor out_mask = masked_out(mask, s, q.options());
+    return grouped_forward(s, qg, k.reshape({s.count(), s.S, s.d}), v.reshape({s.count(), s.S, s.d}), out_mask, false)
+        .first.view({s.B, s.h, s.T, s.d});
+  }
+  if (s.g == s.h) return compat::attention(q, k, v, mask);
+  if (!mask.defined()) {  // plain causal attention: the fused kernels need one query head per KV head
+    return compat::attention(q, k.repeat_interleave(s.r, 1), v.repeat_interleave(s.r, 1), mask);
+  }
+  // Note [Grouped decoding]: the h / g query heads of a KV head attend as one group of (h / g)·T
+  // query rows, so the keys and values (a cache's, in place) are not repeated; the mask repeats
+  // per query head.
+  const at::Tensor grouped_mask = mask.unsqueeze(2).expand({s.B, 1, s.r, s.T, s.S}).reshape({s.B, 1, s.r * s.T, s.S});
+  return compat::attention(q.reshape({s.B, s.g, s.r * s.T, s.d}), k, v, grouped_mask).view({s.B, s.h, s.T, s.d});
+}
+
+}  // namespace lethe
