@@ -19,12 +19,11 @@ using torch::autograd::variable_list;
 // Note [CPU attention]: LibTorch's CPU bmm without MKL multiplies one batch entry after another,
 // each a small BLAS call that keeps one core busy, and grouped-query attention first copies every
 // KV head h / g times. Here the h / g query heads of a KV head attend as one matrix of (h / g)·T
-// rows, so keys and values are read in place, and the B·g groups are split over the intra-op
-// threads, each running its groups' products, mask and softmax on one core. Backward is written
-// out: dV = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP − rowsum(dP ∘ P)), dQ = dS K / √d, dK = dSᵀ Q / √d,
-// saving q, k, v and the probabilities P, as autograd's graph of the same ops would (less
-// the repeated keys and values). The products and the softmax are ATen's own kernels, so every
-// group's numbers are those of the explicit softmax path.
+// rows, so keys and values are read in place, and the B·g groups are split into one range per
+// intra-op thread, each running its range's products, mask and softmax on one core. Backward is
+// written out: dV = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP − rowsum(dP ∘ P)), dQ = dS K / √d,
+// dK = dSᵀ Q / √d, saving q, k, v and the probabilities P, as autograd's graph of the same ops
+// would (less the repeated keys and values). The products and the softmax are ATen's own kernels.
 struct Groups {
   int64_t B, h, g, r, T, S, d;
   double scale;
@@ -34,19 +33,23 @@ struct Groups {
   int64_t count() const { return B * g; }
 };
 
-// Which scores are masked out, per group row: [1 or B, r·T, S], row i being query position i mod T.
+// Which scores are masked out, per group: [1 (causal, shared) or B·g, r·T, S], row i of a group
+// being query position i mod T.
 at::Tensor masked_out(const at::Tensor& mask, const Groups& s, const at::TensorOptions& opts) {
-  const at::Tensor allowed = mask.defined() ? mask.select(1, 0) : at::ones({1, s.T, s.S}, opts.dtype(at::kBool)).tril();
-  const int64_t n = allowed.size(0);
-  return allowed.logical_not().unsqueeze(1).expand({n, s.r, s.T, s.S}).reshape({n, s.r * s.T, s.S});
+  if (!mask.defined()) {
+    const at::Tensor future = at::ones({s.T, s.S}, opts.dtype(at::kBool)).triu(1);
+    return future.unsqueeze(0).expand({s.r, s.T, s.S}).reshape({1, s.r * s.T, s.S});
+  }
+  const at::Tensor out = mask.select(1, 0).logical_not().expand({s.B, s.T, s.S});
+  return out.unsqueeze(1).unsqueeze(1).expand({s.B, s.g, s.r, s.T, s.S}).reshape({s.count(), s.r * s.T, s.S});
 }
 
-// Runs f(n) for every group n, split over the intra-op threads; each runs without autograd on one core.
+// Runs f(first, last) on one range of groups per intra-op thread, each on one core without autograd.
 template <typename F>
-void for_each_group(const Groups& s, const F& f) {
-  at::parallel_for(0, s.count(), 1, [&](int64_t begin, int64_t end) {
+void for_group_ranges(int64_t count, const F& f) {
+  at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
     at::NoGradGuard no_grad;
-    for (int64_t n = begin; n < end; ++n) f(n);
+    f(first, last);
   });
 }
 
@@ -55,14 +58,13 @@ std::pair<at::Tensor, at::Tensor> grouped_forward(const Groups& s, const at::Ten
                                                   const at::Tensor& vg, const at::Tensor& out_mask, bool keep_p) {
   at::Tensor P = keep_p ? at::empty({s.count(), s.r * s.T, s.S}, qg.options()) : at::Tensor();
   at::Tensor O = at::empty({s.count(), s.r * s.T, s.d}, vg.options());
-  const bool shared_mask = out_mask.size(0) == 1;
-  for_each_group(s, [&](int64_t n) {
-    at::Tensor scores = at::mm(qg[n], kg[n].t()).mul_(s.scale);
-    scores.masked_fill_(out_mask[shared_mask ? 0 : n / s.g], -std::numeric_limits<float>::infinity());
-    at::Tensor p = keep_p ? P[n] : at::empty({s.r * s.T, s.S}, qg.options());
+  for_group_ranges(s.count(), [&](int64_t a, int64_t b) {
+    at::Tensor scores = at::bmm(qg.slice(0, a, b), kg.slice(0, a, b).transpose(1, 2)).mul_(s.scale);
+    scores.masked_fill_(out_mask.size(0) == 1 ? out_mask : out_mask.slice(0, a, b), -std::numeric_limits<float>::infinity());
+    at::Tensor p = keep_p ? P.slice(0, a, b) : at::empty_like(scores);
     at::_softmax_out(p, scores, -1, false);
-    at::Tensor o = O[n];
-    at::mm_out(o, p, vg[n]);
+    at::Tensor o = O.slice(0, a, b);
+    at::bmm_out(o, p, vg.slice(0, a, b));
   });
   return {O, P};
 }
@@ -86,20 +88,17 @@ struct CpuAttention : torch::autograd::Function<CpuAttention> {
     const double scale = 1.0 / std::sqrt(static_cast<double>(d));
     const at::Tensor dO = grad_out[0].contiguous().view({count, rows, d});
     at::Tensor dQ = at::empty_like(qg), dK = at::empty({count, S, d}, kg.options()), dV = at::empty({count, S, d}, vg.options());
-    at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
-      at::NoGradGuard no_grad;
-      for (int64_t n = begin; n < end; ++n) {
-        const at::Tensor p = P[n];
-        at::Tensor dq = dQ[n], dk = dK[n], dv = dV[n];
-        at::mm_out(dv, p.t(), dO[n]);
-        const at::Tensor dP = at::mm(dO[n], vg[n].t());
-        const at::Tensor dS = at::_softmax_backward_data(dP, p, -1, at::kFloat).mul_(scale);
-        at::mm_out(dq, dS, kg[n]);
-        at::mm_out(dk, dS.t(), qg[n]);
-      }
+    for_group_ranges(count, [&](int64_t a, int64_t b) {
+      const at::Tensor p = P.slice(0, a, b), dO_ab = dO.slice(0, a, b);
+      at::Tensor dq = dQ.slice(0, a, b), dk = dK.slice(0, a, b), dv = dV.slice(0, a, b);
+      at::bmm_out(dv, p.transpose(1, 2), dO_ab);
+      const at::Tensor dP = at::bmm(dO_ab, vg.slice(0, a, b).transpose(1, 2));
+      const at::Tensor dS = at::_softmax_backward_data(dP, p, -1, at::kFloat).mul_(scale);
+      at::bmm_out(dq, dS, kg.slice(0, a, b));
+      at::bmm_out(dk, dS.transpose(1, 2), qg.slice(0, a, b));
     });
-    const auto& q = grad_out[0];
-    const int64_t B = q.size(0), h = q.size(1), T = q.size(2), g = count / B;
+    const auto& o = grad_out[0];
+    const int64_t B = o.size(0), h = o.size(1), T = o.size(2), g = count / B;
     return {dQ.view({B, h, T, d}), dK.view({B, g, S, d}), dV.view({B, g, S, d}), at::Tensor()};
   }
 };

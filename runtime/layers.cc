@@ -94,10 +94,30 @@ at::Tensor lora_input(const at::Tensor& x, const Lora& l, uint64_t seed, Communi
 
 at::Tensor ColumnParallelLinear::operator()(const at::Tensor& x, at::ScalarType compute, Communicator& tp,
                                             uint64_t dropout_seed) const {
+  return column_parallel({this}, x, compute, tp, dropout_seed)[0];
+}
+
+std::vector<at::Tensor> column_parallel(std::initializer_list<const ColumnParallelLinear*> layers, const at::Tensor& x,
+                                        at::ScalarType compute, Communicator& tp, uint64_t dropout_seed) {
+  std::vector<at::Tensor> weights;
+  std::vector<int64_t> widths;
+  for (const ColumnParallelLinear* l : layers) {
+    weights.push_back(l->w);
+    widths.push_back(l->w.size(0));
+  }
+  const at::Tensor w = weights.size() == 1 ? weights[0] : at::cat(weights);
   at::Tensor y = at::linear(copy_to_tp(x, tp).to(compute), w.to(compute));
-  if (!lora.on()) return y;
-  at::Tensor u = at::linear(lora_input(x, lora, dropout_seed, tp, false).to(compute), lora.a.to(compute));
-  return y + at::linear(copy_to_tp(u, tp), lora.b.to(compute)) * lora.scale;
+  std::vector<at::Tensor> out = weights.size() == 1 ? std::vector<at::Tensor>{y} : y.split_with_sizes(widths, -1);
+  size_t i = 0;
+  for (const ColumnParallelLinear* l : layers) {  // adapters add to their own layer's output
+    const Lora& a = l->lora;
+    if (a.on()) {
+      at::Tensor u = at::linear(lora_input(x, a, dropout_seed, tp, false).to(compute), a.a.to(compute));
+      out[i] = out[i] + at::linear(copy_to_tp(u, tp), a.b.to(compute)) * a.scale;
+    }
+    ++i;
+  }
+  return out;
 }
 
 at::Tensor RowParallelLinear::operator()(const at::Tensor& x_par, at::ScalarType compute, Communicator& tp,

@@ -9,6 +9,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,12 @@ struct ColumnParallelLinear {
   Lora lora;
   at::Tensor operator()(const at::Tensor& x, at::ScalarType compute, Communicator& tp, uint64_t dropout_seed = 0) const;
 };
+
+// Column-parallel layers applied to the same input, one output each: the base products run as one
+// over the weights concatenated (one GEMM forward, one for the input's gradient and one for the
+// weights' in backward, one tp all-reduce), each layer's adapter added to its own output.
+std::vector<at::Tensor> column_parallel(std::initializer_list<const ColumnParallelLinear*> layers, const at::Tensor& x,
+                                        at::ScalarType compute, Communicator& tp, uint64_t dropout_seed = 0);
 
 // y = x Wᵀ with W split over input features: x [.., in / tp] → y [.., out] (all-reduced).
 struct RowParallelLinear {

@@ -330,9 +330,10 @@ at::Tensor Llama::attention(const Block& b, const at::Tensor& x, const at::Tenso
   Communicator& tp = mesh_->tp();
   const int64_t B = x.size(0), T = x.size(1), d = cfg_.head_dim();
   const int64_t h = cfg_.num_attention_heads / tp.size(), g = cfg_.num_key_value_heads / tp.size();
-  at::Tensor q = apply_rope(b.wq(x, compute_, tp, seed).view({B, T, h, d}).transpose(1, 2), cos, sin);
-  at::Tensor k = apply_rope(b.wk(x, compute_, tp, seed).view({B, T, g, d}).transpose(1, 2), cos, sin);
-  at::Tensor v = b.wv(x, compute_, tp, seed).view({B, T, g, d}).transpose(1, 2);
+  const std::vector<at::Tensor> qkv = column_parallel({&b.wq, &b.wk, &b.wv}, x, compute_, tp, seed);
+  at::Tensor q = apply_rope(qkv[0].view({B, T, h, d}).transpose(1, 2), cos, sin);
+  at::Tensor k = apply_rope(qkv[1].view({B, T, g, d}).transpose(1, 2), cos, sin);
+  at::Tensor v = qkv[2].view({B, T, g, d}).transpose(1, 2);
   if (cache) {  // written in place; attention reads positions [0, past + T)
     const int64_t past = cache->length, S = past + T;
     if (cache->k.size() <= layer) {
@@ -440,7 +441,8 @@ at::Tensor Llama::block(size_t i, const at::Tensor& x_in, const at::Tensor& cos,
   at::Tensor x = x_in + attention(b, rms_norm(x_in, b.attn_norm, cfg_.rms_norm_eps), cos, sin, mask, cache,
                                   cache_layer.value_or(i), seed);
   at::Tensor hn = rms_norm(x, b.mlp_norm, cfg_.rms_norm_eps);
-  return x + b.w_down(at::silu(b.w_gate(hn, compute_, tp, seed)) * b.w_up(hn, compute_, tp, seed), compute_, tp, seed);
+  const std::vector<at::Tensor> gate_up = column_parallel({&b.w_gate, &b.w_up}, hn, compute_, tp, seed);
+  return x + b.w_down(at::silu(gate_up[0]) * gate_up[1], compute_, tp, seed);
 }
 
 std::vector<at::Tensor> Llama::block_params(size_t i) const {
