@@ -113,7 +113,9 @@ Status run_train_phase(const RunConfig& cfg, const PhaseOptions& opts) {
   log().info("{}: VerbMem {:.1f}  KnowMem forget {}  KnowMem retain {}  MA forget {:.3f}  ppl holdout {:.2f}", phase,
              m.at("verbmem_forget"), metric_text(m, "knowmem_forget"), metric_text(m, "knowmem_retain"), m.at("ma_forget"),
              m.at("ppl_holdout"));
-  return write_json(dir + "/summary.json", summary);
+  LETHE_RETURN_IF_ERROR(write_json(dir + "/summary.json", summary));
+  mesh.world().barrier();  // every rank returns once rank 0 wrote the summary (train_models checks for it)
+  return Status::ok();
 }
 
 Result<bool> train_models(const RunConfig& cfg, bool resume) {

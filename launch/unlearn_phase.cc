@@ -584,6 +584,7 @@ Status run_unlearn_phase(const RunConfig& cfg, const UnlearnOptions& opts) {
   for (const std::string& m : resolve_methods(cfg.unlearn.methods)) {
     LETHE_RETURN_IF_ERROR(runs_outside_cycles(m) ? arithmetic_one(*ex, m, source, data, opts) : unlearn_one(*ex, m, source, data, opts));
   }
+  ex->mesh->world().barrier();  // every rank returns once rank 0 wrote every summary (the quickstart checks for them)
   return Status::ok();
 }
 
