@@ -12,8 +12,8 @@
 //   BERTScore/BLEU; any documented similarity is allowed). A sample counts as forgotten when its
 //   score is at most the mean score of the same check on holdout samples — the level of data the
 //   model never saw, regenerated when the holdout perplexity says it moved (Note [Holdout level]). Forgotten samples leave the unlearning set with their pairs. The method stops
-//   when EL_n (eval.el_*) and MA on the forget set are at or below their holdout level, or the set
-//   is empty — but never on a collapsed model (Note [Collapse guard]): when the holdout perplexity
+//   when EL_n (eval.el_*) and MA on the forget set are at or below their holdout level (EL_n
+//   generated only once MA is: Note [EL when needed]), or the set is empty — but never on a collapsed model (Note [Collapse guard]): when the holdout perplexity
 //   exceeds kCollapseFactor × the reference's, it stops and says the model collapsed instead.
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -136,26 +136,24 @@ class Icu : public BasicStrategy {
     const double ma_f = mean(tf.ma), ma_h = mean(th.ma);
     // The checks and the stop rule's EL_n on forget and holdout ([eval]'s lengths and EL options):
     // one generation pool, in which both continue prefixes of the same samples. The holdout's
-    // generated statistics only when Note [Holdout level] says they are stale.
+    // check only when Note [Holdout level] says it is stale; EL_n only when the stop rule reads it
+    // (Note [EL when needed]).
     const bool refresh = holdout_stale(th.perplexity());
+    const bool need_el = ma_f <= ma_h;
     const ExtractionOptions el{e.el_n, e.el_stride, e.el_max_new_tokens, e.generate_batch_size};
     const Check check_f = check_jobs(forget_samples_, cfg_.icu_prefix, e.verbmem_new_tokens, ctx_.eos_id);
-    const auto el_f = extraction_jobs(forget_samples_, el);
     Check check_h;
-    std::vector<PrefixGeneration> el_h;
-    if (refresh) {
-      check_h = check_jobs(holdout_samples_, cfg_.icu_prefix, e.verbmem_new_tokens, ctx_.eos_id);
-      el_h = extraction_jobs(holdout_samples_, el);
-    }
+    std::vector<PrefixGeneration> el_f, el_h;
+    if (refresh) check_h = check_jobs(holdout_samples_, cfg_.icu_prefix, e.verbmem_new_tokens, ctx_.eos_id);
+    if (need_el) el_f = extraction_jobs(forget_samples_, el);
+    if (need_el && (refresh || holdout_.el < 0)) el_h = extraction_jobs(holdout_samples_, el);
     GenerationPool pool;  // runs each sample once for its check and its EL starts
     const size_t check_f_at = pool.add(forget_samples_, check_f.jobs), el_f_at = pool.add(forget_samples_, el_f);
     const size_t check_h_at = pool.add(holdout_samples_, check_h.jobs), el_h_at = pool.add(holdout_samples_, el_h);
     pool.run(m, e.generate_batch_size);
     cost.forward_tokens += generation_tokens(pool.texts(), pool.jobs());
-    if (refresh) {
-      holdout_ = {mean(similarities(check_h, pool.results(check_h_at))),
-                  mean(extraction_scores(holdout_samples_, el, el_h, pool.results(el_h_at))), th.perplexity()};
-    }
+    if (refresh) holdout_ = {mean(similarities(check_h, pool.results(check_h_at))), kNotMeasured, th.perplexity()};
+    if (!el_h.empty()) holdout_.el = mean(extraction_scores(holdout_samples_, el, el_h, pool.results(el_h_at)));
     const std::vector<double> f = similarities(check_f, pool.results(check_f_at));
     const double unseen = holdout_.similarity;
     int64_t* r = remaining_.data_ptr<int64_t>();
@@ -166,16 +164,17 @@ class Icu : public BasicStrategy {
       r[i] = keep;
       left += keep;
     }
-    const double el_forget = mean(extraction_scores(forget_samples_, el, el_f, pool.results(el_f_at)));
-    const double el_holdout = holdout_.el;
+    const double el_forget = need_el ? mean(extraction_scores(forget_samples_, el, el_f, pool.results(el_f_at))) : kNotMeasured;
     if (!(ref_holdout_ppl_ > 0)) {  // once per run (kept in the state): the reference is frozen
       const TeacherForced r0 = teacher_forced(*ctx_.reference, holdout_samples_, e.mink_k, e.batch_size);
       cost.forward_tokens += r0.tokens;
       ref_holdout_ppl_ = r0.perplexity();
     }
     log().info("icu refinement: {} of {} forget samples still remembered ({} came back; similarity threshold {:.3f}); "
-               "EL_{} {:.3f} vs unseen {:.3f}, MA {:.3f} vs unseen {:.3f}",
-               left, f.size(), returned, unseen, e.el_n, el_forget, el_holdout, ma_f, ma_h);
+               "MA {:.3f} vs unseen {:.3f}, {}",
+               left, f.size(), returned, unseen, ma_f, ma_h,
+               need_el ? fmt::format("EL_{} {:.3f} vs unseen {:.3f}", e.el_n, el_forget, holdout_.el)
+                       : fmt::format("EL_{} not needed (MA above unseen)", e.el_n));
     if (!refresh) log().info("icu refinement: holdout level kept (holdout perplexity {:.4g}, {:.4g} when it was measured)",
                              th.perplexity(), holdout_.perplexity);
     if (!(th.perplexity() <= kCollapseFactor * ref_holdout_ppl_)) {
@@ -183,7 +182,7 @@ class Icu : public BasicStrategy {
                                 "reference's {:.4g})", th.perplexity(), kCollapseFactor, ref_holdout_ppl_)};
     }
     if (left == 0) return {true, "icu: every forget sample is forgotten"};
-    if (el_forget <= el_holdout && ma_f <= ma_h) return {true, "icu: EL and MA on the forget set fell to the unseen level"};
+    if (need_el && el_forget <= holdout_.el) return {true, "icu: EL and MA on the forget set fell to the unseen level"};
     return {};
   }
 
@@ -221,8 +220,16 @@ class Icu : public BasicStrategy {
   bool holdout_stale(double ppl) const {
     return !(holdout_.perplexity > 0) || !(std::abs(std::log(ppl / holdout_.perplexity)) <= std::log1p(kHoldoutDrift));
   }
+  // Note [EL when needed]: the stop rule asks for EL_n and MA at or below the unseen level; MA
+  // comes from the teacher-forced forward every cycle, EL_n from generation at every stride of
+  // every sample, the refinement's largest cost. So EL_n is generated only in cycles where MA
+  // already is at or below the holdout's, for the forget set and, when the holdout level has none
+  // yet, for the holdout: the stop rule decides as if both were measured every cycle, since it
+  // cannot fire while MA is above. The holdout's EL_n is then measured with the model of the first
+  // cycle that needs it after the level was (re)set, not at the refresh itself.
+  static constexpr double kNotMeasured = -1;  // EL_n is a fraction in [0, 1]
   struct HoldoutLevel {
-    double similarity = 0, el = 0, perplexity = 0;  // perplexity 0: not measured in this request
+    double similarity = 0, el = kNotMeasured, perplexity = 0;  // perplexity 0: not measured in this request
   };
 
   at::Tensor pair_;       // forget row → retain row (host)
