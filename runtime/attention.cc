@@ -53,32 +53,36 @@ void for_group_ranges(int64_t count, const F& f) {
   });
 }
 
-// O [B·g, r·T, d] and, when kept for backward, P [B·g, r·T, S] for grouped fp32 qg, kg, vg.
-std::pair<at::Tensor, at::Tensor> grouped_forward(const Groups& s, const at::Tensor& qg, const at::Tensor& kg,
-                                                  const at::Tensor& vg, const at::Tensor& out_mask, bool keep_p) {
-  at::Tensor P = keep_p ? at::empty({s.count(), s.r * s.T, s.S}, qg.options()) : at::Tensor();
-  at::Tensor O = at::empty({s.count(), s.r * s.T, s.d}, vg.options());
+// The attention of q, k, v grouped (Note [CPU attention]): its output [B, h, T, d], and the grouped
+// fp32 qg [B·g, r·T, d], kg, vg [B·g, S, d] and, when kept for backward, P [B·g, r·T, S].
+struct Grouped {
+  at::Tensor out, qg, kg, vg, P;
+};
+
+Grouped grouped_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, bool keep_p) {
+  const Groups s(q, k);
+  Grouped r{at::Tensor(), q.contiguous().view({s.count(), s.r * s.T, s.d}), k.reshape({s.count(), s.S, s.d}),
+            v.reshape({s.count(), s.S, s.d}), keep_p ? at::empty({s.count(), s.r * s.T, s.S}, q.options()) : at::Tensor()};
+  const at::Tensor out_mask = masked_out(mask, s, q.options());
+  at::Tensor O = at::empty({s.count(), s.r * s.T, s.d}, v.options());
   for_group_ranges(s.count(), [&](int64_t a, int64_t b) {
-    at::Tensor scores = at::bmm(qg.slice(0, a, b), kg.slice(0, a, b).transpose(1, 2)).mul_(s.scale);
+    at::Tensor scores = at::bmm(r.qg.slice(0, a, b), r.kg.slice(0, a, b).transpose(1, 2)).mul_(s.scale);
     scores.masked_fill_(out_mask.size(0) == 1 ? out_mask : out_mask.slice(0, a, b), -std::numeric_limits<float>::infinity());
-    at::Tensor p = keep_p ? P.slice(0, a, b) : at::empty_like(scores);
+    at::Tensor p = keep_p ? r.P.slice(0, a, b) : at::empty_like(scores);
     at::_softmax_out(p, scores, -1, false);
     at::Tensor o = O.slice(0, a, b);
-    at::bmm_out(o, p, vg.slice(0, a, b));
+    at::bmm_out(o, p, r.vg.slice(0, a, b));
   });
-  return {O, P};
+  r.out = O.view({s.B, s.h, s.T, s.d});
+  return r;
 }
 
 struct CpuAttention : torch::autograd::Function<CpuAttention> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             std::optional<at::Tensor> mask) {  // optional: autograd takes no undefined tensor
-    const Groups s(q, k);
-    const at::Tensor qg = q.detach().contiguous().view({s.count(), s.r * s.T, s.d});
-    const at::Tensor kg = k.detach().reshape({s.count(), s.S, s.d}), vg = v.detach().reshape({s.count(), s.S, s.d});
-    const at::Tensor out_mask = masked_out(mask.value_or(at::Tensor()), s, q.options());
-    auto [O, P] = grouped_forward(s, qg, kg, vg, out_mask, true);
-    ctx->save_for_backward({qg, kg, vg, P});
-    return O.view({s.B, s.h, s.T, s.d});
+    const Grouped r = grouped_forward(q.detach(), k.detach(), v.detach(), mask.value_or(at::Tensor()), true);
+    ctx->save_for_backward({r.qg, r.kg, r.vg, r.P});
+    return r.out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
@@ -111,11 +115,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     if (at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad())) {
       return CpuAttention::apply(q, k, v, std::optional<at::Tensor>(mask));
     }
-    // Without a graph (evaluation, generation), the same forward without saving anything for backward.
-    const at::Tensor qg = q.contiguous().view({s.count(), s.r * s.T, s.d});
-    const at::Tensor out_mask = masked_out(mask, s, q.options());
-    return grouped_forward(s, qg, k.reshape({s.count(), s.S, s.d}), v.reshape({s.count(), s.S, s.d}), out_mask, false)
-        .first.view({s.B, s.h, s.T, s.d});
+    return grouped_forward(q, k, v, mask, false).out;  // without a graph: nothing kept for backward
   }
   if (s.g == s.h) return compat::attention(q, k, v, mask);
   if (!mask.defined()) {  // plain causal attention: the fused kernels need one query head per KV head
