@@ -137,10 +137,4 @@ at::Tensor VocabParallelEmbedding::operator()(const at::Tensor& ids_BT, at::Scal
   return reduce_from_tp(out, tp);
 }
 
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
-  at::Tensor xf = x.to(at::kFloat);
-  at::Tensor y = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return (y * w).to(x.scalar_type());
-}
-
 }  // namespace lethe

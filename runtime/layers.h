@@ -74,7 +74,4 @@ struct VocabParallelEmbedding {
   at::Tensor operator()(const at::Tensor& ids_BT, at::ScalarType compute, Communicator& tp) const;
 };
 
-// RMSNorm in fp32: x · rsqrt(mean(x²) + eps) · w, returned in x's dtype.
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps);
-
 }  // namespace lethe

@@ -11,6 +11,7 @@
 
 #include "base/check.h"
 #include "runtime/attention.h"
+#include "runtime/fused.h"
 #include "runtime/tp_ops.h"
 
 namespace lethe {
@@ -104,21 +105,11 @@ uint64_t mix64(uint64_t z) {  // splitmix64's finaliser
   return z ^ (z >> 31);
 }
 
-at::Tensor rotate_half(const at::Tensor& x) {
-  const int64_t h = x.size(-1) / 2;
-  return at::cat({x.narrow(-1, h, h).neg(), x.narrow(-1, 0, h)}, -1);
-}
-
 // [B, T] positions → cos, sin [B, 1, T, d] in fp32 (Hugging Face layout: halves, not interleaved).
 std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& positions_BT, const at::Tensor& inv_freq) {
   at::Tensor angles = positions_BT.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, d/2]
   at::Tensor emb = at::cat({angles, angles}, -1).unsqueeze(1);
   return {emb.cos(), emb.sin()};
-}
-
-at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  at::Tensor xf = x.to(at::kFloat);
-  return (xf * cos + rotate_half(xf) * sin).to(x.scalar_type());
 }
 
 // `buf` with room for `needed` positions along `dim`, its first `filled` kept: itself when it has

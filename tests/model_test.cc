@@ -9,6 +9,7 @@
 
 #include "collectives/local_communicator.h"
 #include "runtime/attention.h"
+#include "runtime/fused.h"
 #include "runtime/model.h"
 #include "runtime/tp_ops.h"
 
@@ -132,6 +133,49 @@ TEST(Model, CpuGroupedAttentionEqualsTheExplicitSoftmaxWithGradients) {
       at::NoGradGuard no_grad;  // the forward without a graph is the same
       EXPECT_TRUE(at::equal(attention(q, k, v, mask), out));
     }
+  }
+}
+
+// The fused fp32 CPU kernels (Note [Fused CPU kernels]) against the ATen formulas they replace,
+// forward and backward, in fp64 (where ATen runs the formulas: the fused path is fp32 only).
+TEST(Model, FusedRmsNormAndRopeEqualTheirFormulasWithGradients) {
+  const int64_t B = 3, T = 5, h = 4, d = 16, D = 200;  // RMSNorm over 450 rows: several ∂w blocks
+  const at::Tensor up = at::randn({B, T * 30, D});
+  for (const bool grad_x : {true, false}) {
+    SCOPED_TRACE(grad_x ? "x and w" : "w only");
+    const at::Tensor x = (at::randn({B, T * 30, D}) * 3).requires_grad_(grad_x);
+    const at::Tensor w = (1 + at::randn({D}) * 0.1).requires_grad_();
+    const at::Tensor y = rms_norm(x, w, 1e-5);
+    const at::Tensor xd = x.detach().to(at::kDouble).requires_grad_(grad_x), wd = w.detach().to(at::kDouble).requires_grad_();
+    const at::Tensor ref = xd * at::rsqrt(xd.pow(2).mean(-1, true) + 1e-5) * wd;
+    EXPECT_TRUE(at::allclose(y.to(at::kDouble), ref, 1e-5, 1e-6));
+    std::vector<at::Tensor> in = {w}, in_ref = {wd};
+    if (grad_x) in.push_back(x), in_ref.push_back(xd);
+    const auto grads = torch::autograd::grad({(y * up).sum()}, in);
+    const auto ref_grads = torch::autograd::grad({(ref * up.to(at::kDouble)).sum()}, in_ref);
+    for (size_t i = 0; i < in.size(); ++i) {
+      EXPECT_TRUE(at::allclose(grads[i].to(at::kDouble), ref_grads[i], 1e-4, 1e-4)) << "gradient " << i;
+    }
+  }
+  // RoPE on q as the model makes it: a transposed view of a wider projection, tables per row of the
+  // batch and shared by it.
+  const at::Tensor angles = at::randn({B, 1, T, d / 2}) * 3;
+  const at::Tensor emb = at::cat({angles, angles}, -1);
+  for (const int64_t tables : {B, int64_t{1}}) {
+    SCOPED_TRACE("tables " + std::to_string(tables));
+    const at::Tensor cos = emb.narrow(0, 0, tables).cos(), sin = emb.narrow(0, 0, tables).sin();
+    const at::Tensor proj = at::randn({B, T, 3 * h * d}).requires_grad_();
+    const at::Tensor x = proj.narrow(-1, h * d, h * d).view({B, T, h, d}).transpose(1, 2);
+    const at::Tensor out_up = at::randn({B, h, T, d});
+    const at::Tensor y = apply_rope(x, cos, sin);
+    const at::Tensor xd = x.to(at::kDouble), cd = cos.to(at::kDouble), sd = sin.to(at::kDouble);
+    const at::Tensor ref = xd * cd + at::cat({-xd.narrow(-1, d / 2, d / 2), xd.narrow(-1, 0, d / 2)}, -1) * sd;
+    EXPECT_TRUE(at::allclose(y.to(at::kDouble), ref, 1e-5, 1e-6));
+    EXPECT_TRUE(y.is_contiguous());
+    const at::Tensor grad = torch::autograd::grad({(y * out_up).sum()}, {proj})[0];
+    const at::Tensor ref_grad = torch::autograd::grad({(ref * out_up.to(at::kDouble)).sum()}, {proj})[0];
+    EXPECT_TRUE(at::allclose(grad, ref_grad, 1e-5, 1e-6));
+    EXPECT_TRUE(at::equal(grad.narrow(-1, 0, h * d), at::zeros({B, T, h * d})));  // only x's columns
   }
 }
 

@@ -9,6 +9,7 @@
 #include <functional>
 
 #include "collectives/local_communicator.h"
+#include "runtime/fused.h"
 #include "runtime/layers.h"
 #include "strategies/strategies.h"
 #include "tests/helpers.h"

@@ -254,8 +254,11 @@ TEST(Train, GradientAccumulationMatchesOneBigBatch) {
     EXPECT_NEAR(a.loss(), b.loss(), 1e-5 * a.loss()) << "step " << i;
     EXPECT_NEAR(a.grad_norm(), b.grad_norm(), 1e-4 * a.grad_norm()) << "step " << i;
   }
+  // AdamW divides each step by √v + ε, so rounding differences between the two reductions grow on
+  // elements whose gradients are small: after 3 steps one element of w_up lies 0.5e-6 beyond the
+  // relative bound with ATen's RMSNorm ops, 1.6e-6 with the fused kernel (Note [Fused CPU kernels]).
   for (size_t i = 0; i < one.model->params().size(); ++i) {
-    EXPECT_TRUE(at::allclose(one.model->params()[i].value, two.model->params()[i].value, 1e-4, 1e-6))
+    EXPECT_TRUE(at::allclose(one.model->params()[i].value, two.model->params()[i].value, 1e-4, 5e-6))
         << one.model->params()[i].name;
   }
 }

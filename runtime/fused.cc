@@ -1,0 +1,165 @@
+#include "runtime/fused.h"
+
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace lethe {
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Note [Fused CPU kernels]: on the CPU each ATen elementwise op is one pass over memory and one
+// dispatch, and autograd adds its own passes backward: RMSNorm as ATen ops is 6 kernels forward and
+// about 10 backward, the rotary embedding of q or k about 5 and 7. For a model as narrow as the
+// embedded default (rows of 128 floats) those passes cost as much as the GEMMs around them. Here
+// each is one loop over rows forward and one backward, split over the intra-op threads, with the
+// backward written out:
+//   RMSNorm, y = x · r · w with r = (mean(x²) + eps)^-½ per row, saves x and r:
+//     ∂x = r · (g∘w − x · r² · mean(g∘w∘x)),  ∂w = Σ_rows g ∘ x · r;
+//   RoPE, y_i = x_i c_i − x_{i+½d} s_i and y_{i+½d} = x_{i+½d} c_i + x_i s_i (the two halves of cos
+//   and sin are equal), is a rotation per pair, so its backward rotates back:
+//     ∂x_i = g_i c_i + g_{i+½d} s_i,  ∂x_{i+½d} = g_{i+½d} c_i − g_i s_i.
+// The per-row sums run in fp64; ∂w is ATen's sum over rows of g ∘ x · r, as autograd's would be.
+constexpr int64_t kRowGrain = 64;  // rows per parallel task, at least
+
+bool fused_here(const at::Tensor& x) { return x.device().is_cpu() && x.scalar_type() == at::kFloat; }
+
+struct RmsNormFn : torch::autograd::Function<RmsNormFn> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& w, double eps) {
+    const at::Tensor x = x_in.contiguous(), wc = w.contiguous();
+    const int64_t D = x.size(-1), N = x.numel() / D;
+    at::Tensor y = at::empty_like(x), r = at::empty({N}, x.options());
+    const float* __restrict xp = x.data_ptr<float>();
+    const float* __restrict wp = wc.data_ptr<float>();
+    float* __restrict yp = y.data_ptr<float>();
+    float* __restrict rp = r.data_ptr<float>();
+    at::parallel_for(0, N, kRowGrain, [&](int64_t first, int64_t last) {
+      for (int64_t n = first; n < last; ++n) {
+        const float* xr = xp + n * D;
+        double ss = 0;
+        for (int64_t j = 0; j < D; ++j) ss += static_cast<double>(xr[j]) * xr[j];
+        const float rn = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(D) + eps));
+        rp[n] = rn;
+        float* yr = yp + n * D;
+        for (int64_t j = 0; j < D; ++j) yr[j] = xr[j] * rn * wp[j];
+      }
+    });
+    ctx->save_for_backward({x, wc, r});
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w = saved[1], &r = saved[2];
+    const at::Tensor g = grad_out[0].contiguous();
+    const int64_t D = x.size(-1), N = x.numel() / D;
+    const bool want_x = ctx->needs_input_grad(0), want_w = ctx->needs_input_grad(1);
+    at::Tensor gx = want_x ? at::empty_like(x) : at::Tensor();
+    at::Tensor gxhat = want_w ? at::empty({N, D}, x.options()) : at::Tensor();  // g ∘ x · r, summed below
+    const float* __restrict xp = x.data_ptr<float>();
+    const float* __restrict wp = w.data_ptr<float>();
+    const float* __restrict rp = r.data_ptr<float>();
+    const float* __restrict gp = g.data_ptr<float>();
+    float* gxp = want_x ? gx.data_ptr<float>() : nullptr;
+    float* hp = want_w ? gxhat.data_ptr<float>() : nullptr;
+    at::parallel_for(0, N, kRowGrain, [&](int64_t first, int64_t last) {
+      for (int64_t n = first; n < last; ++n) {
+        const float *xr = xp + n * D, *gr = gp + n * D;
+        const float rn = rp[n];
+        if (want_w) {
+          float* __restrict hr = hp + n * D;
+          for (int64_t j = 0; j < D; ++j) hr[j] = gr[j] * (xr[j] * rn);
+        }
+        if (want_x) {
+          double dot = 0;
+          for (int64_t j = 0; j < D; ++j) dot += static_cast<double>(gr[j] * wp[j]) * xr[j];
+          const float c = static_cast<float>(static_cast<double>(rn) * rn * dot / static_cast<double>(D));
+          float* __restrict gxr = gxp + n * D;
+          for (int64_t j = 0; j < D; ++j) gxr[j] = rn * (gr[j] * wp[j] - xr[j] * c);
+        }
+      }
+    });
+    return {gx, want_w ? gxhat.sum(0).view(w.sizes()) : at::Tensor(), at::Tensor()};
+  }
+};
+
+// y (or ∂x) of one row of d values: forward with sign +1, backward (the inverse rotation) with −1.
+inline void rotate_row(const float* __restrict x, const float* __restrict c, const float* __restrict s,
+                       float* __restrict y, int64_t d, float sign) {
+  const int64_t half = d / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    y[i] = x[i] * c[i] - sign * x[i + half] * s[i];
+    y[i + half] = x[i + half] * c[i + half] + sign * x[i] * s[i + half];
+  }
+}
+
+struct RopeFn : torch::autograd::Function<RopeFn> {
+  // x [B, h, T, d] with unit stride in d → contiguous [B, h, T, d].
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& cos, const at::Tensor& sin) {
+    const at::Tensor x = x_in.stride(3) == 1 ? x_in : x_in.contiguous();
+    const at::Tensor c = cos.contiguous(), s = sin.contiguous();
+    const int64_t B = x.size(0), H = x.size(1), T = x.size(2), d = x.size(3);
+    const int64_t s0 = x.stride(0), s1 = x.stride(1), s2 = x.stride(2);
+    const bool shared = c.size(0) == 1;  // one table for every row of the batch
+    at::Tensor y = at::empty({B, H, T, d}, x.options());
+    const float* xp = x.data_ptr<float>();
+    const float *cp = c.data_ptr<float>(), *sp = s.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    at::parallel_for(0, B * H * T, kRowGrain, [&](int64_t first, int64_t last) {
+      for (int64_t n = first; n < last; ++n) {
+        const int64_t b = n / (H * T), h = n / T % H, t = n % T;
+        const int64_t table = ((shared ? 0 : b) * T + t) * d;
+        rotate_row(xp + b * s0 + h * s1 + t * s2, cp + table, sp + table, yp + n * d, d, 1.0f);
+      }
+    });
+    ctx->save_for_backward({c, s});
+    return y;
+  }
+
+  // ∂x is laid out [B, T, h, d] (returned transposed): the layout of the projection that made x.
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &c = saved[0], &s = saved[1];
+    const at::Tensor g = grad_out[0].contiguous();
+    const int64_t B = g.size(0), H = g.size(1), T = g.size(2), d = g.size(3);
+    const bool shared = c.size(0) == 1;
+    at::Tensor gx = at::empty({B, T, H, d}, g.options());
+    const float *gp = g.data_ptr<float>(), *cp = c.data_ptr<float>(), *sp = s.data_ptr<float>();
+    float* gxp = gx.data_ptr<float>();
+    at::parallel_for(0, B * H * T, kRowGrain, [&](int64_t first, int64_t last) {
+      for (int64_t n = first; n < last; ++n) {
+        const int64_t b = n / (H * T), h = n / T % H, t = n % T;
+        const int64_t table = ((shared ? 0 : b) * T + t) * d;
+        rotate_row(gp + n * d, cp + table, sp + table, gxp + ((b * T + t) * H + h) * d, d, -1.0f);
+      }
+    });
+    return {gx.transpose(1, 2), at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t h = x.size(-1) / 2;
+  return at::cat({x.narrow(-1, h, h).neg(), x.narrow(-1, 0, h)}, -1);
+}
+
+}  // namespace
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
+  if (fused_here(x) && w.scalar_type() == at::kFloat) return RmsNormFn::apply(x, w, eps);
+  at::Tensor xf = x.to(at::kFloat);
+  at::Tensor y = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return (y * w).to(x.scalar_type());
+}
+
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  if (fused_here(x) && cos.size(1) == 1) return RopeFn::apply(x, cos, sin);
+  at::Tensor xf = x.to(at::kFloat);
+  return (xf * cos + rotate_half(xf) * sin).to(x.scalar_type());
+}
+
+}  // namespace lethe

@@ -1,0 +1,16 @@
+// RMSNorm and rotary embeddings, each one pass over its rows forward and one backward for fp32 on
+// the CPU (Note [Fused CPU kernels]); other dtypes and devices run them as ATen's elementwise ops.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace lethe {
+
+// x / sqrt(mean(x²) + eps) · w over the last dimension, in fp32, returned in x's dtype.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps);
+
+// Rotary embedding of x [B, h, T, d] (any strides) with cos, sin [B, 1, T, d] (fp32, Hugging Face
+// layout: each half holds the same angles): x · cos + rotate_half(x) · sin, in x's dtype.
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+}  // namespace lethe
