@@ -21,10 +21,14 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // published hyper-parameters (REFERENCE.md), learning rates scaled to the embedded model by the
 // factor 4 = 2e-4 / 5e-5 (Lethe's unlearn.lr against GA's published rate at 125M, the published
 // scale nearest the embedded model): published 1e-5 → 4e-5, 1e-4 → 4e-4 (docs/strategies.md). The
-// first six use the shared keys, except where the sweep of docs/strategies.md ("Defaults from a
-// sweep": corpus.seed 8, retrain-free choice) chose otherwise: KL and NPO with retain_weight 4.
+// first six use the shared keys, except where the sweeps of docs/strategies.md ("Defaults from a
+// sweep": corpus.seed 8, retrain-free choice) chose otherwise: KL and NPO with retain_weight 4; GA,
+// GradDiff, KL and ICU with lr 1e-4 and NPO with 4e-4; 12 cycles for all but GA.
 void method_defaults(const std::string& method, UnlearnConfig& u) {
   if (method == "kl" || method == "npo") u.retain_weight = 4;
+  if (method == "ga" || method == "graddiff" || method == "kl" || method == "icu") u.lr = 1e-4;
+  if (method == "npo") u.lr = 4e-4;
+  if (method == "graddiff" || method == "kl" || method == "npo" || method == "simnpo" || method == "icu") u.max_cycles = 12;
   if (method == "wga" || method == "ceu" || method == "pdu") u.lr = 4e-5;
   if (method == "satimp") u.lr = 4e-5, u.forget_weight = 0.1, u.retain_weight = 1.0;
   if (method == "undial") u.lr = 4e-4;
@@ -164,16 +168,19 @@ void visit(V& v, RunConfig& c) {
 
   v.section("unlearn");
   visit_unlearn(v, c.unlearn, /*run_wide=*/true);
+  v.given_keys(c.unlearn_given);
   // Note [Method sections]: [unlearn.<method>] holds the keys that may differ per method. A
-  // method's settings are [unlearn], then its shipped defaults (method_defaults), then its section.
+  // method's settings are the built-in [unlearn] values, then its shipped defaults
+  // (method_defaults), then every [unlearn] key the run file or --set gives or that differs from its
+  // built-in value (so `--set unlearn.max_cycles=2` reaches every method), then its section.
   for (const std::string& m : unlearn_method_names()) {
     if constexpr (V::kReads) {  // checked here, kept as text: unlearn_for applies it to the shared keys
       UnlearnConfig u;
-      v.method_section(m, c.unlearn, u);
+      v.method_section(m, c.unlearn, c.unlearn_given, u);
       visit_unlearn(v, u, /*run_wide=*/false);
       v.keep_section(m, c.method_sections);
     } else {
-      v.method_section(m, c.unlearn, c.unlearn_for(m));
+      v.method_section(m, c.unlearn, c.unlearn_given, c.unlearn_for(m));
     }
   }
 
@@ -214,6 +221,9 @@ std::string fmt_num(T x) {
   return os.str();
 }
 
+// What a method's settings start from before its section (Note [Method sections]).
+UnlearnConfig method_start(const std::string& method, const UnlearnConfig& shared, const std::set<std::string>& given);
+
 class Reader {
  public:
   static constexpr bool kReads = true;
@@ -223,9 +233,9 @@ class Reader {
 
   // [unlearn.<method>]: `u` starts as the shared keys with the method's defaults; the caller
   // then visits the keys a section may set.
-  void method_section(const std::string& method, const UnlearnConfig& shared, UnlearnConfig& u) {
-    u = shared;
-    method_defaults(method, u);
+  void method_section(const std::string& method, const UnlearnConfig& shared, const std::set<std::string>& given,
+                      UnlearnConfig& u) {
+    u = method_start(method, shared, given);
     section_ = "unlearn." + method;
     sections_.insert(section_);
     table_ = nullptr;
@@ -307,6 +317,15 @@ class Reader {
   }
 
   // The current section's table as TOML text, when the file has one.
+  // The keys the current section sets (in the file or by --set), sections aside.
+  void given_keys(std::set<std::string>& out) const {
+    out.clear();
+    if (!table_) return;
+    for (auto&& [k, n] : *table_) {
+      if (!n.is_table()) out.insert(std::string(k.str()));
+    }
+  }
+
   void keep_section(const std::string& method, std::map<std::string, std::string>& out) const {
     if (!table_) return;
     std::ostringstream os;
@@ -385,25 +404,35 @@ class Writer {
  public:
   static constexpr bool kReads = false;
   // [unlearn.<method>] with the keys where the method's settings differ from what the Reader starts
-  // it from: the shared keys with the method's shipped defaults.
-  void method_section(const std::string& method, const UnlearnConfig& shared, const UnlearnConfig& u) {
-    Writer mine, base;
-    UnlearnConfig a = u, b = shared;
-    method_defaults(method, b);
-    mine.section("x");
-    visit_unlearn(mine, a, false);
-    base.section("x");
-    visit_unlearn(base, b, false);
-    auto text = [](const toml::node& n) {
-      std::ostringstream os;
-      n.visit([&](const auto& x) { os << x; });
-      return os.str();
-    };
+  // it from (method_start).
+  void method_section(const std::string& method, const UnlearnConfig& shared, const std::set<std::string>& given,
+                      const UnlearnConfig& u) {
+    const toml::table mine = method_keys(u), base = method_keys(method_start(method, shared, given));
     toml::table diff;
-    for (auto&& [k, n] : *mine.table_) {
-      if (text(n) != text(*base.table_->get(k))) diff.insert(k, n);
+    for (auto&& [k, n] : mine) {
+      if (node_text(n) != node_text(*base.get(k))) diff.insert(k, n);
     }
     if (!diff.empty()) root_["unlearn"].as_table()->insert(method, std::move(diff));
+  }
+  // [unlearn] keeps the keys a method section may set only where the run gave them or they differ
+  // from their built-in values, so that reading the effective config back gives the same `given`.
+  void given_keys(const std::set<std::string>& given) {
+    for (auto&& [k, n] : method_keys(UnlearnConfig{})) {
+      const toml::node* now = table_->get(k);
+      if (!given.count(std::string(k.str())) && now && node_text(*now) == node_text(n)) table_->erase(k);
+    }
+  }
+  // The keys a method section may set, with u's values.
+  static toml::table method_keys(UnlearnConfig u) {
+    Writer w;
+    w.section("x");
+    visit_unlearn(w, u, /*run_wide=*/false);
+    return *w.table_;
+  }
+  static std::string node_text(const toml::node& n) {
+    std::ostringstream os;
+    n.visit([&](const auto& x) { os << x; });
+    return os.str();
   }
   void section(const char* name) {
     root_.insert(name, toml::table{});
@@ -427,6 +456,21 @@ class Writer {
   toml::table root_;
   toml::table* table_ = nullptr;
 };
+
+UnlearnConfig method_start(const std::string& method, const UnlearnConfig& shared, const std::set<std::string>& given) {
+  UnlearnConfig u = shared;
+  method_defaults(method, u);
+  const toml::table builtin = Writer::method_keys(UnlearnConfig{});
+  toml::table above;  // the [unlearn] keys that rank above the shipped defaults
+  for (auto&& [k, n] : Writer::method_keys(shared)) {
+    if (given.count(std::string(k.str())) || Writer::node_text(n) != Writer::node_text(*builtin.get(k))) above.insert(k, n);
+  }
+  const toml::table root{{"unlearn", std::move(above)}};
+  Reader r(root, "", {});
+  r.section("unlearn");
+  visit_unlearn(r, u, /*run_wide=*/false);
+  return u;
+}
 
 const char* const kArchitectureKeys[] = {"vocab_size", "hidden_size", "intermediate_size",
                                          "num_hidden_layers", "num_attention_heads",
@@ -590,7 +634,7 @@ UnlearnConfig RunConfig::unlearn_for(const std::string& method) const {
   }
   Reader r(root, "", {});  // checked when the config was parsed
   UnlearnConfig u;
-  r.method_section(method, unlearn, u);
+  r.method_section(method, unlearn, unlearn_given, u);
   visit_unlearn(r, u, /*run_wide=*/false);
   return u;
 }

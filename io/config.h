@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -217,10 +218,13 @@ struct RunConfig {
   MeshConfig mesh;
   // The file's [unlearn.<method>] tables as TOML text, checked (Note [Method sections]).
   std::map<std::string, std::string> method_sections;
+  // The [unlearn] keys the file or --set gave: with those set away from their built-in values, they
+  // rank above the methods' shipped defaults (Note [Method sections]).
+  std::set<std::string> unlearn_given;
   std::string source;  // the file it came from ("" for defaults)
 
-  // The settings `method` runs with: `unlearn` as it is now, then the method's shipped defaults,
-  // then its section (docs/config.md).
+  // The settings `method` runs with: the built-in [unlearn] values, then the method's shipped
+  // defaults, then the [unlearn] keys given or changed, then its section (docs/config.md).
   UnlearnConfig unlearn_for(const std::string& method) const;
 };
 

@@ -106,18 +106,21 @@ TEST(Config, EffectiveConfigRoundTrips) {
   EXPECT_NE(text.find("intermediate_size = 352"), std::string::npos);  // defaults included
 }
 
-// Note [Method sections]: [unlearn], then a method's shipped defaults, then its own section.
+// Note [Method sections]: the built-in values, a method's shipped defaults, the [unlearn] keys the
+// run gives, then the method's own section.
 TEST(Config, MethodSectionsOverrideTheSharedKeysForThatMethodAlone) {
   auto cfg = parse_config("[unlearn]\nlr = 1e-3\nretain_weight = 2.0\n[unlearn.wga]\nlr = 2e-5\n[unlearn.npo]\nnpo_beta = 0.5\n",
                           "m.toml", {"unlearn.pdu.pdu_dual_lr=0.25"});
   ASSERT_TRUE(cfg.is_ok()) << cfg.status().message();
   EXPECT_DOUBLE_EQ(cfg->unlearn_for("ga").lr, 1e-3);          // shared
   EXPECT_DOUBLE_EQ(cfg->unlearn_for("wga").lr, 2e-5);         // its section
-  EXPECT_DOUBLE_EQ(cfg->unlearn_for("ceu").lr, 4e-5);         // shipped default over the shared key
-  EXPECT_DOUBLE_EQ(cfg->unlearn_for("satimp").forget_weight, 0.1);
-  EXPECT_DOUBLE_EQ(cfg->unlearn_for("satimp").retain_weight, 1.0);
-  EXPECT_DOUBLE_EQ(cfg->unlearn_for("graddiff").retain_weight, 2.0);  // shared
-  EXPECT_DOUBLE_EQ(cfg->unlearn_for("kl").retain_weight, 4.0);        // shipped (a sweep's choice) over the shared key
+  EXPECT_DOUBLE_EQ(cfg->unlearn_for("ceu").lr, 1e-3);         // the given shared key over a shipped default
+  EXPECT_DOUBLE_EQ(cfg->unlearn_for("satimp").forget_weight, 0.1);   // shipped, the key not given
+  EXPECT_DOUBLE_EQ(cfg->unlearn_for("satimp").retain_weight, 2.0);   // given
+  EXPECT_DOUBLE_EQ(cfg->unlearn_for("graddiff").retain_weight, 2.0);
+  EXPECT_DOUBLE_EQ(cfg->unlearn_for("kl").retain_weight, 2.0);
+  EXPECT_EQ(cfg->unlearn_for("kl").max_cycles, 12);                  // shipped (a sweep's choice)
+  EXPECT_EQ(cfg->unlearn_for("ga").max_cycles, 8);                   // built-in
   EXPECT_DOUBLE_EQ(cfg->unlearn_for("npo").npo_beta, 0.5);
   EXPECT_DOUBLE_EQ(cfg->unlearn_for("simnpo").npo_beta, 0.1);
   EXPECT_DOUBLE_EQ(cfg->unlearn_for("pdu").pdu_dual_lr, 0.25);  // --set into a section
@@ -129,6 +132,26 @@ TEST(Config, MethodSectionsOverrideTheSharedKeysForThatMethodAlone) {
   ASSERT_TRUE(again.is_ok()) << again.status().message();
   EXPECT_EQ(to_toml(*again), text);
   EXPECT_DOUBLE_EQ(again->unlearn_for("wga").lr, 2e-5);
+  for (const std::string& m : unlearn_method_names()) {
+    const UnlearnConfig a = again->unlearn_for(m), b = cfg->unlearn_for(m);
+    EXPECT_TRUE(a.lr == b.lr && a.max_cycles == b.max_cycles && a.retain_weight == b.retain_weight &&
+                a.forget_weight == b.forget_weight && a.weight_decay == b.weight_decay && a.npo_beta == b.npo_beta)
+        << m;
+  }
+  // A given key counts at its built-in value too, and stays given through the effective config; a
+  // key not given leaves the shipped default, and --set on the effective config still reaches it.
+  auto given = parse_config("[unlearn]\nmax_cycles = 8\n", "g.toml");
+  ASSERT_TRUE(given.is_ok()) << given.status().message();
+  EXPECT_EQ(given->unlearn_for("kl").max_cycles, 8);
+  EXPECT_EQ(parse_config(to_toml(*given), "effective.toml")->unlearn_for("kl").max_cycles, 8);
+  auto plain = parse_config("", "p.toml");
+  ASSERT_TRUE(plain.is_ok()) << plain.status().message();
+  const std::string effective = to_toml(*plain);
+  EXPECT_EQ(parse_config(effective, "effective.toml")->unlearn_for("kl").max_cycles, 12);
+  EXPECT_DOUBLE_EQ(parse_config(effective, "effective.toml")->unlearn_for("kl").lr, 1e-4);
+  auto two = parse_config(effective, "effective.toml", {"unlearn.max_cycles=2"});
+  ASSERT_TRUE(two.is_ok()) << two.status().message();
+  for (const std::string& m : {"ga", "kl", "npo", "icu"}) EXPECT_EQ(two->unlearn_for(m).max_cycles, 2) << m;
   // A section that sets a method back to the shared value keeps it through the effective config.
   auto same = parse_config("[unlearn]\nlr = 1e-3\n[unlearn.ceu]\nlr = 1e-3\n", "s.toml");
   ASSERT_TRUE(same.is_ok()) << same.status().message();
