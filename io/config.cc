@@ -231,8 +231,8 @@ class Reader {
   Reader(const toml::table& root, std::string file, std::set<std::string> overridden)
       : root_(root), file_(std::move(file)), overridden_(std::move(overridden)) {}
 
-  // [unlearn.<method>]: `u` starts as the shared keys with the method's defaults; the caller
-  // then visits the keys a section may set.
+  // [unlearn.<method>]: `u` starts from method_start; the caller then visits the keys a section
+  // may set.
   void method_section(const std::string& method, const UnlearnConfig& shared, const std::set<std::string>& given,
                       UnlearnConfig& u) {
     u = method_start(method, shared, given);
@@ -316,7 +316,6 @@ class Reader {
     if (const toml::node* n = find(key)) fail(n, key, why);
   }
 
-  // The current section's table as TOML text, when the file has one.
   // The keys the current section sets (in the file or by --set), sections aside.
   void given_keys(std::set<std::string>& out) const {
     out.clear();
@@ -326,6 +325,7 @@ class Reader {
     }
   }
 
+  // The current section's table as TOML text, when the file has one.
   void keep_section(const std::string& method, std::map<std::string, std::string>& out) const {
     if (!table_) return;
     std::ostringstream os;

@@ -151,7 +151,7 @@ TEST(Config, MethodSectionsOverrideTheSharedKeysForThatMethodAlone) {
   EXPECT_DOUBLE_EQ(parse_config(effective, "effective.toml")->unlearn_for("kl").lr, 1e-4);
   auto two = parse_config(effective, "effective.toml", {"unlearn.max_cycles=2"});
   ASSERT_TRUE(two.is_ok()) << two.status().message();
-  for (const std::string& m : {"ga", "kl", "npo", "icu"}) EXPECT_EQ(two->unlearn_for(m).max_cycles, 2) << m;
+  for (const char* m : {"ga", "kl", "npo", "icu"}) EXPECT_EQ(two->unlearn_for(m).max_cycles, 2) << m;
   // A section that sets a method back to the shared value keeps it through the effective config.
   auto same = parse_config("[unlearn]\nlr = 1e-3\n[unlearn.ceu]\nlr = 1e-3\n", "s.toml");
   ASSERT_TRUE(same.is_ok()) << same.status().message();
