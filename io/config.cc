@@ -223,6 +223,9 @@ std::string fmt_num(T x) {
 
 // What a method's settings start from before its section (Note [Method sections]).
 UnlearnConfig method_start(const std::string& method, const UnlearnConfig& shared, const std::set<std::string>& given);
+// Whether the [unlearn] value of `key` ranks above the methods' shipped defaults: the run gave it,
+// or it differs from its built-in value.
+bool above_shipped(const std::string& key, const toml::node& value, const std::set<std::string>& given);
 
 class Reader {
  public:
@@ -419,7 +422,7 @@ class Writer {
   void given_keys(const std::set<std::string>& given) {
     for (auto&& [k, n] : method_keys(UnlearnConfig{})) {
       const toml::node* now = table_->get(k);
-      if (!given.count(std::string(k.str())) && now && node_text(*now) == node_text(n)) table_->erase(k);
+      if (now && !above_shipped(std::string(k.str()), *now, given)) table_->erase(k);
     }
   }
   // The keys a method section may set, with u's values.
@@ -457,13 +460,17 @@ class Writer {
   toml::table* table_ = nullptr;
 };
 
+bool above_shipped(const std::string& key, const toml::node& value, const std::set<std::string>& given) {
+  static const toml::table builtin = Writer::method_keys(UnlearnConfig{});
+  return given.count(key) || Writer::node_text(value) != Writer::node_text(*builtin.get(key));
+}
+
 UnlearnConfig method_start(const std::string& method, const UnlearnConfig& shared, const std::set<std::string>& given) {
   UnlearnConfig u = shared;
   method_defaults(method, u);
-  const toml::table builtin = Writer::method_keys(UnlearnConfig{});
   toml::table above;  // the [unlearn] keys that rank above the shipped defaults
   for (auto&& [k, n] : Writer::method_keys(shared)) {
-    if (given.count(std::string(k.str())) || Writer::node_text(n) != Writer::node_text(*builtin.get(k))) above.insert(k, n);
+    if (above_shipped(std::string(k.str()), n, given)) above.insert(k, n);
   }
   const toml::table root{{"unlearn", std::move(above)}};
   Reader r(root, "", {});
