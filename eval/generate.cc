@@ -175,8 +175,12 @@ std::vector<Tokens> greedy_generate(const Llama& model, const std::vector<Tokens
     for (Started& st : started) {
       if (!st.done) open.push_back(&st);
     }
-    // Rows of similar context length together: a batch's cache holds its longest context only.
-    std::stable_sort(open.begin(), open.end(), [](const Started* a, const Started* b) { return a->pos > b->pos; });
+    // Rows with as many tokens still to decode together: a batch runs until its longest row is done
+    // (rows that finish earlier are computed on), so mixing lengths wastes steps; then rows of
+    // similar context length, as a batch's cache holds its longest context.
+    std::stable_sort(open.begin(), open.end(), [](const Started* a, const Started* b) {
+      return a->left() != b->left() ? a->left() > b->left() : a->pos > b->pos;
+    });
     for (size_t b = 0; b < open.size(); b += chunk_size) {
       decode(model, p, std::vector<Started*>(open.begin() + b, open.begin() + std::min(open.size(), b + chunk_size)));
     }

@@ -17,6 +17,7 @@
 #include <cmath>
 
 #include "base/check.h"
+#include "runtime/fused.h"
 #include "runtime/optimizer.h"
 
 namespace lethe {
@@ -65,7 +66,7 @@ at::Tensor AdamW::mixed_step(double lr, double max_norm) {
   at::Tensor tp_sq = at::zeros({1}, f64), replicated_sq = at::zeros({1}, f64);
   for (size_t i = 0; i < buckets.size(); ++i) {
     grads.push_back(reduce_bucket(i));  // in the gradient dtype; converted one piece at a time below
-    (buckets[i].tp_sharded ? tp_sq : replicated_sq).add_(grads.back().to(at::kFloat).pow(2).sum(at::kDouble));
+    (buckets[i].tp_sharded ? tp_sq : replicated_sq).add_(sum_of_squares(grads.back()));
   }
   const at::Tensor norm = global_norm(tp_sq, replicated_sq, *mesh_, sharded);
   const at::Tensor clip = clip_coefficient(norm, max_norm);

@@ -4,6 +4,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
+#include <vector>
 
 namespace lethe {
 
@@ -23,30 +24,57 @@ using torch::autograd::variable_list;
 //   RoPE, y_i = x_i c_i − x_{i+½d} s_i and y_{i+½d} = x_{i+½d} c_i + x_i s_i (the two halves of cos
 //   and sin are equal), is a rotation per pair, so its backward rotates back:
 //     ∂x_i = g_i c_i + g_{i+½d} s_i,  ∂x_{i+½d} = g_{i+½d} c_i − g_i s_i.
-// The per-row sums run in fp64; ∂w is ATen's sum over rows of g ∘ x · r, as autograd's would be.
+// The per-row sums run in fp64 (lane_sum); ∂w is ATen's sum over rows of g ∘ x · r, as autograd's
+// would be.
+// bf16 tensors are read as fp32 and each output rounded to bf16 once, as ATen's ops on the fp32
+// upcast (what the model ran before) round their result; the cos and sin tables stay fp32.
 constexpr int64_t kRowGrain = 64;  // rows per parallel task, at least
 
-bool fused_here(const at::Tensor& x) { return x.device().is_cpu() && x.scalar_type() == at::kFloat; }
+// Σ_{j<n} term(j) in fp64, in eight lanes (j mod 8) added pairwise at the end: the sums do not
+// wait on one another, and the order is fixed, so the result does not depend on the machine.
+template <typename F>
+double lane_sum(int64_t n, const F& term) {
+  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int l = 0; l < 8; ++l) lane[l] += term(j + l);
+  }
+  for (; j < n; ++j) lane[j % 8] += term(j);
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+bool fused_here(const at::Tensor& x) {
+  return x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16);
+}
+
+// Runs f with the element type of x (float or c10::BFloat16).
+template <typename F>
+auto with_element(const at::Tensor& x, const F& f) {
+  return x.scalar_type() == at::kFloat ? f(float{}) : f(c10::BFloat16{});
+}
 
 struct RmsNormFn : torch::autograd::Function<RmsNormFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& w, double eps) {
     const at::Tensor x = x_in.contiguous(), wc = w.contiguous();
     const int64_t D = x.size(-1), N = x.numel() / D;
-    at::Tensor y = at::empty_like(x), r = at::empty({N}, x.options());
-    const float* __restrict xp = x.data_ptr<float>();
-    const float* __restrict wp = wc.data_ptr<float>();
-    float* __restrict yp = y.data_ptr<float>();
-    float* __restrict rp = r.data_ptr<float>();
-    at::parallel_for(0, N, kRowGrain, [&](int64_t first, int64_t last) {
-      for (int64_t n = first; n < last; ++n) {
-        const float* xr = xp + n * D;
-        double ss = 0;
-        for (int64_t j = 0; j < D; ++j) ss += static_cast<double>(xr[j]) * xr[j];
-        const float rn = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(D) + eps));
-        rp[n] = rn;
-        float* yr = yp + n * D;
-        for (int64_t j = 0; j < D; ++j) yr[j] = xr[j] * rn * wp[j];
-      }
+    at::Tensor y = at::empty_like(x), r = at::empty({N}, x.options().dtype(at::kFloat));
+    with_element(x, [&]<typename T>(T) {
+      const T* __restrict xp = x.data_ptr<T>();
+      const T* __restrict wp = wc.data_ptr<T>();
+      T* __restrict yp = y.data_ptr<T>();
+      float* __restrict rp = r.data_ptr<float>();
+      at::parallel_for(0, N, kRowGrain, [&](int64_t first, int64_t last) {
+        for (int64_t n = first; n < last; ++n) {
+          const T* xr = xp + n * D;
+          const double ss =
+              lane_sum(D, [&](int64_t j) { return static_cast<double>(xr[j]) * static_cast<double>(xr[j]); });
+          const float rn = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(D) + eps));
+          rp[n] = rn;
+          T* yr = yp + n * D;
+          for (int64_t j = 0; j < D; ++j)
+            yr[j] = static_cast<T>(static_cast<float>(xr[j]) * rn * static_cast<float>(wp[j]));
+        }
+      });
     });
     ctx->save_for_backward({x, wc, r});
     return y;
@@ -59,62 +87,75 @@ struct RmsNormFn : torch::autograd::Function<RmsNormFn> {
     const int64_t D = x.size(-1), N = x.numel() / D;
     const bool want_x = ctx->needs_input_grad(0), want_w = ctx->needs_input_grad(1);
     at::Tensor gx = want_x ? at::empty_like(x) : at::Tensor();
-    at::Tensor gxhat = want_w ? at::empty({N, D}, x.options()) : at::Tensor();  // g ∘ x · r, summed below
-    const float* __restrict xp = x.data_ptr<float>();
-    const float* __restrict wp = w.data_ptr<float>();
-    const float* __restrict rp = r.data_ptr<float>();
-    const float* __restrict gp = g.data_ptr<float>();
-    float* gxp = want_x ? gx.data_ptr<float>() : nullptr;
-    float* hp = want_w ? gxhat.data_ptr<float>() : nullptr;
-    at::parallel_for(0, N, kRowGrain, [&](int64_t first, int64_t last) {
-      for (int64_t n = first; n < last; ++n) {
-        const float *xr = xp + n * D, *gr = gp + n * D;
-        const float rn = rp[n];
-        if (want_w) {
-          float* __restrict hr = hp + n * D;
-          for (int64_t j = 0; j < D; ++j) hr[j] = gr[j] * (xr[j] * rn);
+    at::Tensor gxhat =
+        want_w ? at::empty({N, D}, x.options().dtype(at::kFloat)) : at::Tensor();  // g ∘ x · r, summed below
+    with_element(x, [&]<typename T>(T) {
+      const T* __restrict xp = x.data_ptr<T>();
+      const T* __restrict wp = w.data_ptr<T>();
+      const float* __restrict rp = r.data_ptr<float>();
+      const T* __restrict gp = g.data_ptr<T>();
+      T* gxp = want_x ? gx.data_ptr<T>() : nullptr;
+      float* hp = want_w ? gxhat.data_ptr<float>() : nullptr;
+      at::parallel_for(0, N, kRowGrain, [&](int64_t first, int64_t last) {
+        for (int64_t n = first; n < last; ++n) {
+          const T *xr = xp + n * D, *gr = gp + n * D;
+          const float rn = rp[n];
+          if (want_w) {
+            float* __restrict hr = hp + n * D;
+            for (int64_t j = 0; j < D; ++j) hr[j] = static_cast<float>(gr[j]) * (static_cast<float>(xr[j]) * rn);
+          }
+          if (want_x) {
+            const double dot = lane_sum(D, [&](int64_t j) {
+              return static_cast<double>(static_cast<float>(gr[j]) * static_cast<float>(wp[j])) *
+                     static_cast<double>(xr[j]);
+            });
+            const float c = static_cast<float>(static_cast<double>(rn) * rn * dot / static_cast<double>(D));
+            T* __restrict gxr = gxp + n * D;
+            for (int64_t j = 0; j < D; ++j) {
+              gxr[j] = static_cast<T>(
+                  rn * (static_cast<float>(gr[j]) * static_cast<float>(wp[j]) - static_cast<float>(xr[j]) * c));
+            }
+          }
         }
-        if (want_x) {
-          double dot = 0;
-          for (int64_t j = 0; j < D; ++j) dot += static_cast<double>(gr[j] * wp[j]) * xr[j];
-          const float c = static_cast<float>(static_cast<double>(rn) * rn * dot / static_cast<double>(D));
-          float* __restrict gxr = gxp + n * D;
-          for (int64_t j = 0; j < D; ++j) gxr[j] = rn * (gr[j] * wp[j] - xr[j] * c);
-        }
-      }
+      });
     });
-    return {gx, want_w ? gxhat.sum(0).view(w.sizes()) : at::Tensor(), at::Tensor()};
+    return {gx, want_w ? gxhat.sum(0).view(w.sizes()).to(w.scalar_type()) : at::Tensor(), at::Tensor()};
   }
 };
 
 // y (or ∂x) of one row of d values: forward with sign +1, backward (the inverse rotation) with −1.
-inline void rotate_row(const float* __restrict x, const float* __restrict c, const float* __restrict s,
-                       float* __restrict y, int64_t d, float sign) {
+template <typename T>
+inline void rotate_row(const T* __restrict x, const float* __restrict c, const float* __restrict s, T* __restrict y,
+                       int64_t d, float sign) {
   const int64_t half = d / 2;
   for (int64_t i = 0; i < half; ++i) {
-    y[i] = x[i] * c[i] - sign * x[i + half] * s[i];
-    y[i + half] = x[i + half] * c[i + half] + sign * x[i] * s[i + half];
+    const float a = static_cast<float>(x[i]), b = static_cast<float>(x[i + half]);
+    y[i] = static_cast<T>(a * c[i] - sign * b * s[i]);
+    y[i + half] = static_cast<T>(b * c[i + half] + sign * a * s[i + half]);
   }
 }
 
 struct RopeFn : torch::autograd::Function<RopeFn> {
   // x [B, h, T, d] with unit stride in d → contiguous [B, h, T, d].
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& cos, const at::Tensor& sin) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& cos,
+                            const at::Tensor& sin) {
     const at::Tensor x = x_in.stride(3) == 1 ? x_in : x_in.contiguous();
     const at::Tensor c = cos.contiguous(), s = sin.contiguous();
     const int64_t B = x.size(0), H = x.size(1), T = x.size(2), d = x.size(3);
     const int64_t s0 = x.stride(0), s1 = x.stride(1), s2 = x.stride(2);
     const bool shared = c.size(0) == 1;  // one table for every row of the batch
     at::Tensor y = at::empty({B, H, T, d}, x.options());
-    const float* xp = x.data_ptr<float>();
     const float *cp = c.data_ptr<float>(), *sp = s.data_ptr<float>();
-    float* yp = y.data_ptr<float>();
-    at::parallel_for(0, B * H * T, kRowGrain, [&](int64_t first, int64_t last) {
-      for (int64_t n = first; n < last; ++n) {
-        const int64_t b = n / (H * T), h = n / T % H, t = n % T;
-        const int64_t table = ((shared ? 0 : b) * T + t) * d;
-        rotate_row(xp + b * s0 + h * s1 + t * s2, cp + table, sp + table, yp + n * d, d, 1.0f);
-      }
+    with_element(x, [&]<typename E>(E) {
+      const E* xp = x.data_ptr<E>();
+      E* yp = y.data_ptr<E>();
+      at::parallel_for(0, B * H * T, kRowGrain, [&](int64_t first, int64_t last) {
+        for (int64_t n = first; n < last; ++n) {
+          const int64_t b = n / (H * T), h = n / T % H, t = n % T;
+          const int64_t table = ((shared ? 0 : b) * T + t) * d;
+          rotate_row(xp + b * s0 + h * s1 + t * s2, cp + table, sp + table, yp + n * d, d, 1.0f);
+        }
+      });
     });
     ctx->save_for_backward({c, s});
     return y;
@@ -128,14 +169,17 @@ struct RopeFn : torch::autograd::Function<RopeFn> {
     const int64_t B = g.size(0), H = g.size(1), T = g.size(2), d = g.size(3);
     const bool shared = c.size(0) == 1;
     at::Tensor gx = at::empty({B, T, H, d}, g.options());
-    const float *gp = g.data_ptr<float>(), *cp = c.data_ptr<float>(), *sp = s.data_ptr<float>();
-    float* gxp = gx.data_ptr<float>();
-    at::parallel_for(0, B * H * T, kRowGrain, [&](int64_t first, int64_t last) {
-      for (int64_t n = first; n < last; ++n) {
-        const int64_t b = n / (H * T), h = n / T % H, t = n % T;
-        const int64_t table = ((shared ? 0 : b) * T + t) * d;
-        rotate_row(gp + n * d, cp + table, sp + table, gxp + ((b * T + t) * H + h) * d, d, -1.0f);
-      }
+    const float *cp = c.data_ptr<float>(), *sp = s.data_ptr<float>();
+    with_element(g, [&]<typename E>(E) {
+      const E* gp = g.data_ptr<E>();
+      E* gxp = gx.data_ptr<E>();
+      at::parallel_for(0, B * H * T, kRowGrain, [&](int64_t first, int64_t last) {
+        for (int64_t n = first; n < last; ++n) {
+          const int64_t b = n / (H * T), h = n / T % H, t = n % T;
+          const int64_t table = ((shared ? 0 : b) * T + t) * d;
+          rotate_row(gp + n * d, cp + table, sp + table, gxp + ((b * T + t) * H + h) * d, d, -1.0f);
+        }
+      });
     });
     return {gx.transpose(1, 2), at::Tensor(), at::Tensor()};
   }
@@ -146,19 +190,47 @@ at::Tensor rotate_half(const at::Tensor& x) {
   return at::cat({x.narrow(-1, h, h).neg(), x.narrow(-1, 0, h)}, -1);
 }
 
+// Note [Sum of squares]: the gradient norm's Σ x² in fp64 as one read of x (float or bf16): fixed
+// blocks of kSquaresBlock elements, each a lane_sum, and the blocks' sums added in order, so the
+// result does not depend on the number of threads. ATen's x.to(double).pow(2).sum() writes two fp64
+// copies of x first; sum(kDouble) of a float tensor converts element by element.
+constexpr int64_t kSquaresBlock = 1 << 14;
+
 }  // namespace
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
-  if (fused_here(x) && w.scalar_type() == at::kFloat) return RmsNormFn::apply(x, w, eps);
+  if (fused_here(x) && w.scalar_type() == x.scalar_type()) return RmsNormFn::apply(x, w, eps);
   at::Tensor xf = x.to(at::kFloat);
   at::Tensor y = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return (y * w).to(x.scalar_type());
 }
 
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  if (fused_here(x) && cos.size(1) == 1) return RopeFn::apply(x, cos, sin);
+  if (fused_here(x) && cos.scalar_type() == at::kFloat && cos.size(1) == 1) return RopeFn::apply(x, cos, sin);
   at::Tensor xf = x.to(at::kFloat);
   return (xf * cos + rotate_half(xf) * sin).to(x.scalar_type());
+}
+
+at::Tensor sum_of_squares(const at::Tensor& x) {
+  if (!fused_here(x)) return x.to(at::kFloat).pow(2).sum(at::kDouble);  // squares in fp32, summed in fp64
+  const at::Tensor xc = x.contiguous();
+  const int64_t n = xc.numel(), blocks = (n + kSquaresBlock - 1) / kSquaresBlock;
+  std::vector<double> sums(static_cast<size_t>(blocks));
+  with_element(xc, [&]<typename T>(T) {
+    const T* xp = xc.data_ptr<T>();
+    at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+      for (int64_t b = first; b < last; ++b) {
+        const T* block = xp + b * kSquaresBlock;
+        sums[b] = lane_sum(std::min(kSquaresBlock, n - b * kSquaresBlock), [&](int64_t j) {
+          const double v = static_cast<float>(block[j]);
+          return v * v;
+        });
+      }
+    });
+  });
+  double total = 0;
+  for (double v : sums) total += v;
+  return at::scalar_tensor(total, at::kDouble);
 }
 
 }  // namespace lethe

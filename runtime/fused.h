@@ -1,5 +1,6 @@
-// RMSNorm and rotary embeddings, each one pass over its rows forward and one backward for fp32 on
-// the CPU (Note [Fused CPU kernels]); other dtypes and devices run them as ATen's elementwise ops.
+// RMSNorm and rotary embeddings, each one pass over its rows forward and one backward for fp32 and
+// bf16 on the CPU (Note [Fused CPU kernels]), and the gradient norm's sum of squares; other dtypes
+// and devices run them as ATen's elementwise ops.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -12,5 +13,9 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps);
 // Rotary embedding of x [B, h, T, d] (any strides) with cos, sin [B, 1, T, d] (fp32, Hugging Face
 // layout: each half holds the same angles): x · cos + rotate_half(x) · sin, in x's dtype.
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+// Σ x² in fp64, a 0-dim fp64 tensor on x's device; one deterministic pass for fp32 and bf16 on the
+// CPU (Note [Sum of squares]).
+at::Tensor sum_of_squares(const at::Tensor& x);
 
 }  // namespace lethe

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "runtime/fused.h"
+
 namespace lethe {
 
 std::pair<int64_t, int64_t> zero1_rows(int64_t rows, int k, int dp) {
@@ -298,7 +300,7 @@ at::Tensor grad_norm(const std::vector<Param>& params, const std::vector<at::Ten
   at::Tensor sharded = at::zeros({1}, f64), replicated = at::zeros({1}, f64);
   for (size_t i = 0; i < params.size(); ++i) {
     if (!grads[i].defined()) continue;
-    (params[i].split_dim >= 0 ? sharded : replicated).add_(grads[i].to(at::kDouble).pow(2).sum());
+    (params[i].split_dim >= 0 ? sharded : replicated).add_(sum_of_squares(grads[i]));
   }
   return global_norm(sharded, replicated, mesh, dp_sharded);
 }

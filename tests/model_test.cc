@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include <cmath>
@@ -130,8 +131,31 @@ TEST(Model, CpuGroupedAttentionEqualsTheExplicitSoftmaxWithGradients) {
       const auto ref_grads = torch::autograd::grad({(ref * up).sum()}, {q, k, v});
       EXPECT_TRUE(at::allclose(out, ref, 1e-5, 1e-6));
       for (int i = 0; i < 3; ++i) EXPECT_TRUE(at::allclose(grads[i], ref_grads[i], 1e-5, 1e-5)) << "gradient " << i;
-      at::NoGradGuard no_grad;  // the forward without a graph is the same
-      EXPECT_TRUE(at::equal(attention(q, k, v, mask), out));
+      at::NoGradGuard no_grad;  // the forward without a graph is the same (one query head per KV head:
+      // Note [Decoding attention]'s loop, the same up to rounding)
+      EXPECT_TRUE(g == h ? at::allclose(attention(q, k, v, mask), out, 1e-5, 1e-6) : at::equal(attention(q, k, v, mask), out));
+    }
+  }
+}
+
+// Note [Decoding attention]: one query position against a cache's keys and values read in place
+// (a narrowed buffer), rows whose padding the mask hides, head dims with and without a tail of 8.
+TEST(Model, DecodingAttentionEqualsTheExplicitSoftmax) {
+  const int64_t B = 3, h = 4, capacity = 20, S = 13;
+  for (const int64_t d : {32, 12}) {
+    for (const int64_t g : {2, 1}) {
+      SCOPED_TRACE("d " + std::to_string(d) + ", kv heads " + std::to_string(g));
+      const at::Tensor q = at::randn({B, h, 1, d});
+      const at::Tensor k = at::randn({B, g, capacity, d}).narrow(2, 0, S), v = at::randn({B, g, capacity, d}).narrow(2, 0, S);
+      at::Tensor mask = at::ones({B, 1, 1, S}, at::kBool);
+      mask.narrow(3, 2, 5).select(0, 1).fill_(false);  // row 1 skips its padding
+      mask.narrow(3, 0, 1).select(0, 2).fill_(false);
+      at::NoGradGuard no_grad;
+      const at::Tensor out = attention(q, k, v, mask);
+      const at::Tensor qd = q.to(at::kDouble), kd = k.to(at::kDouble).repeat_interleave(h / g, 1), vd = v.to(at::kDouble).repeat_interleave(h / g, 1);
+      const at::Tensor scores = at::matmul(qd, kd.transpose(-2, -1)) / std::sqrt(double(d));
+      const at::Tensor ref = at::matmul(at::softmax(scores.masked_fill(mask.logical_not(), -INFINITY), -1), vd);
+      EXPECT_TRUE(at::allclose(out.to(at::kDouble), ref, 1e-5, 1e-6));
     }
   }
 }
@@ -176,6 +200,60 @@ TEST(Model, FusedRmsNormAndRopeEqualTheirFormulasWithGradients) {
     const at::Tensor ref_grad = torch::autograd::grad({(ref * out_up.to(at::kDouble)).sum()}, {proj})[0];
     EXPECT_TRUE(at::allclose(grad, ref_grad, 1e-5, 1e-6));
     EXPECT_TRUE(at::equal(grad.narrow(-1, 0, h * d), at::zeros({B, T, h * d})));  // only x's columns
+  }
+}
+
+// bf16 on the CPU takes the same kernels, reading and writing bf16 and computing in fp32: against
+// ATen's ops on the fp32 upcast, rounded to bf16 once (what they replaced), forward and gradients.
+TEST(Model, FusedRmsNormAndRopeInBf16MatchTheirFp32Formulas) {
+  const int64_t B = 2, T = 6, h = 4, d = 16, D = 96;
+  const auto bf16 = at::kBFloat16;
+  const at::Tensor x = (at::randn({B, T * 20, D}) * 3).to(bf16).requires_grad_();
+  const at::Tensor w = (1 + at::randn({D}) * 0.1).to(bf16).requires_grad_();
+  const at::Tensor up = at::randn({B, T * 20, D}).to(bf16);
+  const at::Tensor y = rms_norm(x, w, 1e-5);
+  ASSERT_EQ(y.scalar_type(), bf16);
+  const at::Tensor xf = x.detach().to(at::kFloat).requires_grad_(), wf = w.detach().to(at::kFloat).requires_grad_();
+  const at::Tensor ref = xf * at::rsqrt(xf.pow(2).mean(-1, true) + 1e-5) * wf;
+  EXPECT_TRUE(at::allclose(y.to(at::kFloat), ref.to(bf16).to(at::kFloat), 8e-3, 1e-3));
+  const auto grads = torch::autograd::grad({(y.to(at::kFloat) * up.to(at::kFloat)).sum()}, {x, w});
+  const auto ref_grads = torch::autograd::grad({(ref * up.to(at::kFloat)).sum()}, {xf, wf});
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(grads[i].scalar_type(), bf16);
+    EXPECT_TRUE(at::allclose(grads[i].to(at::kFloat), ref_grads[i], 2e-2, 2e-2)) << "gradient " << i;
+  }
+  const at::Tensor angles = at::randn({1, 1, T, d / 2}) * 3;
+  const at::Tensor emb = at::cat({angles, angles}, -1);
+  const at::Tensor cos = emb.cos(), sin = emb.sin();
+  const at::Tensor proj = at::randn({B, T, 2 * h * d}).to(bf16).requires_grad_();
+  const at::Tensor q = proj.narrow(-1, h * d, h * d).view({B, T, h, d}).transpose(1, 2);
+  const at::Tensor out_up = at::randn({B, h, T, d});
+  const at::Tensor r = apply_rope(q, cos, sin);
+  ASSERT_EQ(r.scalar_type(), bf16);
+  const at::Tensor qf = q.detach().to(at::kFloat).requires_grad_();
+  const at::Tensor r_ref = qf * cos + at::cat({-qf.narrow(-1, d / 2, d / 2), qf.narrow(-1, 0, d / 2)}, -1) * sin;
+  EXPECT_TRUE(at::equal(r.to(at::kFloat), r_ref.to(bf16).to(at::kFloat)));  // one rounding of the same fp32 sums
+  const at::Tensor g = torch::autograd::grad({(r.to(at::kFloat) * out_up).sum()}, {proj})[0];
+  const at::Tensor g_ref = torch::autograd::grad({(r_ref * out_up).sum()}, {qf})[0];
+  EXPECT_TRUE(at::allclose(g.narrow(-1, h * d, h * d).view({B, T, h, d}).transpose(1, 2).to(at::kFloat), g_ref, 1e-2, 1e-2));
+}
+
+// The gradient norm's Σ x² (Note [Sum of squares]): against fp64 ATen over several blocks and a
+// tail, fp32 and bf16, strided input; the same bits at one thread as at two.
+TEST(Model, SumOfSquaresIsFp64AndIndependentOfThreads) {
+  const at::Tensor x = at::randn({3, 40000}) * 1e-3;
+  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+    const at::Tensor t = x.to(dtype).t();  // not contiguous
+    const double ref = t.to(at::kDouble).pow(2).sum().item<double>();
+    const int threads = at::get_num_threads();
+    at::set_num_threads(2);
+    const at::Tensor two = sum_of_squares(t);
+    at::set_num_threads(1);
+    const double one = sum_of_squares(t).item<double>();
+    at::set_num_threads(threads);
+    EXPECT_EQ(two.scalar_type(), at::kDouble);
+    EXPECT_NEAR(two.item<double>(), ref, 1e-13 * ref);
+    EXPECT_EQ(one, two.item<double>());
   }
 }
 
