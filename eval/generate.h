@@ -33,10 +33,10 @@ struct PrefixGeneration {
 // first, `batch_size` at a time (right-padded), up to the longest prefix any job needs and up to
 // max_new − 1 tokens past it: that one forward gives the keys and values of every prefix, and
 // every job's continuation for as long as it follows its text (Note [Run-ahead], generate.cc).
-// The jobs still open are then decoded `batch_size` at a time, longest context first, from a copy
-// of their text's cache in which the positions after their context are masked out, in a KV cache
-// allocated once for the batch. Each step takes the argmax over the vocabulary-parallel
-// logits without gathering them (vocab_parallel_argmax). Rows are independent, so a job's
+// The jobs still open are then decoded `batch_size` at a time, most tokens left first (then the
+// longest context), from a copy of their text's cache in which the positions after their context
+// are masked out, in a KV cache allocated once for the batch. Each step takes the argmax over the
+// vocabulary-parallel logits without gathering them (vocab_parallel_argmax). Rows are independent, so a job's
 // continuation does not depend on what it is batched with (up to float rounding of differently
 // shaped matrix products). Collective over the model's whole mesh; every rank returns all
 // continuations.
