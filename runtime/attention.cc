@@ -104,9 +104,9 @@ constexpr int64_t kFewQueryRows = 8;  // (h / g) · T at most
 // (chosen at run time where the CPU has it); the arithmetic is the same, lane by lane.
 __attribute__((target_clones("avx2", "default"))) void attend_row(const float* __restrict q, const float* __restrict k,
                                                                   int64_t k_row, const float* __restrict v,
-                                                                  int64_t v_row, const uint8_t* __restrict seen,
-                                                                  int64_t S, int64_t d, float scale,
-                                                                  float* __restrict p, float* __restrict out) {
+                                                                  int64_t v_row, const bool* __restrict seen, int64_t S,
+                                                                  int64_t d, float scale, float* __restrict p,
+                                                                  float* __restrict out) {
   float top = -std::numeric_limits<float>::infinity();
   for (int64_t key = 0; key < S; ++key) {
     if (!seen[key]) continue;
@@ -138,14 +138,14 @@ at::Tensor few_query_attention(const at::Tensor& q_in, const at::Tensor& k, cons
                                const at::Tensor& mask_in) {
   const Groups s(q_in, k);
   const at::Tensor q = q_in.contiguous();
-  // attend[b][t][j]: the mask's [B, 1, T, S] as bytes, or causal when there is none (T == S).
+  // attend[b][t][j]: the mask [B, 1, T, S], or causal when there is none (T == S).
   const at::Tensor attend = mask_in.defined()
-                                ? mask_in.expand({s.B, 1, s.T, s.S}).to(at::kByte).contiguous()
-                                : at::ones({s.T, s.S}, at::kByte).tril().expand({s.B, 1, s.T, s.S}).contiguous();
+                                ? mask_in.expand({s.B, 1, s.T, s.S}).contiguous()
+                                : at::ones({s.T, s.S}, at::kBool).tril().expand({s.B, 1, s.T, s.S}).contiguous();
   at::Tensor out = at::empty({s.B, s.h, s.T, s.d}, q.options());
   const float* qp = q.data_ptr<float>();
   const float *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
-  const uint8_t* ap = attend.data_ptr<uint8_t>();
+  const bool* ap = attend.data_ptr<bool>();
   float* op = out.data_ptr<float>();
   const auto scale = static_cast<float>(s.scale);
   at::parallel_for(0, s.count(), 4, [&](int64_t first, int64_t last) {

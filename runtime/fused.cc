@@ -135,28 +135,34 @@ inline void rotate_row(const T* __restrict x, const float* __restrict c, const f
   }
 }
 
+// Rotates every row of x [B, h, T, d] into y (a [B, h, T, d] view), each with unit stride in d,
+// with the tables c, s [B or 1, 1, T, d]: forward with sign +1, backward with −1.
+void rotate_rows(const at::Tensor& x, const at::Tensor& y, const at::Tensor& c, const at::Tensor& s, float sign) {
+  const int64_t B = x.size(0), H = x.size(1), T = x.size(2), d = x.size(3);
+  const bool shared = c.size(0) == 1;  // one table for every row of the batch
+  const float *cp = c.data_ptr<float>(), *sp = s.data_ptr<float>();
+  with_element(x, [&]<typename E>(E) {
+    const E* xp = x.data_ptr<E>();
+    E* yp = y.data_ptr<E>();
+    at::parallel_for(0, B * H * T, kRowGrain, [&](int64_t first, int64_t last) {
+      for (int64_t n = first; n < last; ++n) {
+        const int64_t b = n / (H * T), h = n / T % H, t = n % T;
+        const int64_t table = ((shared ? 0 : b) * T + t) * d;
+        rotate_row(xp + b * x.stride(0) + h * x.stride(1) + t * x.stride(2), cp + table, sp + table,
+                   yp + b * y.stride(0) + h * y.stride(1) + t * y.stride(2), d, sign);
+      }
+    });
+  });
+}
+
 struct RopeFn : torch::autograd::Function<RopeFn> {
   // x [B, h, T, d] with unit stride in d → contiguous [B, h, T, d].
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& cos,
                             const at::Tensor& sin) {
     const at::Tensor x = x_in.stride(3) == 1 ? x_in : x_in.contiguous();
     const at::Tensor c = cos.contiguous(), s = sin.contiguous();
-    const int64_t B = x.size(0), H = x.size(1), T = x.size(2), d = x.size(3);
-    const int64_t s0 = x.stride(0), s1 = x.stride(1), s2 = x.stride(2);
-    const bool shared = c.size(0) == 1;  // one table for every row of the batch
-    at::Tensor y = at::empty({B, H, T, d}, x.options());
-    const float *cp = c.data_ptr<float>(), *sp = s.data_ptr<float>();
-    with_element(x, [&]<typename E>(E) {
-      const E* xp = x.data_ptr<E>();
-      E* yp = y.data_ptr<E>();
-      at::parallel_for(0, B * H * T, kRowGrain, [&](int64_t first, int64_t last) {
-        for (int64_t n = first; n < last; ++n) {
-          const int64_t b = n / (H * T), h = n / T % H, t = n % T;
-          const int64_t table = ((shared ? 0 : b) * T + t) * d;
-          rotate_row(xp + b * s0 + h * s1 + t * s2, cp + table, sp + table, yp + n * d, d, 1.0f);
-        }
-      });
-    });
+    at::Tensor y = at::empty(x.sizes(), x.options());
+    rotate_rows(x, y, c, s, 1.0f);
     ctx->save_for_backward({c, s});
     return y;
   }
@@ -164,24 +170,10 @@ struct RopeFn : torch::autograd::Function<RopeFn> {
   // ∂x is laid out [B, T, h, d] (returned transposed): the layout of the projection that made x.
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &c = saved[0], &s = saved[1];
     const at::Tensor g = grad_out[0].contiguous();
-    const int64_t B = g.size(0), H = g.size(1), T = g.size(2), d = g.size(3);
-    const bool shared = c.size(0) == 1;
-    at::Tensor gx = at::empty({B, T, H, d}, g.options());
-    const float *cp = c.data_ptr<float>(), *sp = s.data_ptr<float>();
-    with_element(g, [&]<typename E>(E) {
-      const E* gp = g.data_ptr<E>();
-      E* gxp = gx.data_ptr<E>();
-      at::parallel_for(0, B * H * T, kRowGrain, [&](int64_t first, int64_t last) {
-        for (int64_t n = first; n < last; ++n) {
-          const int64_t b = n / (H * T), h = n / T % H, t = n % T;
-          const int64_t table = ((shared ? 0 : b) * T + t) * d;
-          rotate_row(gp + n * d, cp + table, sp + table, gxp + ((b * T + t) * H + h) * d, d, -1.0f);
-        }
-      });
-    });
-    return {gx.transpose(1, 2), at::Tensor(), at::Tensor()};
+    const at::Tensor gx = at::empty({g.size(0), g.size(2), g.size(1), g.size(3)}, g.options()).transpose(1, 2);
+    rotate_rows(g, gx, saved[0], saved[1], -1.0f);
+    return {gx, at::Tensor(), at::Tensor()};
   }
 };
 
