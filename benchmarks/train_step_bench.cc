@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "base/memory.h"
 #include "benchmarks/random_tokens.h"
 #include "collectives/local_communicator.h"
 #include "runtime/trainer.h"
@@ -33,6 +34,7 @@ void BM_TrainStep(benchmark::State& state) {
   const int64_t size = state.range(0);
   const int64_t mode = state.range(1);
   const int64_t B = 8, T = 128;
+  keep_freed_host_memory();  // as `lethe` does (Note [Freed host memory stays])
   LocalCommunicator world;
   Mesh mesh = Mesh::create(world, MeshConfig{}).value();
   ModelConfig m = model_of_size(size);

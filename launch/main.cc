@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/log.h"
+#include "base/memory.h"
 #include "collectives/world.h"
 #include "io/config.h"
 #include "launch/bench.h"
@@ -56,6 +57,7 @@ lethe::Status each_seed(const lethe::RunConfig& cfg, const std::function<lethe::
 }  // namespace
 
 int main(int argc, char** argv) {
+  lethe::keep_freed_host_memory();
   CLI::App app{"Lethe: make a language model forget part of its training data, and measure it."};
   app.require_subcommand(1);
 

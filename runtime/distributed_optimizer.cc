@@ -82,11 +82,10 @@ at::Tensor AdamW::mixed_step(double lr, double max_norm) {
       auto [start, count] = intersect(lo, hi, b.offsets[j], b.offsets[j] + p.value.numel());
       if (count == 0 || dropped_[b.params[j]]) continue;
       at::Tensor g = grads[i].narrow(0, start - lo, count).to(at::kFloat);  // a view when the gradients are fp32
-      if (clip.defined()) g.mul_(clip);
       lists.add(st.master.narrow(0, start - master_base, count), st.m.narrow(0, start - lo, count),
                 st.v.narrow(0, start - lo, count), g, p.decay);
     }
-    adamw_update(lists, lr, hyper_, step_);
+    adamw_update(lists, lr, hyper_, step_, clip);
     if (!sharded) {
       b.weights.copy_(st.master);
     } else if (!mesh_->shard_master()) {  // zero1: every rank keeps whole masters

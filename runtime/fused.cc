@@ -6,6 +6,8 @@
 #include <cmath>
 #include <vector>
 
+#include "runtime/simd.h"
+
 namespace lethe {
 
 namespace {
@@ -27,7 +29,9 @@ using torch::autograd::variable_list;
 // The per-row sums run in fp64 (lane_sum); ∂w is ATen's sum over rows of g ∘ x · r, as autograd's
 // would be.
 // bf16 tensors are read as fp32 and each output rounded to bf16 once, as ATen's ops on the fp32
-// upcast (what the model ran before) round their result; the cos and sin tables stay fp32.
+// upcast (what the model ran before) round their result; the cos and sin tables stay fp32, and
+// RMSNorm's weight may be fp32 under a bf16 input (fp32 weights computing in bf16), so a model
+// takes the same kernel whether its weights are kept in bf16 or cast to it.
 constexpr int64_t kRowGrain = 64;  // rows per parallel task, at least
 
 // Σ_{j<n} term(j) in fp64, in eight lanes (j mod 8) added pairwise at the end: the sums do not
@@ -53,14 +57,20 @@ auto with_element(const at::Tensor& x, const F& f) {
   return x.scalar_type() == at::kFloat ? f(float{}) : f(c10::BFloat16{});
 }
 
+// Runs f with the element types of x and w (each float or c10::BFloat16).
+template <typename F>
+auto with_elements(const at::Tensor& x, const at::Tensor& w, const F& f) {
+  return with_element(x, [&]<typename T>(T t) { return with_element(w, [&]<typename W>(W u) { return f(t, u); }); });
+}
+
 struct RmsNormFn : torch::autograd::Function<RmsNormFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& w, double eps) {
     const at::Tensor x = x_in.contiguous(), wc = w.contiguous();
     const int64_t D = x.size(-1), N = x.numel() / D;
     at::Tensor y = at::empty_like(x), r = at::empty({N}, x.options().dtype(at::kFloat));
-    with_element(x, [&]<typename T>(T) {
+    with_elements(x, wc, [&]<typename T, typename W>(T, W) {
       const T* __restrict xp = x.data_ptr<T>();
-      const T* __restrict wp = wc.data_ptr<T>();
+      const W* __restrict wp = wc.data_ptr<W>();
       T* __restrict yp = y.data_ptr<T>();
       float* __restrict rp = r.data_ptr<float>();
       at::parallel_for(0, N, kRowGrain, [&](int64_t first, int64_t last) {
@@ -89,9 +99,9 @@ struct RmsNormFn : torch::autograd::Function<RmsNormFn> {
     at::Tensor gx = want_x ? at::empty_like(x) : at::Tensor();
     at::Tensor gxhat =
         want_w ? at::empty({N, D}, x.options().dtype(at::kFloat)) : at::Tensor();  // g ∘ x · r, summed below
-    with_element(x, [&]<typename T>(T) {
+    with_elements(x, w, [&]<typename T, typename W>(T, W) {
       const T* __restrict xp = x.data_ptr<T>();
-      const T* __restrict wp = w.data_ptr<T>();
+      const W* __restrict wp = w.data_ptr<W>();
       const float* __restrict rp = r.data_ptr<float>();
       const T* __restrict gp = g.data_ptr<T>();
       T* gxp = want_x ? gx.data_ptr<T>() : nullptr;
@@ -177,6 +187,91 @@ struct RopeFn : torch::autograd::Function<RopeFn> {
   }
 };
 
+// SwiGLU, y = silu(a) ∘ b with silu(a) = a · σ(a), σ(a) = 1 / (1 + e^−a), one pass over its rows
+// each way (ATen: silu, mul forward; silu_backward and two muls backward, silu(a) kept in
+// between): ∂a = g ∘ b ∘ σ ∘ (1 + a (1 − σ)) (ATen's silu_backward), ∂b = g ∘ silu(a).
+// a and b are [N, f] rows with their own row strides (the two halves of the fused gate/up
+// projection); y and the gradients are contiguous. Eight values at a time (simd.h), the tail of a
+// row as a part vector.
+struct SwigluRows {
+  const void *a, *b, *g;  // g: the gradient of y (backward)
+  void *y, *da, *db;      // y forward; da, db backward
+  int64_t f, a_row, b_row;
+};
+
+// Eight values of row n from column j on (fewer at the row's end: `part`), and their store.
+template <typename T>
+LETHE_INLINE simd::f8 load_at(const T* p, int part) {
+  return part == simd::kLane ? simd::load8(p) : simd::load_part(p, part);
+}
+template <typename T>
+LETHE_INLINE void store_at(T* p, simd::f8 v, int part) {
+  part == simd::kLane ? simd::store8(p, v) : simd::store_part(p, v, part);
+}
+
+template <typename T, bool Backward>
+LETHE_INLINE void swiglu_rows(const SwigluRows& w, int64_t first, int64_t last) {
+  using simd::f8;
+  for (int64_t n = first; n < last; ++n) {
+    const T *a = static_cast<const T*>(w.a) + n * w.a_row, *b = static_cast<const T*>(w.b) + n * w.b_row;
+    const int64_t row = n * w.f;  // of y, g and the gradients
+    for (int64_t j = 0; j < w.f; j += simd::kLane) {
+      const int part = static_cast<int>(std::min<int64_t>(simd::kLane, w.f - j));
+      const f8 av = load_at(a + j, part), bv = load_at(b + j, part), sig = 1.0f / (1.0f + simd::exp8(-av));
+      const f8 silu = av * sig;
+      if constexpr (Backward) {
+        const f8 gv = load_at(static_cast<const T*>(w.g) + row + j, part);
+        store_at(static_cast<T*>(w.da) + row + j, gv * bv * sig * (1.0f + av * (1.0f - sig)), part);
+        store_at(static_cast<T*>(w.db) + row + j, gv * silu, part);
+      } else {
+        store_at(static_cast<T*>(w.y) + row + j, silu * bv, part);
+      }
+    }
+  }
+}
+
+template <bool Backward>
+__attribute__((target_clones("arch=x86-64-v3", "default"), flatten)) void swiglu_range(const SwigluRows& w, bool bf16,
+                                                                                       int64_t first, int64_t last) {
+  bf16 ? swiglu_rows<c10::BFloat16, Backward>(w, first, last) : swiglu_rows<float, Backward>(w, first, last);
+}
+
+struct SwigluFn : torch::autograd::Function<SwigluFn> {
+  // [N, f] views with unit stride in f (any row stride), of one dtype.
+  static std::pair<at::Tensor, at::Tensor> rows(const at::Tensor& a, const at::Tensor& b) {
+    const auto as_rows = [](const at::Tensor& x) {
+      const at::Tensor r = x.reshape({-1, x.size(-1)});
+      return r.stride(1) == 1 ? r : r.contiguous();
+    };
+    return {as_rows(a), as_rows(b)};
+  }
+
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b) {
+    const auto [ar, br] = rows(a, b);
+    at::Tensor y = at::empty(a.sizes(), a.options());
+    const SwigluRows w{ar.data_ptr(), br.data_ptr(), nullptr,      y.data_ptr(), nullptr,
+                       nullptr,       ar.size(1),    ar.stride(0), br.stride(0)};
+    at::parallel_for(0, ar.size(0), kRowGrain, [&](int64_t first, int64_t last) {
+      swiglu_range<false>(w, a.scalar_type() == at::kBFloat16, first, last);
+    });
+    ctx->save_for_backward({a, b});
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const auto [ar, br] = rows(saved[0], saved[1]);
+    const at::Tensor g = grad_out[0].contiguous();
+    at::Tensor da = at::empty(saved[0].sizes(), g.options()), db = at::empty(saved[1].sizes(), g.options());
+    const SwigluRows w{ar.data_ptr(), br.data_ptr(), g.data_ptr(), nullptr,     da.data_ptr(),
+                       db.data_ptr(), ar.size(1),    ar.stride(0), br.stride(0)};
+    at::parallel_for(0, ar.size(0), kRowGrain, [&](int64_t first, int64_t last) {
+      swiglu_range<true>(w, g.scalar_type() == at::kBFloat16, first, last);
+    });
+    return {da, db};
+  }
+};
+
 at::Tensor rotate_half(const at::Tensor& x) {
   const int64_t h = x.size(-1) / 2;
   return at::cat({x.narrow(-1, h, h).neg(), x.narrow(-1, 0, h)}, -1);
@@ -191,7 +286,7 @@ constexpr int64_t kSquaresBlock = 1 << 14;
 }  // namespace
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
-  if (fused_here(x) && w.scalar_type() == x.scalar_type()) return RmsNormFn::apply(x, w, eps);
+  if (fused_here(x) && fused_here(w)) return RmsNormFn::apply(x, w, eps);
   at::Tensor xf = x.to(at::kFloat);
   at::Tensor y = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return (y * w).to(x.scalar_type());
@@ -201,6 +296,11 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   if (fused_here(x) && cos.scalar_type() == at::kFloat && cos.size(1) == 1) return RopeFn::apply(x, cos, sin);
   at::Tensor xf = x.to(at::kFloat);
   return (xf * cos + rotate_half(xf) * sin).to(x.scalar_type());
+}
+
+at::Tensor swiglu(const at::Tensor& a, const at::Tensor& b) {
+  if (fused_here(a) && a.scalar_type() == b.scalar_type() && a.sizes() == b.sizes()) return SwigluFn::apply(a, b);
+  return at::silu(a) * b;
 }
 
 at::Tensor sum_of_squares(const at::Tensor& x) {

@@ -433,7 +433,7 @@ at::Tensor Llama::block(size_t i, const at::Tensor& x_in, const at::Tensor& cos,
                                   cache_layer.value_or(i), seed);
   at::Tensor hn = rms_norm(x, b.mlp_norm, cfg_.rms_norm_eps);
   const std::vector<at::Tensor> gate_up = column_parallel({&b.w_gate, &b.w_up}, hn, compute_, tp, seed);
-  return x + b.w_down(at::silu(gate_up[0]) * gate_up[1], compute_, tp, seed);
+  return x + b.w_down(swiglu(gate_up[0], gate_up[1]), compute_, tp, seed);
 }
 
 std::vector<at::Tensor> Llama::block_params(size_t i) const {

@@ -1,6 +1,7 @@
 #include "runtime/optimizer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <cmath>
 
@@ -110,13 +111,91 @@ void AdamLists::add(const at::Tensor& weight, const at::Tensor& exp_avg, const a
   m.push_back(exp_avg);
   v.push_back(exp_avg_sq);
   g.push_back(grad);
+  decays.push_back(decay);
   if (decay) decayed.push_back(weight);
 }
 
-void adamw_update(AdamLists& l, double lr, const AdamHyper& hyper, int64_t step) {
+namespace {
+
+// Note [One-pass AdamW]: on the CPU the _foreach_ ops of LibTorch 1.13 run tensor by tensor and op
+// by op: nine passes over every parameter's state (ten with clipping), each tensor of fewer than
+// 32 k values on one thread, and a temporary for the denominator. Here each value is read and
+// written once, in blocks of kAdamBlock values spread over the intra-op threads, with the same
+// formulas in fp32 and the same scalars rounded to fp32 as the ATen ops take them:
+//   g ← g · clip;  w ← w · (1 − lr·wd) (decayed tensors);  m ← m·β₁ + (1 − β₁)·g;
+//   v ← v·β₂ + (1 − β₂)·g·g;  w ← w + (−lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε).
+// ATen's add (m + α·g) and addcmul (v + α·g·g) are fused multiply-adds, written here as std::fma
+// (exact on every machine), and the file is compiled without other contractions, so the update is
+// the ops' bit for bit (Train.Fp32AdamWIsTheReferenceUpdateBitForBit). Every layout (dp, ZeRO-1,
+// tp, bf16 masters) takes this same per-value arithmetic.
+constexpr int64_t kAdamBlock = 1 << 14;
+
+struct AdamScalars {
+  float clip, decay, beta1, one_minus_beta1, beta2, one_minus_beta2, sqrt_bc2, eps, step_size;
+};
+
+struct AdamBlock {
+  float *w, *m, *v, *g;
+  int64_t n;
+  bool decay;
+};
+
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void adamw_block(const AdamBlock& b, const AdamScalars& s) {
+  const float decay = b.decay ? s.decay : 1.0f;
+  float* __restrict w = b.w, * __restrict m = b.m, * __restrict v = b.v, * __restrict g = b.g;
+  for (int64_t j = 0; j < b.n; ++j) {
+    const float gj = g[j] * s.clip;
+    g[j] = gj;
+    const float mj = std::fma(gj, s.one_minus_beta1, m[j] * s.beta1);
+    const float vj = std::fma(s.one_minus_beta2 * gj, gj, v[j] * s.beta2);
+    m[j] = mj, v[j] = vj;
+    w[j] = w[j] * decay + s.step_size * mj / (std::sqrt(vj) / s.sqrt_bc2 + s.eps);
+  }
+}
+
+bool one_pass_here(const AdamLists& l) {
+  for (const auto* list : {&l.w, &l.m, &l.v, &l.g}) {
+    for (const at::Tensor& t : *list) {
+      if (!t.device().is_cpu() || t.scalar_type() != at::kFloat || !t.is_contiguous()) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+void adamw_update(AdamLists& l, double lr, const AdamHyper& hyper, int64_t step, const at::Tensor& clip) {
   if (l.w.empty()) return;
   const double bc1 = 1.0 - std::pow(hyper.beta1, static_cast<double>(step));
   const double bc2 = 1.0 - std::pow(hyper.beta2, static_cast<double>(step));
+  if (one_pass_here(l)) {  // Note [One-pass AdamW]
+    const auto f = [](double x) { return static_cast<float>(x); };
+    const AdamScalars s{clip.defined() ? f(clip.item<double>()) : 1.0f,
+                        f(1.0 - lr * hyper.weight_decay),
+                        f(hyper.beta1),
+                        f(1.0 - hyper.beta1),
+                        f(hyper.beta2),
+                        f(1.0 - hyper.beta2),
+                        f(std::sqrt(bc2)),
+                        f(hyper.eps),
+                        f(-lr / bc1)};
+    std::vector<AdamBlock> blocks;
+    for (size_t i = 0; i < l.w.size(); ++i) {
+      const int64_t n = l.w[i].numel();
+      for (int64_t o = 0; o < n; o += kAdamBlock) {
+        blocks.push_back({l.w[i].data_ptr<float>() + o, l.m[i].data_ptr<float>() + o, l.v[i].data_ptr<float>() + o,
+                          l.g[i].data_ptr<float>() + o, std::min(kAdamBlock, n - o),
+                          l.decays[i] && hyper.weight_decay > 0});
+      }
+    }
+    at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t first, int64_t last) {
+      for (int64_t b = first; b < last; ++b) adamw_block(blocks[b], s);
+    });
+    return;
+  }
+  if (clip.defined()) {
+    for (at::Tensor& g : l.g) g.mul_(clip);
+  }
   if (hyper.weight_decay > 0 && !l.decayed.empty()) at::_foreach_mul_(l.decayed, 1.0 - lr * hyper.weight_decay);
   at::_foreach_mul_(l.m, hyper.beta1);
   at::_foreach_add_(l.m, l.g, 1.0 - hyper.beta1);
@@ -202,10 +281,9 @@ at::Tensor AdamW::step(double lr, double max_norm) {
   for (size_t i = 0; i < params_->size(); ++i) {
     Param& p = (*params_)[i];
     if (!grads[i].defined()) continue;
-    if (clip.defined()) grads[i].mul_(clip);
     lists.add(p.value, m_[i], v_[i], grads[i], p.decay);
   }
-  adamw_update(lists, lr, hyper_, step_);
+  adamw_update(lists, lr, hyper_, step_, clip);
   for (Param& p : *params_) p.value.mutable_grad() = at::Tensor();
   return norm;
 }
@@ -256,13 +334,12 @@ at::Tensor AdamW::zero1_step(double lr, double max_norm) {
   }
   const at::Tensor norm = grad_norm(*params_, grads, *mesh_, /*dp_sharded=*/true);
   const at::Tensor clip = clip_coefficient(norm, max_norm);
-  if (clip.defined()) mine.mul_(clip);  // every owned gradient at once
   AdamLists lists;
   for (size_t i : active) {
     Param& p = (*params_)[i];
     lists.add(p.value.narrow(0, rows_[i].first, rows_[i].second), m_[i], v_[i], grads[i], p.decay);
   }
-  adamw_update(lists, lr, hyper_, step_);
+  adamw_update(lists, lr, hyper_, step_, clip);
   off = 0;
   for (size_t i : active) {
     Param& p = (*params_)[i];

@@ -132,13 +132,15 @@ std::pair<int64_t, int64_t> zero1_rows(int64_t rows, int k, int dp);
 // `decayed` are the w that take weight decay.
 struct AdamLists {
   std::vector<at::Tensor> w, m, v, g, decayed;
+  std::vector<bool> decays;  // per i: whether w[i] takes weight decay
   void add(const at::Tensor& weight, const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq, const at::Tensor& grad,
            bool decay);
 };
 // One decoupled-weight-decay AdamW update of every listed tensor in place, at 1-based step `step`,
-// with _foreach_ ops (torch.optim.AdamW's foreach form; on the CPU they run tensor by tensor, the
-// same arithmetic as the per-tensor form).
-void adamw_update(AdamLists& l, double lr, const AdamHyper& hyper, int64_t step);
+// each gradient first multiplied in place by `clip` (clip_coefficient; undefined: no clipping).
+// fp32 contiguous CPU tensors take one pass over every value (Note [One-pass AdamW]); others
+// torch.optim.AdamW's foreach form with _foreach_ ops.
+void adamw_update(AdamLists& l, double lr, const AdamHyper& hyper, int64_t step, const at::Tensor& clip);
 
 // Note [Clipping without a host read]: the clip coefficient max_norm / (norm + 1e-6) where norm >
 // max_norm, else 1, as a 0-dim tensor beside `norm`; multiplying a gradient by it in place equals

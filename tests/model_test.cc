@@ -138,6 +138,45 @@ TEST(Model, CpuGroupedAttentionEqualsTheExplicitSoftmaxWithGradients) {
   }
 }
 
+// Note [CPU attention]'s tiles and ranges: 37 positions (row tiles and a tail, keys padded to 48),
+// a head size of 20 (padded to 32), a mask with holes inside each row's key range (not one span),
+// and a row that sees no key at all (its output 0, and it adds nothing to any gradient); fp32
+// against the fp64 formula, bf16 against the fp32 formula on the same bf16 inputs.
+TEST(Model, CpuAttentionOverTilesHolesAndEmptyRows) {
+  const int64_t B = 2, h = 4, g = 2, T = 37, d = 20;
+  at::Tensor mask = (at::rand({B, 1, T, T}) > 0.3).logical_and(at::ones({T, T}, at::kBool).tril());
+  mask.diagonal(0, 2, 3).fill_(true);
+  mask[1][0][5].fill_(false);  // sees nothing
+  at::Tensor fake = mask.clone();
+  fake[1][0][5][0] = true;  // the reference's stand-in key for the empty row, whose output it zeroes
+  const at::Tensor sees_any = mask.any(-1, true);  // [B, 1, T, 1]
+  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(dtype == at::kFloat ? "fp32" : "bf16");
+    const auto ref_type = dtype == at::kFloat ? at::kDouble : at::kFloat;
+    const at::Tensor q = at::randn({B, h, T, d}).to(dtype).requires_grad_();
+    const at::Tensor k = at::randn({B, g, T, d}).to(dtype).requires_grad_();
+    const at::Tensor v = at::randn({B, g, T, d}).to(dtype).requires_grad_(), up = at::randn({B, h, T, d});
+    const at::Tensor out = attention(q, k, v, mask);
+    ASSERT_EQ(out.scalar_type(), dtype);
+    const auto grads = torch::autograd::grad({(out.to(ref_type) * up.to(ref_type)).sum()}, {q, k, v});
+    const at::Tensor qr = q.detach().to(ref_type).requires_grad_(), kr = k.detach().to(ref_type).requires_grad_();
+    const at::Tensor vr = v.detach().to(ref_type).requires_grad_();
+    const at::Tensor scores =
+        at::matmul(qr, kr.repeat_interleave(h / g, 1).transpose(-2, -1)) / std::sqrt(static_cast<double>(d));
+    const at::Tensor ref =
+        at::matmul(at::softmax(scores.masked_fill(fake.logical_not(), -INFINITY), -1), vr.repeat_interleave(h / g, 1)) *
+        sees_any.to(ref_type);
+    const auto ref_grads = torch::autograd::grad({(ref * up.to(ref_type)).sum()}, {qr, kr, vr});
+    EXPECT_TRUE(at::equal(out[1].select(1, 5).to(at::kFloat), at::zeros({h, d})));
+    const double tol = dtype == at::kFloat ? 1e-5 : 2e-2;
+    EXPECT_TRUE(at::allclose(out.to(ref_type), ref, tol, tol));
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(grads[i].scalar_type(), dtype);
+      EXPECT_TRUE(at::allclose(grads[i].to(ref_type), ref_grads[i], tol, tol)) << "gradient " << i;
+    }
+  }
+}
+
 // Note [Decoding attention]: one query position against a cache's keys and values read in place
 // (a narrowed buffer), rows whose padding the mask hides, head dims with and without a tail of 8.
 TEST(Model, DecodingAttentionEqualsTheExplicitSoftmax) {
@@ -213,6 +252,7 @@ TEST(Model, FusedRmsNormAndRopeInBf16MatchTheirFp32Formulas) {
   const at::Tensor up = at::randn({B, T * 20, D}).to(bf16);
   const at::Tensor y = rms_norm(x, w, 1e-5);
   ASSERT_EQ(y.scalar_type(), bf16);
+  EXPECT_TRUE(at::equal(rms_norm(x, w.to(at::kFloat), 1e-5), y));  // fp32 weights computing in bf16: the same kernel
   const at::Tensor xf = x.detach().to(at::kFloat).requires_grad_(), wf = w.detach().to(at::kFloat).requires_grad_();
   const at::Tensor ref = xf * at::rsqrt(xf.pow(2).mean(-1, true) + 1e-5) * wf;
   EXPECT_TRUE(at::allclose(y.to(at::kFloat), ref.to(bf16).to(at::kFloat), 8e-3, 1e-3));
@@ -236,6 +276,36 @@ TEST(Model, FusedRmsNormAndRopeInBf16MatchTheirFp32Formulas) {
   const at::Tensor g = torch::autograd::grad({(r.to(at::kFloat) * out_up).sum()}, {proj})[0];
   const at::Tensor g_ref = torch::autograd::grad({(r_ref * out_up).sum()}, {qf})[0];
   EXPECT_TRUE(at::allclose(g.narrow(-1, h * d, h * d).view({B, T, h, d}).transpose(1, 2).to(at::kFloat), g_ref, 1e-2, 1e-2));
+}
+
+// SwiGLU (Note [Fused CPU kernels]) as the model calls it, on the two halves of one projection
+// (row stride 2f), rows of 21 values (two vectors and a part), saturated gates included: against
+// silu(a) · b in fp64 with gradients for fp32, and against the fp32 formula rounded once for bf16.
+TEST(Model, FusedSwigluEqualsItsFormulaWithGradients) {
+  const int64_t N = 150, f = 21;
+  at::Tensor init = at::randn({N, 2 * f}) * 3;
+  init[0][0] = 100, init[0][1] = -100, init[1][0] = 88.5, init[1][1] = -88.5;  // e^−a over- and underflowing
+  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(dtype == at::kFloat ? "fp32" : "bf16");
+    const at::Tensor proj = init.to(dtype).requires_grad_();
+    const at::Tensor a = proj.narrow(-1, 0, f), b = proj.narrow(-1, f, f), up = at::randn({N, f});
+    const at::Tensor y = swiglu(a, b);
+    ASSERT_EQ(y.scalar_type(), dtype);
+    const auto ref_type = dtype == at::kFloat ? at::kDouble : at::kFloat;
+    const at::Tensor pr = proj.detach().to(ref_type).requires_grad_();
+    const at::Tensor ref = at::silu(pr.narrow(-1, 0, f)) * pr.narrow(-1, f, f);
+    const at::Tensor grad = torch::autograd::grad({(y.to(ref_type) * up.to(ref_type)).sum()}, {proj})[0];
+    const at::Tensor ref_grad = torch::autograd::grad({(ref * up.to(ref_type)).sum()}, {pr})[0];
+    ASSERT_EQ(grad.scalar_type(), dtype);
+    EXPECT_FALSE(grad.isnan().any().item<bool>());
+    if (dtype == at::kFloat) {
+      EXPECT_TRUE(at::allclose(y.to(at::kDouble), ref, 1e-5, 1e-6));
+      EXPECT_TRUE(at::allclose(grad.to(at::kDouble), ref_grad, 1e-5, 1e-6));
+    } else {
+      EXPECT_TRUE(at::allclose(y.to(at::kFloat), ref.to(dtype).to(at::kFloat), 8e-3, 1e-3));
+      EXPECT_TRUE(at::allclose(grad.to(at::kFloat), ref_grad.to(dtype).to(at::kFloat), 8e-3, 1e-3));
+    }
+  }
 }
 
 // The gradient norm's Σ x² (Note [Sum of squares]): against fp64 ATen over several blocks and a
