@@ -199,7 +199,7 @@ struct SwigluRows {
   int64_t f, a_row, b_row;
 };
 
-// Eight values of row n from column j on (fewer at the row's end: `part`), and their store.
+// The eight values from p on (the first `part` of them at a row's end), and their store.
 template <typename T>
 LETHE_INLINE simd::f8 load_at(const T* p, int part) {
   return part == simd::kLane ? simd::load8(p) : simd::load_part(p, part);

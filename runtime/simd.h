@@ -26,14 +26,20 @@ LETHE_INLINE f8 load8(const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
+// bf16 is the high half of an fp32: widened by a shift, narrowed with round-to-nearest-even (NaN
+// to the quiet NaN 0x7fc0), as c10::BFloat16's conversions do value by value.
+using u16x8 = uint16_t __attribute__((vector_size(kLane * sizeof(uint16_t))));
+using u32x8 = uint32_t __attribute__((vector_size(kLane * sizeof(uint32_t))));
 LETHE_INLINE f8 load8(const c10::BFloat16* p) {
-  f8 v;
-  for (int l = 0; l < kLane; ++l) v[l] = static_cast<float>(p[l]);
-  return v;
+  u16x8 h;
+  std::memcpy(&h, p, sizeof h);
+  return (f8)(__builtin_convertvector(h, u32x8) << 16);
 }
 LETHE_INLINE void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof v); }
 LETHE_INLINE void store8(c10::BFloat16* p, f8 v) {
-  for (int l = 0; l < kLane; ++l) p[l] = static_cast<c10::BFloat16>(v[l]);
+  const u32x8 bits = (u32x8)v, rounded = (bits + 0x7fff + ((bits >> 16) & 1)) >> 16;
+  const u16x8 h = __builtin_convertvector(v != v ? u32x8{} + 0x7fc0 : rounded, u16x8);
+  std::memcpy(p, &h, sizeof h);
 }
 // The first n < 8 lanes (the others 0), and their store.
 template <typename T>

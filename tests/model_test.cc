@@ -7,11 +7,13 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "collectives/local_communicator.h"
 #include "runtime/attention.h"
 #include "runtime/fused.h"
 #include "runtime/model.h"
+#include "runtime/simd.h"
 #include "runtime/tp_ops.h"
 
 namespace lethe {
@@ -304,6 +306,27 @@ TEST(Model, FusedSwigluEqualsItsFormulaWithGradients) {
     } else {
       EXPECT_TRUE(at::allclose(y.to(at::kFloat), ref.to(dtype).to(at::kFloat), 8e-3, 1e-3));
       EXPECT_TRUE(at::allclose(grad.to(at::kFloat), ref_grad.to(dtype).to(at::kFloat), 8e-3, 1e-3));
+    }
+  }
+}
+
+// simd.h's eight-lane bf16 conversions against c10::BFloat16's value by value, bit for bit:
+// round-to-nearest-even ties both ways, ±0, ±∞, NaN, subnormals and random values.
+TEST(Model, VectorBf16ConversionsAreC10s) {
+  std::vector<float> x = {1.0f + 0x1p-8f, 1.0f + 0x3p-8f, -(1.0f + 0x1p-8f), 0.0f, -0.0f, INFINITY, -INFINITY,
+                          NAN, 1e-40f, -3.4e38f, 65504.0f, 0.1f, -7.25f, 3.0e-39f, 1.0f, 2.0f};
+  const at::Tensor r = at::randn({4096}) * 1e3;
+  x.insert(x.end(), r.data_ptr<float>(), r.data_ptr<float>() + r.numel());
+  for (size_t i = 0; i < x.size(); i += simd::kLane) {
+    c10::BFloat16 out[simd::kLane];
+    simd::store8(out, simd::load8(x.data() + i));
+    float back[simd::kLane];
+    simd::store8(back, simd::load8(out));
+    for (int l = 0; l < simd::kLane; ++l) {
+      const c10::BFloat16 want(x[i + l]);
+      EXPECT_EQ(out[l].x, want.x) << x[i + l];
+      const float wf = static_cast<float>(want);
+      EXPECT_EQ(std::memcmp(&back[l], &wf, sizeof wf), 0) << x[i + l];
     }
   }
 }
