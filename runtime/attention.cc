@@ -20,17 +20,18 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Note [CPU attention]: on the CPU, fp32 and bf16 attention is one kernel per KV-head group, not
-// ATen ops: LibTorch's CPU bmm without MKL multiplies one small matrix after another through BLAS,
-// and grouped-query attention first copies every KV head h / g times. Here the h / g query heads of
-// a KV head attend as one group of (h / g)·T query rows, and the B·g groups are split into one range
-// per intra-op thread, each group on one core, its operands copied once into fp32 scratch (rows
-// padded to 16 floats, keys to a multiple of 16; bf16 is read as fp32 and rounded once on the way
-// out). Each query row only multiplies the keys it can see: a causal row t the keys [0, t], a
-// packed row those of its own sample (Ranges), so causal attention does about half the products
-// of the full score matrix. The products are register tiles of 4 rows by 16 keys (dots) or by 16
-// columns (combine) in eight-float vectors (simd.h), built for AVX2 with FMA as well as the baseline
-// and chosen at run time; the softmax subtracts the row's maximum and uses a vectorised exp.
+// Note [CPU attention]: on the CPU, fp32 attention (and bf16 without AVX-512 BF16: Note [bf16
+// products]) is one kernel per KV-head group, not ATen ops: LibTorch's CPU bmm without MKL
+// multiplies one small matrix after another through BLAS, and grouped-query attention first copies
+// every KV head h / g times. Here the h / g query heads of a KV head attend as one group of
+// (h / g)·T query rows, and the B·g groups are split into one range per intra-op thread, each group
+// on one core, its operands copied once into fp32 scratch (rows padded to 16 floats, keys to a
+// multiple of 16; bf16 is read as fp32 and rounded once on the way out). Each query row only
+// multiplies the keys it can see: a causal row t the keys [0, t], a packed row those of its own
+// sample (Ranges), so causal attention does about half the products of the full score matrix. The
+// products are register tiles of 4 rows by 16 keys (dots) or by 16 columns (combine) in eight-float
+// vectors (simd.h), built for AVX2 with FMA as well as the baseline and chosen at run time; the
+// softmax subtracts the row's maximum and uses a vectorised exp.
 // Forward:  S = q kᵀ, P = softmax(S / √d) (masked keys 0), O = P v; P is kept for backward.
 // Backward: dV = Pᵀ dO, dP = dO vᵀ, dS = P ∘ (dP − rowsum(dP ∘ P)) / √d, dQ = dS k, dK = dSᵀ q.
 // Each group is computed by one thread in a fixed order, so results do not depend on the thread
@@ -335,7 +336,7 @@ Grouped grouped_forward(const at::Tensor& q, const at::Tensor& k, const at::Tens
 // its products as ATen's bf16 bmm over each thread's range of groups (oneDNN), the scores masked
 // and softmaxed in fp32 and rounded once, P kept in bf16: there a bf16 product runs at about four
 // times the fp32 kernel's rate (on the project's AVX-512 BF16 instance the ~10M model's bf16 step
-// took 284 ms with the fp32 kernel, 250 ms with these products). Without those instructions bf16
+// took 284 ms with the fp32 kernel, 251 ms with these products). Without those instructions bf16
 // bmm runs at a few GFLOP/s, and bf16 takes the fp32 kernel above.
 bool native_bf16() {
   static const bool yes = __builtin_cpu_supports("avx512bf16");
