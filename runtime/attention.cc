@@ -425,7 +425,7 @@ struct Bf16BmmAttention : torch::autograd::Function<Bf16BmmAttention> {
 // the default generation batch) cost more than the arithmetic. Here, for a few query rows per
 // group and without a graph, each group is one loop on one core: the scores q·k / √d of the keys
 // the mask lets it see (masked keys are neither multiplied nor exponentiated), the softmax with its
-// maximum subtracted, and Σ p v; fp32 tensors only (bf16 takes the grouped kernel), groups split
+// maximum subtracted, and Σ p v; fp32 tensors only (bf16 takes the grouped path), groups split
 // over the intra-op threads. The cache's keys and values are read in place (any batch and head
 // strides, rows of d contiguous).
 constexpr int64_t kFewQueryRows = 8;  // (h / g) · T at most
