@@ -303,10 +303,19 @@ at::Tensor group_rows(const at::Tensor& x, int64_t count) {
 // Group grp's rows of a contiguous fp32 [count, …] tensor.
 float* of_group(const at::Tensor& x, int64_t grp) { return x.data_ptr<float>() + grp * x.stride(0); }
 
-// Runs f(group, scratch) for every group, one range of groups per intra-op thread.
+// Runs f(first, last) on one range of groups per intra-op thread, each on one core without autograd.
+template <typename F>
+void for_group_ranges(int64_t count, const F& f) {
+  at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
+    at::NoGradGuard no_grad;
+    f(first, last);
+  });
+}
+
+// Runs f(group, scratch) for every group (for_group_ranges), with one scratch buffer per range.
 template <typename F>
 void for_groups(int64_t count, const F& f) {
-  at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
+  for_group_ranges(count, [&](int64_t first, int64_t last) {
     std::vector<float> scratch;
     for (int64_t grp = first; grp < last; ++grp) f(grp, scratch);
   });
@@ -352,15 +361,6 @@ at::Tensor masked_out(const at::Tensor& mask, const Groups& s, const at::TensorO
   }
   const at::Tensor out = mask.select(1, 0).logical_not().expand({s.B, s.T, s.S});
   return out.unsqueeze(1).unsqueeze(1).expand({s.B, s.g, s.r, s.T, s.S}).reshape({s.count(), s.r * s.T, s.S});
-}
-
-// Runs f(first, last) on one range of groups per intra-op thread, each on one core without autograd.
-template <typename F>
-void for_group_ranges(int64_t count, const F& f) {
-  at::parallel_for(0, count, 1, [&](int64_t first, int64_t last) {
-    at::NoGradGuard no_grad;
-    f(first, last);
-  });
 }
 
 // Note [bf16 products]'s forward: the output [B, h, T, d] and the grouped bf16 qg [B·g, r·T, d],
