@@ -11,10 +11,12 @@
 //   the continuation compared with the sample's next tokens by token ROUGE-L F1 (the paper uses
 //   BERTScore/BLEU; any documented similarity is allowed). A sample counts as forgotten when its
 //   score is at most the mean score of the same check on holdout samples — the level of data the
-//   model never saw, regenerated when the holdout perplexity says it moved (Note [Holdout level]). Forgotten samples leave the unlearning set with their pairs. The method stops
-//   when EL_n (eval.el_*) and MA on the forget set are at or below their holdout level (EL_n
-//   generated only once MA is: Note [EL when needed]), or the set is empty — but never on a collapsed model (Note [Collapse guard]): when the holdout perplexity
-//   exceeds kCollapseFactor × the reference's, it stops and says the model collapsed instead.
+//   model never saw, measured again only when a probe of the holdout says the model moved (Note
+//   [Holdout level]). Forgotten samples leave the unlearning set with their pairs. The method
+//   stops when EL_n (eval.el_*) and MA on the forget set are at or below their holdout level (EL_n
+//   generated only once MA is: Note [EL when needed]), or the set is empty — but never on a
+//   collapsed model (Note [Collapse guard]): when the probe's perplexity exceeds kCollapseFactor ×
+//   the reference's on it, it stops and says the model collapsed instead.
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
@@ -99,6 +101,9 @@ class Icu : public BasicStrategy {
     remaining_ = at::ones({f.rows()}, at::kLong);
     forget_samples_ = row_samples(f);
     holdout_samples_ = row_samples(*ctx.data.holdout);
+    probe_samples_.clear();
+    const size_t n = holdout_samples_.size(), k = std::min(n, kProbeSamples);
+    for (size_t i = 0; i < k; ++i) probe_samples_.push_back(holdout_samples_[i * n / k]);  // spread over the set
     holdout_ = {};
     return Status::ok();
   }
@@ -128,17 +133,22 @@ class Icu : public BasicStrategy {
     const Llama& m = *c.model;
     Cost& cost = *ctx_.cost;
     const EvalConfig& e = *ctx_.eval;
-    // Teacher-forced statistics every cycle (one forward per sample): MA, and the holdout
-    // perplexity that the collapse guard and the holdout level's refresh rule read.
+    // Teacher-forced statistics every cycle (one forward per sample): the forget set's MA, and the
+    // holdout probe's perplexity that the collapse guard and the holdout level's refresh rule read.
     const TeacherForced tf = teacher_forced(m, forget_samples_, e.mink_k, e.batch_size);
-    const TeacherForced th = teacher_forced(m, holdout_samples_, e.mink_k, e.batch_size);
-    cost.forward_tokens += tf.tokens + th.tokens;
-    const double ma_f = mean(tf.ma), ma_h = mean(th.ma);
+    const TeacherForced probe = teacher_forced(m, probe_samples_, e.mink_k, e.batch_size);
+    cost.forward_tokens += tf.tokens + probe.tokens;
+    // The holdout's statistics only when Note [Holdout level] says they are stale: its MA here,
+    // its check in the pool below (and its EL_n when the stop rule reads it: Note [EL when needed]).
+    const bool refresh = holdout_stale(probe.perplexity());
+    if (refresh) {
+      const TeacherForced th = teacher_forced(m, holdout_samples_, e.mink_k, e.batch_size);
+      cost.forward_tokens += th.tokens;
+      holdout_ = {0, kNotMeasured, probe.perplexity(), mean(th.ma)};
+    }
+    const double ma_f = mean(tf.ma), ma_h = holdout_.ma;
     // The checks and the stop rule's EL_n on forget and holdout ([eval]'s lengths and EL options):
-    // one generation pool, in which both continue prefixes of the same samples. The holdout's
-    // check only when Note [Holdout level] says it is stale; EL_n only when the stop rule reads it
-    // (Note [EL when needed]).
-    const bool refresh = holdout_stale(th.perplexity());
+    // one generation pool, in which both continue prefixes of the same samples.
     const bool need_el = ma_f <= ma_h;
     const ExtractionOptions el{e.el_n, e.el_stride, e.el_max_new_tokens, e.generate_batch_size};
     const Check check_f = check_jobs(forget_samples_, cfg_.icu_prefix, e.verbmem_new_tokens, ctx_.eos_id);
@@ -152,7 +162,7 @@ class Icu : public BasicStrategy {
     const size_t check_h_at = pool.add(holdout_samples_, check_h.jobs), el_h_at = pool.add(holdout_samples_, el_h);
     pool.run(m, e.generate_batch_size);
     cost.forward_tokens += generation_tokens(pool.texts(), pool.jobs());
-    if (refresh) holdout_ = {mean(similarities(check_h, pool.results(check_h_at))), kNotMeasured, th.perplexity()};
+    if (refresh) holdout_.similarity = mean(similarities(check_h, pool.results(check_h_at)));
     if (!el_h.empty()) holdout_.el = mean(extraction_scores(holdout_samples_, el, el_h, pool.results(el_h_at)));
     const std::vector<double> f = similarities(check_f, pool.results(check_f_at));
     const double unseen = holdout_.similarity;
@@ -165,21 +175,21 @@ class Icu : public BasicStrategy {
       left += keep;
     }
     const double el_forget = need_el ? mean(extraction_scores(forget_samples_, el, el_f, pool.results(el_f_at))) : kNotMeasured;
-    if (!(ref_holdout_ppl_ > 0)) {  // once per run (kept in the state): the reference is frozen
-      const TeacherForced r0 = teacher_forced(*ctx_.reference, holdout_samples_, e.mink_k, e.batch_size);
+    if (!(ref_probe_ppl_ > 0)) {  // once per run (kept in the state): the reference is frozen
+      const TeacherForced r0 = teacher_forced(*ctx_.reference, probe_samples_, e.mink_k, e.batch_size);
       cost.forward_tokens += r0.tokens;
-      ref_holdout_ppl_ = r0.perplexity();
+      ref_probe_ppl_ = r0.perplexity();
     }
     log().info("icu refinement: {} of {} forget samples still remembered ({} came back; similarity threshold {:.3f}); "
                "MA {:.3f} vs unseen {:.3f}, {}",
                left, f.size(), returned, unseen, ma_f, ma_h,
                need_el ? fmt::format("EL_{} {:.3f} vs unseen {:.3f}", e.el_n, el_forget, holdout_.el)
                        : fmt::format("EL_{} not needed (MA above unseen)", e.el_n));
-    if (!refresh) log().info("icu refinement: holdout level kept (holdout perplexity {:.4g}, {:.4g} when it was measured)",
-                             th.perplexity(), holdout_.perplexity);
-    if (!(th.perplexity() <= kCollapseFactor * ref_holdout_ppl_)) {
+    if (!refresh) log().info("icu refinement: holdout level kept (probe perplexity {:.4g}, {:.4g} when it was measured)",
+                             probe.perplexity(), holdout_.perplexity);
+    if (!(probe.perplexity() <= kCollapseFactor * ref_probe_ppl_)) {
       return {true, fmt::format("icu: stopped without success: the model collapsed (holdout perplexity {:.4g}, above {:g}× the "
-                                "reference's {:.4g})", th.perplexity(), kCollapseFactor, ref_holdout_ppl_)};
+                                "reference's {:.4g})", probe.perplexity(), kCollapseFactor, ref_probe_ppl_)};
     }
     if (left == 0) return {true, "icu: every forget sample is forgotten"};
     if (need_el && el_forget <= holdout_.el) return {true, "icu: EL and MA on the forget set fell to the unseen level"};
@@ -188,9 +198,9 @@ class Icu : public BasicStrategy {
 
   StateTensors state() const override {
     StateTensors s{{"remaining", remaining_.clone()}};
-    if (ref_holdout_ppl_ > 0) s["icu_reference_holdout_ppl"] = at::tensor({ref_holdout_ppl_}, at::kDouble);
+    if (ref_probe_ppl_ > 0) s["icu_reference_probe_ppl"] = at::tensor({ref_probe_ppl_}, at::kDouble);
     if (holdout_.perplexity > 0) {
-      s["icu_holdout_level"] = at::tensor({holdout_.similarity, holdout_.el, holdout_.perplexity}, at::kDouble);
+      s["icu_holdout_level"] = at::tensor({holdout_.similarity, holdout_.el, holdout_.perplexity, holdout_.ma}, at::kDouble);
     }
     return s;
   }
@@ -201,22 +211,29 @@ class Icu : public BasicStrategy {
                            std::to_string(remaining_.numel()) + ")");
     }
     remaining_ = it->second.to(at::kLong).contiguous().clone();
-    if (auto p = s.find("icu_reference_holdout_ppl"); p != s.end()) ref_holdout_ppl_ = p->second.to(at::kDouble).item<double>();
+    // A checkpoint written before the probe holds the full holdout's perplexities instead (keys
+    // icu_reference_holdout_ppl, and a 3-value level): they are left, and measured again.
+    if (auto p = s.find("icu_reference_probe_ppl"); p != s.end()) ref_probe_ppl_ = p->second.to(at::kDouble).item<double>();
     holdout_ = {};
-    if (auto h = s.find("icu_holdout_level"); h != s.end()) {
-      if (h->second.numel() != 3) return Status::error("state/strategy/icu_holdout_level: expected 3 values (similarity, EL, perplexity)");
+    if (auto h = s.find("icu_holdout_level"); h != s.end() && h->second.numel() != 3) {
+      if (h->second.numel() != 4) {
+        return Status::error("state/strategy/icu_holdout_level: expected 4 values (similarity, EL, probe perplexity, MA)");
+      }
       const at::Tensor v = h->second.to(at::kDouble).contiguous();
-      holdout_ = {v[0].item<double>(), v[1].item<double>(), v[2].item<double>()};
+      holdout_ = {v[0].item<double>(), v[1].item<double>(), v[2].item<double>(), v[3].item<double>()};
     }
     return Status::ok();
   }
 
  private:
-  // Note [Holdout level]: the holdout's check similarity and EL_n are generated statistics of data
-  // the model never saw; unlearning moves them little. They are measured at a request's first
-  // refinement and again only when the holdout perplexity (teacher-forced, every cycle) has moved
-  // by more than kHoldoutDrift (relative, either way) since they were.
+  // Note [Holdout level]: the holdout's statistics — its MA (teacher-forced), the check's mean
+  // similarity and EL_n (generated) — are those of data the model never saw; unlearning moves them
+  // little. They are measured at a request's first refinement and again only when the perplexity
+  // of a probe of the holdout (kProbeSamples of its samples spread over the set, teacher-forced
+  // every cycle) has moved by more than kHoldoutDrift (relative, either way) since they were. The
+  // probe's perplexity is also what the collapse guard compares with the reference's on it.
   static constexpr double kHoldoutDrift = 0.10;
+  static constexpr size_t kProbeSamples = 16;
   bool holdout_stale(double ppl) const {
     return !(holdout_.perplexity > 0) || !(std::abs(std::log(ppl / holdout_.perplexity)) <= std::log1p(kHoldoutDrift));
   }
@@ -229,13 +246,15 @@ class Icu : public BasicStrategy {
   // cycle that needs it after the level was (re)set, not at the refresh itself.
   static constexpr double kNotMeasured = -1;  // EL_n is a fraction in [0, 1]
   struct HoldoutLevel {
-    double similarity = 0, el = kNotMeasured, perplexity = 0;  // perplexity 0: not measured in this request
+    double similarity = 0, el = kNotMeasured;
+    double perplexity = 0;  // the probe's when the level was measured; 0: not measured in this request
+    double ma = 0;
   };
 
   at::Tensor pair_;       // forget row → retain row (host)
   at::Tensor remaining_;  // forget row → 1 while still being unlearned
-  std::vector<Tokens> forget_samples_, holdout_samples_;
-  double ref_holdout_ppl_ = 0;  // the reference's holdout perplexity (Note [Collapse guard]); 0 until measured
+  std::vector<Tokens> forget_samples_, holdout_samples_, probe_samples_;
+  double ref_probe_ppl_ = 0;  // the reference's perplexity on the probe (Note [Collapse guard]); 0 until measured
   HoldoutLevel holdout_;
 
 };

@@ -611,7 +611,7 @@ TEST_F(Unlearning, IcuNeverDeclaresACollapsedModelForgotten) {
   const double ppl = records.back()["metrics"]["ppl_holdout"], target = read_json(*dir_ + "/target/summary.json")["metrics"]["ppl_holdout"];
   EXPECT_GT(ppl, kCollapseFactor * target);
   auto ckpt = H5File::open(list_checkpoints(cfg.run.dir + "/unlearn-icu/checkpoints").front()).value();
-  EXPECT_TRUE(ckpt.read_tensor("state/strategy/icu_reference_holdout_ppl").is_ok());
+  EXPECT_TRUE(ckpt.read_tensor("state/strategy/icu_reference_probe_ppl").is_ok());
 }
 
 // NPO with retain "none" caches log π_ref of both requests' forget sets up front and frees the
