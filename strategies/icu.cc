@@ -188,7 +188,7 @@ class Icu : public BasicStrategy {
     if (!refresh) log().info("icu refinement: holdout level kept (probe perplexity {:.4g}, {:.4g} when it was measured)",
                              probe.perplexity(), holdout_.perplexity);
     if (!(probe.perplexity() <= kCollapseFactor * ref_probe_ppl_)) {
-      return {true, fmt::format("icu: stopped without success: the model collapsed (holdout perplexity {:.4g}, above {:g}× the "
+      return {true, fmt::format("icu: stopped without success: the model collapsed (holdout probe perplexity {:.4g}, above {:g}× the "
                                 "reference's {:.4g})", probe.perplexity(), kCollapseFactor, ref_probe_ppl_)};
     }
     if (left == 0) return {true, "icu: every forget sample is forgotten"};

@@ -607,7 +607,7 @@ TEST_F(Unlearning, IcuNeverDeclaresACollapsedModelForgotten) {
   auto records = read_jsonl(cfg.run.dir + "/unlearn-icu/metrics.jsonl");
   ASSERT_FALSE(records.empty());
   const std::string stop = records.back()["stop"];
-  EXPECT_EQ(stop.rfind("icu: stopped without success: the model collapsed (holdout perplexity ", 0), 0u) << stop;
+  EXPECT_EQ(stop.rfind("icu: stopped without success: the model collapsed (holdout probe perplexity ", 0), 0u) << stop;
   const double ppl = records.back()["metrics"]["ppl_holdout"], target = read_json(*dir_ + "/target/summary.json")["metrics"]["ppl_holdout"];
   EXPECT_GT(ppl, kCollapseFactor * target);
   auto ckpt = H5File::open(list_checkpoints(cfg.run.dir + "/unlearn-icu/checkpoints").front()).value();
