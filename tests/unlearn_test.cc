@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -595,6 +596,40 @@ TEST_F(Unlearning, IcuRefinementRemovesSamplesAndItsStopRuleFires) {
   const std::string stop = records.back()["stop"];
   EXPECT_EQ(stop.rfind("icu:", 0), 0u) << "stopped by: " << stop << " after " << records.size() << " cycles";
   EXPECT_LT(records.size(), 20u);
+}
+
+// ICU's holdout level (Note [Holdout level]) is kept from cycle to cycle and measured again only
+// when the holdout probe's perplexity has drifted by more than 10 % since it was: in every cycle's
+// checkpoint the level (similarity, EL_n, the probe perplexity it was measured at, holdout MA) is
+// either the previous cycle's, all four values, or one measured at a probe perplexity more than
+// 10 % away from the previous one's.
+TEST_F(Unlearning, IcuMeasuresItsHoldoutLevelAgainOnlyWhenTheProbeDrifts) {
+  RunConfig cfg = elsewhere("icu-level", {"unlearn.methods=[\"icu\"]", "unlearn.lr=1e-4", "unlearn.max_cycles=8",
+                                          "unlearn.learn_steps=0", "unlearn.keep_checkpoints=20"});
+  ASSERT_TRUE(run_unlearn_phase(cfg, {}).is_ok());
+  std::vector<std::string> ckpts = list_checkpoints(cfg.run.dir + "/unlearn-icu/checkpoints");
+  std::sort(ckpts.begin(), ckpts.end());  // step order
+  ASSERT_GE(ckpts.size(), 3u);
+  int kept = 0, measured = 0;
+  at::Tensor previous;
+  for (const std::string& path : ckpts) {
+    auto level = H5File::open(path).value().read_tensor("state/strategy/icu_holdout_level");
+    ASSERT_TRUE(level.is_ok()) << path;
+    const at::Tensor v = level.value();
+    ASSERT_EQ(v.numel(), 4) << path;
+    if (previous.defined()) {
+      if (at::equal(v, previous)) {
+        ++kept;
+      } else {
+        ++measured;
+        const double drift = std::abs(std::log(v[2].item<double>() / previous[2].item<double>()));
+        EXPECT_GT(drift, std::log1p(0.10)) << path << ": the level changed without the probe drifting";
+      }
+    }
+    previous = v;
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_GT(measured, 0);
 }
 
 // ICU at a rate that wrecks the model (0.05, no retain terms, no learn steps): its stop rule says the
