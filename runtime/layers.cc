@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
 
@@ -97,6 +98,55 @@ at::Tensor ColumnParallelLinear::operator()(const at::Tensor& x, at::ScalarType 
   return column_parallel({this}, x, compute, tp, dropout_seed)[0];
 }
 
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Note [Concatenated weights are not kept]: layers that read the same input run as one GEMM over
+// their weights concatenated. Autograd would keep that concatenation — a copy of the attention's
+// and the MLP's input projections, half to two thirds of a Llama's weights — for the input's
+// gradient until backward, in every forward with gradients (docs/plan.md counts none: on the
+// 246M model of benchmarks/memory_vs_plan an fp32 step's peak was 1747 MB with it, 1275 MB
+// without). ConcatLinear keeps the weights themselves and concatenates them again in backward,
+// a copy of the weights per backward. Its products are autograd's for
+// y = x · cat(ws)ᵀ (Linear's matmul folded to 2-D, MmBackward's operands), so outputs and
+// gradients are the same bit for bit (Model.ConcatLinearIsAutogradsLinearBitForBit).
+struct ConcatLinear : torch::autograd::Function<ConcatLinear> {
+  // x [.., in] in the compute dtype; ws [out_i, in] in their own dtype.
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList ws, at::ScalarType compute) {
+    std::vector<at::Tensor> saved{x};
+    saved.insert(saved.end(), ws.begin(), ws.end());
+    ctx->save_for_backward(saved);
+    ctx->saved_data["compute"] = static_cast<int64_t>(compute);
+    return at::linear(x, at::cat(ws).to(compute));
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& x = saved[0];
+    const std::vector<at::Tensor> ws(saved.begin() + 1, saved.end());
+    const auto compute = static_cast<at::ScalarType>(ctx->saved_data["compute"].toInt());
+    const at::Tensor g2 = grad_out[0].reshape({-1, grad_out[0].size(-1)});
+    variable_list grads(saved.size());
+    if (ctx->needs_input_grad(0)) grads[0] = g2.mm(at::cat(ws).to(compute)).view(x.sizes());
+    bool any_weight = false;
+    for (size_t i = 1; i < saved.size(); ++i) any_weight = any_weight || ctx->needs_input_grad(i);
+    if (any_weight) {
+      const at::Tensor gw = g2.t().mm(x.reshape({-1, x.size(-1)}));  // [Σ out_i, in]
+      int64_t row = 0;
+      for (size_t i = 0; i < ws.size(); ++i) {
+        grads[i + 1] = gw.narrow(0, row, ws[i].size(0)).to(ws[i].scalar_type());
+        row += ws[i].size(0);
+      }
+    }
+    grads.push_back(at::Tensor());  // compute
+    return grads;
+  }
+};
+
+}  // namespace
+
 std::vector<at::Tensor> column_parallel(std::initializer_list<const ColumnParallelLinear*> layers, const at::Tensor& x,
                                         at::ScalarType compute, Communicator& tp, uint64_t dropout_seed) {
   std::vector<at::Tensor> weights;
@@ -105,8 +155,8 @@ std::vector<at::Tensor> column_parallel(std::initializer_list<const ColumnParall
     weights.push_back(l->w);
     widths.push_back(l->w.size(0));
   }
-  const at::Tensor w = weights.size() == 1 ? weights[0] : at::cat(weights);
-  at::Tensor y = at::linear(copy_to_tp(x, tp).to(compute), w.to(compute));
+  const at::Tensor xc = copy_to_tp(x, tp).to(compute);
+  at::Tensor y = weights.size() == 1 ? at::linear(xc, weights[0].to(compute)) : ConcatLinear::apply(xc, at::TensorList(weights), compute);
   std::vector<at::Tensor> out = weights.size() == 1 ? std::vector<at::Tensor>{y} : y.split_with_sizes(widths, -1);
   size_t i = 0;
   for (const ColumnParallelLinear* l : layers) {  // adapters add to their own layer's output

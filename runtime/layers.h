@@ -56,7 +56,8 @@ struct ColumnParallelLinear {
 
 // Column-parallel layers applied to the same input, one output each: the base products run as one
 // over the weights concatenated (one GEMM forward, one for the input's gradient and one for the
-// weights' in backward, one tp all-reduce), each layer's adapter added to its own output.
+// weights' in backward, one tp all-reduce; the concatenation is not kept for backward: Note
+// [Concatenated weights are not kept]), each layer's adapter added to its own output.
 std::vector<at::Tensor> column_parallel(std::initializer_list<const ColumnParallelLinear*> layers, const at::Tensor& x,
                                         at::ScalarType compute, Communicator& tp, uint64_t dropout_seed = 0);
 

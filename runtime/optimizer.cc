@@ -196,15 +196,26 @@ void adamw_update(AdamLists& l, double lr, const AdamHyper& hyper, int64_t step,
   if (clip.defined()) {
     for (at::Tensor& g : l.g) g.mul_(clip);
   }
-  if (hyper.weight_decay > 0 && !l.decayed.empty()) at::_foreach_mul_(l.decayed, 1.0 - lr * hyper.weight_decay);
-  at::_foreach_mul_(l.m, hyper.beta1);
-  at::_foreach_add_(l.m, l.g, 1.0 - hyper.beta1);
-  at::_foreach_mul_(l.v, hyper.beta2);
-  at::_foreach_addcmul_(l.v, l.g, l.g, 1.0 - hyper.beta2);
-  std::vector<at::Tensor> denom = at::_foreach_sqrt(l.v);
-  at::_foreach_div_(denom, std::sqrt(bc2));
-  at::_foreach_add_(denom, hyper.eps);
-  at::_foreach_addcdiv_(l.w, l.m, denom, -lr / bc1);
+  // torch.optim.AdamW's foreach form over groups of tensors no larger together than the largest
+  // one, so that its one temporary, the denominator, is at most that tensor's size (docs/plan.md,
+  // the optimizer step), not every parameter's at once.
+  int64_t cap = 0;
+  for (const at::Tensor& t : l.w) cap = std::max(cap, t.numel());
+  for (size_t first = 0, last = 0; first < l.w.size(); first = last) {
+    AdamLists part;
+    for (int64_t n = 0; last < l.w.size() && (last == first || n + l.w[last].numel() <= cap); n += l.w[last++].numel()) {
+      part.add(l.w[last], l.m[last], l.v[last], l.g[last], l.decays[last]);
+    }
+    if (hyper.weight_decay > 0 && !part.decayed.empty()) at::_foreach_mul_(part.decayed, 1.0 - lr * hyper.weight_decay);
+    at::_foreach_mul_(part.m, hyper.beta1);
+    at::_foreach_add_(part.m, part.g, 1.0 - hyper.beta1);
+    at::_foreach_mul_(part.v, hyper.beta2);
+    at::_foreach_addcmul_(part.v, part.g, part.g, 1.0 - hyper.beta2);
+    std::vector<at::Tensor> denom = at::_foreach_sqrt(part.v);
+    at::_foreach_div_(denom, std::sqrt(bc2));
+    at::_foreach_add_(denom, hyper.eps);
+    at::_foreach_addcdiv_(part.w, part.m, denom, -lr / bc1);
+  }
 }
 
 at::Tensor clip_coefficient(const at::Tensor& norm, double max_norm) {

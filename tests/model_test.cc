@@ -310,6 +310,46 @@ TEST(Model, FusedSwigluEqualsItsFormulaWithGradients) {
   }
 }
 
+// Note [Concatenated weights are not kept]: column_parallel's fused product gives autograd's
+// y = x · cat(ws)ᵀ outputs and gradients bit for bit, for weights in fp32 and bf16, computed in
+// their dtype or in bf16, and for frozen weights (only the input's gradient).
+TEST(Model, ConcatLinearIsAutogradsLinearBitForBit) {
+  Fixture f;
+  struct Case {
+    const char* name;
+    at::ScalarType weights, compute;
+    bool frozen;
+  };
+  for (const Case c : {Case{"fp32", at::kFloat, at::kFloat, false}, Case{"bf16", at::kBFloat16, at::kBFloat16, false},
+                       Case{"fp32 weights, bf16 compute", at::kFloat, at::kBFloat16, false},
+                       Case{"frozen", at::kFloat, at::kFloat, true}}) {
+    SCOPED_TRACE(c.name);
+    std::vector<ColumnParallelLinear> layers(3);
+    const int64_t widths[] = {12, 5, 7};
+    for (size_t i = 0; i < layers.size(); ++i) layers[i].w = at::randn({widths[i], 16}).to(c.weights).requires_grad_(!c.frozen);
+    const at::Tensor x = at::randn({3, 9, 16}).to(c.weights).requires_grad_();
+    const at::Tensor up = at::randn({3, 9, 24});
+    const std::vector<at::Tensor> y = column_parallel({&layers[0], &layers[1], &layers[2]}, x, c.compute, f.mesh.tp());
+    std::vector<at::Tensor> ws, leaves{x};
+    for (auto& l : layers) {
+      ws.push_back(l.w.detach().requires_grad_(!c.frozen));
+      if (!c.frozen) leaves.push_back(l.w);
+    }
+    const at::Tensor xr = x.detach().requires_grad_();
+    const at::Tensor ref = at::linear(xr.to(c.compute), at::cat(ws).to(c.compute));
+    std::vector<at::Tensor> ref_leaves{xr};
+    if (!c.frozen) ref_leaves.insert(ref_leaves.end(), ws.begin(), ws.end());
+    EXPECT_TRUE(at::equal(at::cat(y, -1), ref));
+    const torch::autograd::variable_list g = torch::autograd::grad({(at::cat(y, -1).to(at::kFloat) * up).sum()}, leaves);
+    const torch::autograd::variable_list g_ref = torch::autograd::grad({(ref.to(at::kFloat) * up).sum()}, ref_leaves);
+    ASSERT_EQ(g.size(), g_ref.size());
+    for (size_t i = 0; i < g.size(); ++i) {
+      EXPECT_EQ(g[i].scalar_type(), leaves[i].scalar_type());
+      EXPECT_TRUE(at::equal(g[i], g_ref[i])) << "gradient " << i;
+    }
+  }
+}
+
 // simd.h's eight-lane bf16 conversions against c10::BFloat16's value by value, bit for bit:
 // round-to-nearest-even ties both ways, ±0, ±∞, NaN, subnormals and random values.
 TEST(Model, VectorBf16ConversionsAreC10s) {

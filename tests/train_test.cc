@@ -300,6 +300,35 @@ TEST(Train, Fp32AdamWIsTheReferenceUpdateBitForBit) {
   }
 }
 
+// The foreach form (tensors the one pass does not take: here non-contiguous ones, on a GPU every
+// one), run over groups no larger together than the largest tensor, gives the one pass's update
+// bit for bit: mixed sizes, some tensors decayed and some not, clipped.
+TEST(Train, AdamWForeachGroupsEqualTheOnePass) {
+  at::Generator gen = at::detail::createCPUGenerator(9);
+  const std::vector<std::vector<int64_t>> shapes{{40, 30}, {7, 3}, {5, 6}, {30, 1}, {12, 12}, {2, 2}};
+  std::vector<at::Tensor> w, m, v, g, w2, m2, v2, g2;
+  AdamLists one_pass, foreach;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    for (auto* list : {&w, &m, &v, &g}) list->push_back(at::randn(shapes[i], gen));
+    v.back().abs_();
+    // The same values, stored transposed: not contiguous, so adamw_update takes the foreach form.
+    for (auto [from, to] : {std::pair{&w, &w2}, {&m, &m2}, {&v, &v2}, {&g, &g2}}) {
+      to->push_back(from->back().t().contiguous().t());
+    }
+    one_pass.add(w[i], m[i], v[i], g[i], i % 2 == 0);
+    foreach.add(w2[i], m2[i], v2[i], g2[i], i % 2 == 0);
+  }
+  ASSERT_FALSE(w2[0].is_contiguous());
+  const AdamHyper h{0.9, 0.95, 1e-8, 0.1};
+  const at::Tensor clip = at::scalar_tensor(0.25, at::kDouble);
+  adamw_update(one_pass, 1e-2, h, 3, clip);
+  adamw_update(foreach, 1e-2, h, 3, clip);
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    EXPECT_TRUE(at::equal(w[i], w2[i]) && at::equal(m[i], m2[i]) && at::equal(v[i], v2[i]) && at::equal(g[i], g2[i]))
+        << "tensor " << i;
+  }
+}
+
 // A dataset claiming 10^12 elements that the file does not store is refused, not allocated.
 TEST(Checkpoint, AHugeClaimedShapeIsRefusedBeforeAllocation) {
   const std::string path = test::scratch_dir("h5-huge") + "/t.h5";
