@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/core/Allocator.h>
+#include <c10/util/ThreadLocalDebugInfo.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include <cmath>
@@ -348,6 +350,34 @@ TEST(Model, ConcatLinearIsAutogradsLinearBitForBit) {
       EXPECT_TRUE(at::equal(g[i], g_ref[i])) << "gradient " << i;
     }
   }
+}
+
+// Note [Concatenated weights are not kept], through the whole model: what a forward with gradients
+// leaves allocated for backward, counted by LibTorch's CPU allocator, is its activations — far
+// less than one copy of the concatenated q/k/v and gate/up weights, which autograd kept before.
+TEST(Model, AForwardKeepsNoCopyOfTheProjectionWeights) {
+  struct LiveBytes : c10::MemoryReportingInfoBase {
+    int64_t live = 0;
+    void reportMemoryUsage(void*, int64_t size, int64_t, int64_t, c10::Device) override { live += size; }
+    bool memoryProfilingEnabled() const override { return true; }
+  };
+  Fixture f;
+  ModelConfig cfg = small_model();
+  cfg.hidden_size = 256, cfg.intermediate_size = 1024, cfg.num_hidden_layers = 1;  // wide weights, few tokens
+  Llama model(cfg, f.mesh, 8);
+  const int64_t concatenated = 4 * cfg.hidden_size * (cfg.hidden_size + 2 * cfg.num_key_value_heads * cfg.head_dim() +
+                                                      2 * cfg.intermediate_size);  // bytes, fp32
+  const at::Tensor ids = at::randint(0, 50, {1, 4}, at::kLong);
+  auto live = std::make_shared<LiveBytes>();
+  at::Tensor loss;
+  {
+    c10::DebugInfoGuard counting(c10::DebugInfoKind::PROFILER_STATE, live);
+    loss = -model.token_logprobs(ids, positions(1, 4), one_segment(1, 4), ids).sum();
+  }
+  EXPECT_GT(live->live, 0);
+  EXPECT_LT(live->live, concatenated / 4) << "a forward left " << live->live << " bytes for backward; the weights "
+                                          << "concatenated are " << concatenated;
+  torch::autograd::backward({loss});
 }
 
 // simd.h's eight-lane bf16 conversions against c10::BFloat16's value by value, bit for bit:
