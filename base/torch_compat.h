@@ -84,4 +84,14 @@ inline void reset_peak_device_memory(at::Device device) {
 #endif
 }
 
+// The type of the allocator totals c10::MemoryReportingInfoBase::reportMemoryUsage receives
+// (int64_t in 1.13, size_t in 2.x), read from the declaration itself.
+template <class>
+struct ReportTotal;
+template <class C, class Ptr, class Size, class Total, class Device>
+struct ReportTotal<void (C::*)(Ptr, Size, Total, Total, Device)> {
+  using type = Total;
+};
+using AllocatorTotal = ReportTotal<decltype(&c10::MemoryReportingInfoBase::reportMemoryUsage)>::type;
+
 }  // namespace lethe::compat

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "base/torch_compat.h"
 #include "collectives/local_communicator.h"
 #include "runtime/attention.h"
 #include "runtime/fused.h"
@@ -358,7 +359,9 @@ TEST(Model, ConcatLinearIsAutogradsLinearBitForBit) {
 TEST(Model, AForwardKeepsNoCopyOfTheProjectionWeights) {
   struct LiveBytes : c10::MemoryReportingInfoBase {
     int64_t live = 0;
-    void reportMemoryUsage(void*, int64_t size, int64_t, int64_t, c10::Device) override { live += size; }
+    void reportMemoryUsage(void*, int64_t size, compat::AllocatorTotal, compat::AllocatorTotal, c10::Device) override {
+      live += size;
+    }
     bool memoryProfilingEnabled() const override { return true; }
   };
   Fixture f;
