@@ -156,7 +156,11 @@ std::vector<at::Tensor> column_parallel(std::initializer_list<const ColumnParall
     widths.push_back(l->w.size(0));
   }
   const at::Tensor xc = copy_to_tp(x, tp).to(compute);
-  at::Tensor y = weights.size() == 1 ? at::linear(xc, weights[0].to(compute)) : ConcatLinear::apply(xc, at::TensorList(weights), compute);
+  // Without gradients (evaluation, generation, the reference) there is no graph to keep anything
+  // in: the plain product, with no autograd node per projection on the decoding path.
+  at::Tensor y = weights.size() == 1             ? at::linear(xc, weights[0].to(compute))
+                 : !at::GradMode::is_enabled() ? at::linear(xc, at::cat(weights).to(compute))
+                                               : ConcatLinear::apply(xc, at::TensorList(weights), compute);
   std::vector<at::Tensor> out = weights.size() == 1 ? std::vector<at::Tensor>{y} : y.split_with_sizes(widths, -1);
   size_t i = 0;
   for (const ColumnParallelLinear* l : layers) {  // adapters add to their own layer's output
