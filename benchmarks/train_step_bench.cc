@@ -9,6 +9,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <cstdlib>
+
 #include "base/memory.h"
 #include "benchmarks/random_tokens.h"
 #include "collectives/local_communicator.h"
@@ -76,6 +78,9 @@ int main(int argc, char** argv) {
   at::set_num_threads(env ? std::atoi(env) : 2);
   benchmark::Initialize(&argc, argv);
   benchmark::AddCustomContext("torch_threads", std::to_string(at::get_num_threads()));
+  // OpenBLAS's kernels follow this variable when it is set (benchmarks/README.md, the machine).
+  const char* core = std::getenv("OPENBLAS_CORETYPE");
+  benchmark::AddCustomContext("OPENBLAS_CORETYPE", core ? core : "unset (OpenBLAS detects the CPU)");
   benchmark::RunSpecifiedBenchmarks();
   return 0;
 }
